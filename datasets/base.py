@@ -1,0 +1,54 @@
+"""Containers shared by every federated dataset: a hospital has train/val/test splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CLASSIFICATION = "classification"
+SEGMENTATION = "segmentation"
+
+
+@dataclass
+class Split:
+    """Images [n, C, H, W] float32 and targets (class ids [n] or masks [n, 1, H, W])."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.targets[index])
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.targets.to(device))
+
+    @staticmethod
+    def concat(splits: list["Split"]) -> "Split":
+        return Split(torch.cat([s.images for s in splits]), torch.cat([s.targets for s in splits]))
+
+
+@dataclass
+class Hospital:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+
+
+@dataclass
+class FederatedData:
+    """One federation: the task kind, the hospitals, and the shape of a model's input/output."""
+
+    name: str
+    task: str
+    hospitals: list[Hospital]
+    in_channels: int
+    num_outputs: int
+
+    def to(self, device: torch.device) -> "FederatedData":
+        hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device))
+                     for h in self.hospitals]
+        return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs)

@@ -1,0 +1,82 @@
+"""Shared recipe for the synthetic multi-site federations.
+
+Per hospital: a scanner profile and site traits are drawn once, then train/val/test slices
+are drawn from the same site. Everything comes from the run's "data" stream, so a seed
+fixes the whole federation (DESIGN.md, Data).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from datasets.base import FederatedData, Hospital, Split
+from datasets.scanner import ScannerProfile, apply_scanner
+
+
+@dataclass(frozen=True)
+class SyntheticSizes:
+    hospitals: int
+    train: int
+    val: int
+    test: int
+    img_size: int
+    size_skew: float = 0.0
+
+
+# (n, img_size, site traits, gen) -> (clean images [n,1,H,W] in [0,1], targets)
+DrawSlices = Callable[[int, int, dict, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# gen -> site traits (e.g. prevalence, gland size), drawn once per hospital
+DrawSite = Callable[[torch.Generator], dict]
+
+
+def hospital_train_sizes(sizes: SyntheticSizes, gen: torch.Generator) -> list[int]:
+    """Mean `sizes.train` per hospital; a log-normal spread of `size_skew` makes them unequal."""
+    if sizes.size_skew <= 0:
+        return [sizes.train] * sizes.hospitals
+    z = torch.randn(sizes.hospitals, generator=gen)
+    factor = torch.exp(sizes.size_skew * z - sizes.size_skew**2 / 2)
+    return [max(2, int(round(sizes.train * float(f)))) for f in factor]
+
+
+def build_synthetic(
+    *,
+    name: str,
+    task: str,
+    num_outputs: int,
+    sizes: SyntheticSizes,
+    gen: torch.Generator,
+    draw_site: DrawSite,
+    draw_slices: DrawSlices,
+    noise_range: tuple[float, float],
+    site_names: list[str] | None = None,
+) -> FederatedData:
+    train_sizes = hospital_train_sizes(sizes, gen)
+    hospitals = []
+    for h in range(sizes.hospitals):
+        profile = ScannerProfile.sample(gen, noise=noise_range)
+        site = draw_site(gen)
+
+        def split(n: int) -> Split:
+            images, targets = draw_slices(n, sizes.img_size, site, gen)
+            return Split(apply_scanner(images, profile, gen).contiguous(), targets)
+
+        label = site_names[h] if site_names and h < len(site_names) else f"hospital{h:02d}"
+        hospitals.append(Hospital(label, split(train_sizes[h]), split(sizes.val), split(sizes.test)))
+    return FederatedData(name, task, hospitals, in_channels=1, num_outputs=num_outputs)
+
+
+def exact_count_labels(n: int, prevalence: float, gen: torch.Generator) -> torch.Tensor:
+    """Binary labels with round(n * prevalence) positives (at least one of each when n >= 2),
+    in random order, so every val/test split has both classes and a defined AUC."""
+    positives = int(round(n * prevalence))
+    if n >= 2:
+        positives = min(max(positives, 1), n - 1)
+    labels = torch.zeros(n, dtype=torch.long)
+    labels[:positives] = 1
+    return labels[torch.randperm(n, generator=gen)]
+
+
+TWO_PI = 2 * math.pi

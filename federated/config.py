@@ -1,0 +1,209 @@
+"""Command-line flags -> one validated, frozen Config.
+
+Flag names follow the paper's repository (med-air/Client-DP-FL, fed_train.py) so its
+sweep lines run unchanged; defaults left unset on the command line come from the
+dataset's preset, which is sized for a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from datasets import DATASETS
+from federated.sampling import SAMPLING_MODES
+from nets import MODELS
+
+MODES = ("fedavg",)
+
+# Per-dataset defaults for flags the user leaves unset (the CPU default job).
+PRESETS: dict[str, dict] = {
+    "synthetic-ich": dict(clients=20, model="cnn", img_size=32, train_size=64, val_size=20,
+                          test_size=20, batch=16, lr=2e-3, rounds=40),
+    "synthetic-prostate": dict(clients=6, model="unet_small", img_size=32, train_size=60,
+                               val_size=20, test_size=20, batch=8, lr=1e-3, rounds=30),
+}
+PRESET_KEYS = ("clients", "model", "img_size", "train_size", "val_size", "test_size", "batch", "lr", "rounds")
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot run; the message names the flag and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    data: str = "synthetic-ich"
+    img_size: int = 32
+    train_size: int = 40
+    val_size: int = 20
+    test_size: int = 20
+    size_skew: float = 0.0
+    merge: bool = False
+    debug: bool = False
+    # federation
+    mode: str = "fedavg"
+    clients: int = 20
+    virtual_clients: int = 1
+    balance_split: bool = False
+    rounds: int = 30
+    local_epochs: int = 1
+    batch: int = 16
+    lr: float = 1e-3
+    lr_decay: float = -1.0
+    sample_rate: float = 1.0
+    client_sampling: str = "fixed"
+    weighted_avg: bool = False
+    reset_optimizer: bool = False
+    early: bool = False
+    patience: int = 20
+    # model
+    model: str = "cnn"
+    # run
+    seed: int = 0
+    exp: str | None = None
+    save_path: str = "./experiments"
+    resume: bool = False
+    overwrite: bool = False
+    ckpt_every: int = 1
+    gpu: str = "0"
+    test: bool = False
+    ckpt: str | None = None
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(values: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(Config)}
+        return Config(**{k: v for k, v in values.items() if k in known})
+
+    def run_name(self) -> str:
+        """Folder name built from the flags, in the pattern of the paper's code."""
+        if self.exp:
+            return self.exp
+        name = (f"{self.mode}_rounds{self.rounds}_localE{self.local_epochs}_lr{self.lr}_batch{self.batch}"
+                f"_N{self.clients}_sr{self.sample_rate}_VN{self.virtual_clients}")
+        name += "_MergeValTest" if self.merge else ""
+        name += "_WeightedAvg" if self.weighted_avg else "_PureAvg"
+        name += "_early_stop" if self.early else ""
+        name += f"_lrdecay{self.lr_decay}" if self.lr_decay > 0 else ""
+        name += "_balance_split" if self.balance_split else ""
+        name += "_debug" if self.debug else ""
+        return name
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fed_train.py",
+        description="Simulate federated training across hospitals and their sub-clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    preset = "per dataset: " + "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in vals.items()) for name, vals in PRESETS.items())
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="synthetic-ich", help=f"dataset: {', '.join(DATASETS)}")
+    g.add_argument("--img_size", type=int, default=None, help="image side in pixels (default: preset)")
+    g.add_argument("--train_size", type=int, default=None, help="mean training images per hospital (default: preset)")
+    g.add_argument("--val_size", type=int, default=None, help="validation images per hospital (default: preset)")
+    g.add_argument("--test_size", type=int, default=None, help="test images per hospital (default: preset)")
+    g.add_argument("--size_skew", type=float, default=0.0,
+                   help="log-normal spread of hospital training-set sizes (0 = equal sizes)")
+    g.add_argument("--merge", action="store_true", help="pool all hospitals' val/test sets into one")
+    g.add_argument("--debug", action="store_true", help="tiny data (4 batches per hospital) for a quick check")
+
+    g = p.add_argument_group("federation")
+    g.add_argument("--mode", default="fedavg", help=f"federated algorithm: {', '.join(MODES)}")
+    g.add_argument("-N", "--clients", type=int, default=None, help="number of hospitals (default: preset)")
+    g.add_argument("-VN", "--virtual_clients", type=int, default=1, help="sub-clients per hospital")
+    g.add_argument("--balance_split", action="store_true",
+                   help="hand the N*VN sub-clients to hospitals by size, so sub-clients are of similar size")
+    g.add_argument("--rounds", type=int, default=None, help="communication rounds (default: preset)")
+    g.add_argument("--local_epochs", type=int, default=1, help="local epochs per round")
+    g.add_argument("--batch", type=int, default=None, help="local batch size (default: preset)")
+    g.add_argument("--lr", type=float, default=None, help="local Adam learning rate (default: preset)")
+    g.add_argument("--lr_decay", type=float, default=-1.0,
+                   help="multiply the local lr by this every round (<= 0: off)")
+    g.add_argument("-sr", "--sample_rate", type=float, default=1.0,
+                   help="fraction of hospitals that take part each round, in (0, 1]")
+    g.add_argument("--client_sampling", default="fixed", choices=SAMPLING_MODES,
+                   help="fixed: int(N*sr) hospitals without replacement; poisson: each with prob. sr")
+    g.add_argument("--weighted_avg", action="store_true",
+                   help="weight updates by sample count (default: plain 1/K mean, as the paper)")
+    g.add_argument("--reset_optimizer", action="store_true",
+                   help="fresh local Adam state every round instead of keeping it across rounds")
+    g.add_argument("--early", action="store_true", help="stop when val has not improved for --patience rounds")
+    g.add_argument("--patience", type=int, default=20, help="rounds without improvement before --early stops")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
+
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--seed", type=int, default=0, help="seed for data, splits, sampling and training")
+    g.add_argument("--exp", default=None, help="run folder name (default: built from the flags)")
+    g.add_argument("--save_path", default="./experiments", help="results root: SAVE_PATH/DATA/seedS/RUN")
+    g.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--ckpt_every", type=int, default=1, help="save the resumable checkpoint every K rounds")
+    g.add_argument("--gpu", default="0", help="CUDA device index when a GPU is present; 'cpu' forces the CPU")
+    g.add_argument("--test", action="store_true", help="only evaluate --ckpt on every hospital's test set")
+    g.add_argument("--ckpt", default=None, help="checkpoint to evaluate with --test")
+    g.add_argument("--no_progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.epilog = f"Unset defaults come from the dataset preset ({preset})."
+    return p
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that cannot run, naming the flag and the allowed range."""
+    _check(cfg.data in DATASETS, f"--data {cfg.data!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    _check(cfg.model in MODELS, f"--model {cfg.model!r} is unknown; choose one of: {', '.join(MODELS)}")
+    _check(cfg.mode in MODES, f"--mode {cfg.mode!r} is unknown; choose one of: {', '.join(MODES)}")
+    _check(cfg.clients >= 1, f"-N/--clients must be >= 1 (got {cfg.clients})")
+    _check(cfg.virtual_clients >= 1, f"-VN/--virtual_clients must be >= 1 (got {cfg.virtual_clients})")
+    _check(0 < cfg.sample_rate <= 1, f"-sr/--sample_rate must be in (0, 1] (got {cfg.sample_rate})")
+    _check(cfg.rounds >= 1, f"--rounds must be >= 1 (got {cfg.rounds})")
+    _check(cfg.local_epochs >= 1, f"--local_epochs must be >= 1 (got {cfg.local_epochs})")
+    _check(cfg.batch >= 1, f"--batch must be >= 1 (got {cfg.batch})")
+    _check(cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})")
+    _check(cfg.lr_decay <= 0 or cfg.lr_decay <= 1, f"--lr_decay must be in (0, 1], or <= 0 for off (got {cfg.lr_decay})")
+    _check(cfg.img_size >= 16 and cfg.img_size % 4 == 0,
+           f"--img_size must be a multiple of 4 and >= 16 (got {cfg.img_size})")
+    _check(cfg.train_size >= 1, f"--train_size must be >= 1 (got {cfg.train_size})")
+    _check(cfg.val_size >= 2 and cfg.test_size >= 2,
+           f"--val_size and --test_size must be >= 2 (got {cfg.val_size}, {cfg.test_size})")
+    _check(cfg.size_skew >= 0, f"--size_skew must be >= 0 (got {cfg.size_skew})")
+    _check(cfg.patience >= 1, f"--patience must be >= 1 (got {cfg.patience})")
+    _check(cfg.ckpt_every >= 1, f"--ckpt_every must be >= 1 (got {cfg.ckpt_every})")
+    _check(not cfg.test or cfg.ckpt, "--test needs --ckpt PATH (a best.pt or last.pt of a run)")
+    _check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; pick one")
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Parse flags, fill preset defaults, validate. Exits with a usage error on bad input."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    if args["data"] not in PRESETS:
+        parser.error(f"--data {args['data']!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    for key in PRESET_KEYS:
+        if args[key] is None:
+            args[key] = PRESETS[args["data"]][key]
+    if args["debug"]:  # four batches per hospital, as the paper's --debug
+        args["train_size"] = min(args["train_size"], 4 * args["batch"])
+        args["val_size"] = min(args["val_size"], 2 * args["batch"])
+        args["test_size"] = min(args["test_size"], 2 * args["batch"])
+    cfg = Config.from_dict(args)
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        parser.error(str(err))
+    return cfg

@@ -1,0 +1,51 @@
+"""Score the global model on every hospital's val or test split, and their mean."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from datasets.base import FederatedData, Split
+from federated.flat import FlatState
+from federated.task import Task, predict
+
+MEAN = "mean"
+MERGED = "merged"
+
+
+@dataclass
+class EvalSet:
+    """All hospitals' images of one split stacked once, so evaluation is one batched pass."""
+
+    names: list[str]
+    sizes: list[int]
+    images: torch.Tensor
+    targets: torch.Tensor
+
+
+def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
+    """Per-hospital groups, or one pooled group with --merge (the paper's global val/test)."""
+    splits = [getattr(h, split) for h in data.hospitals]
+    pooled = Split.concat(splits)
+    if merge:
+        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets)
+    return EvalSet([h.name for h in data.hospitals], [len(s) for s in splits], pooled.images, pooled.targets)
+
+
+def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task) -> dict[str, dict]:
+    """Metrics per hospital plus their unweighted mean over hospitals (the paper's report)."""
+    flat.set(params)
+    outputs = predict(model, es.images)
+    results = {name: task.score(out, tgt) for name, out, tgt in
+               zip(es.names, outputs.split(es.sizes), es.targets.split(es.sizes))}
+    metrics = next(iter(results.values())).keys()
+    results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
+    return results
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan

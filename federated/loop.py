@@ -1,0 +1,182 @@
+"""The round loop (DESIGN.md, "Data flow of one round").
+
+global params -> each participating sub-client's local update (a delta) -> stack [K, P]
+-> aggregate (the privacy seam) -> server step -> evaluate on every hospital's val set
+-> on a new best, score the test set and save best.pt. All state that a later round
+depends on lives in RunState and is saved in last.pt, so --resume ends where an
+uninterrupted run ends.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from datasets.base import Split
+from federated.aggregate import round_weights
+from federated.config import Config
+from federated.evaluate import MEAN, eval_set, evaluate
+from federated.local import OptimizerState
+from federated.sampling import sample_hospitals
+from federated.setup import Federation, check_subclients
+from federated.subclients import split_hospitals
+from utils import io
+from utils.metrics import is_better
+from utils.results import RunRecorder, metric_rows
+from utils.seeding import make_streams
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunState:
+    next_round: int
+    params: torch.Tensor
+    subclient_counts: list[int]
+    subclient_indices: list[list[torch.Tensor]]
+    opt_states: list[list[OptimizerState | None]]
+    rng: dict[str, torch.Generator]
+    best: dict = field(default_factory=lambda: {"round": None})
+    best_params: torch.Tensor | None = None
+    rounds_since_best: int = 0
+    timing: dict = field(default_factory=lambda: {"local_s": 0.0, "eval_s": 0.0, "total_s": 0.0})
+
+    def state_dict(self) -> dict:
+        return {
+            "next_round": self.next_round, "params": self.params.cpu(),
+            "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
+            "opt_states": self.opt_states, "rng": {k: g.get_state() for k, g in self.rng.items()},
+            "best": self.best, "best_params": self.best_params, "rounds_since_best": self.rounds_since_best,
+            "timing": self.timing,
+        }
+
+    @staticmethod
+    def from_state_dict(state: dict, device: torch.device) -> "RunState":
+        rng = {}
+        for name, gen_state in state["rng"].items():
+            rng[name] = torch.Generator()
+            rng[name].set_state(gen_state)
+        best_params = state["best_params"]
+        return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
+                        state["subclient_indices"], state["opt_states"], rng, state["best"],
+                        None if best_params is None else best_params.to(device),
+                        state["rounds_since_best"], state["timing"])
+
+
+def initial_state(fed: Federation) -> RunState:
+    cfg = fed.cfg
+    rng = make_streams(cfg.seed)
+    counts = check_subclients(cfg, fed.data)
+    sizes = [len(h.train) for h in fed.data.hospitals]
+    indices = split_hospitals(sizes, counts, rng["split"])
+    opt_states = [[None] * k for k in counts]
+    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng)
+
+
+def subclient_data(fed: Federation, state: RunState) -> list[list[Split]]:
+    return [[h.train.subset(idx.to(fed.device)) for idx in per_h]
+            for h, per_h in zip(fed.data.hospitals, state.subclient_indices)]
+
+
+def local_lr(cfg: Config, round_idx: int) -> float:
+    return cfg.lr * (cfg.lr_decay ** round_idx if cfg.lr_decay > 0 else 1.0)
+
+
+def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round_idx: int) -> dict:
+    """One communication round; updates `state` in place and returns train losses per hospital."""
+    cfg = fed.cfg
+    hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
+    members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
+    deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
+    num_samples, losses = [], {}
+    lr = local_lr(cfg, round_idx)
+    start = time.perf_counter()
+    for row, (h, k) in enumerate(members):
+        opt_state = None if cfg.reset_optimizer else state.opt_states[h][k]
+        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=state.rng["local"])
+        state.opt_states[h][k] = None if cfg.reset_optimizer else new_state
+        deltas[row] = result.delta
+        num_samples.append(result.num_samples)
+        losses.setdefault(fed.data.hospitals[h].name, []).append(result.loss)
+    state.timing["local_s"] += time.perf_counter() - start
+    weights = round_weights(num_samples, weighted=cfg.weighted_avg)
+    update = fed.aggregate(deltas, weights)
+    state.params = fed.server.step(state.params, update)
+    per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
+    per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
+    return per_hospital
+
+
+def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
+    io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
+                   "server": fed.server.state_dict()}, path)
+
+
+def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int, metrics: dict) -> None:
+    fed.trainer.flat.set(params)
+    io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "round": round_idx,
+                   "model": fed.model.state_dict(), "metrics": metrics}, path)
+
+
+def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
+    """Run rounds state.next_round .. cfg.rounds-1 and return the run summary."""
+    cfg, task = fed.cfg, fed.task
+    primary = task.primary_metric
+    val_splits = eval_set(fed.data, "val", merge=cfg.merge)
+    test_splits = eval_set(fed.data, "test", merge=cfg.merge)
+    shards = subclient_data(fed, state)
+    stopped_early = False
+    bar = tqdm(range(state.next_round, cfg.rounds), initial=state.next_round, total=cfg.rounds,
+               desc=f"{cfg.data} {cfg.mode}", unit="round", disable=not cfg.progress, dynamic_ncols=True)
+    for r in bar:
+        round_start = time.perf_counter()
+        train_losses = run_round(fed, state, shards, r)
+        eval_start = time.perf_counter()
+        val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
+        rows = metric_rows(r, "train", train_losses) + metric_rows(r, "val", val)
+        if is_better(primary, val[MEAN][primary], state.best.get("val", {}).get(MEAN, {}).get(primary)):
+            # Keep the parameters; the test set is scored once, at the end, for the best round.
+            state.best = {"round": r, "val": val}
+            state.best_params = state.params.clone()
+            state.rounds_since_best = 0
+        else:
+            state.rounds_since_best += 1
+        state.timing["eval_s"] += time.perf_counter() - eval_start
+        recorder.log(rows)
+        state.next_round = r + 1
+        stopped_early = cfg.early and state.rounds_since_best >= cfg.patience
+        state.timing["total_s"] += time.perf_counter() - round_start
+        if state.next_round % cfg.ckpt_every == 0 or state.next_round == cfg.rounds or stopped_early:
+            save_checkpoint(recorder.dir / "last.pt", fed, state)
+        bar.set_postfix({f"val_{primary}": f"{val[MEAN][primary]:.4f}",
+                         f"best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"})
+        if stopped_early:
+            break
+    bar.close()
+    test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
+    state.best["test"] = test
+    recorder.log(metric_rows(state.best["round"], "test", test))
+    save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
+               {"val": state.best["val"], "test": test})
+    save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})
+    return build_summary(fed, state, stopped_early)
+
+
+def build_summary(fed: Federation, state: RunState, stopped_early: bool) -> dict:
+    timing = dict(state.timing)
+    total = max(timing["total_s"], 1e-9)
+    timing["overhead_s"] = total - timing["local_s"] - timing["eval_s"]
+    timing["overhead_fraction"] = timing["overhead_s"] / total
+    timing["outside_local_fraction"] = 1 - timing["local_s"] / total
+    best = state.best
+    return {
+        "data": fed.cfg.data, "mode": fed.cfg.mode, "primary_metric": fed.task.primary_metric,
+        "rounds_run": state.next_round, "stopped_early": stopped_early, "best_round": best["round"],
+        "val": best["val"][MEAN], "test": best["test"][MEAN],
+        "val_per_hospital": {k: v for k, v in best["val"].items() if k != MEAN},
+        "test_per_hospital": {k: v for k, v in best["test"].items() if k != MEAN},
+        "subclients_per_hospital": state.subclient_counts, "timing": timing,
+    }

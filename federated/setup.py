@@ -1,0 +1,59 @@
+"""Wire a Config into the parts of one simulated federation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from datasets import build_federated_data
+from datasets.base import FederatedData
+from federated.aggregate import Aggregator, weighted_mean
+from federated.config import Config, ConfigError
+from federated.local import LocalTrainer
+from federated.server import SERVERS
+from federated.subclients import allocate_subclients
+from federated.task import Task, make_task
+from nets import build_model
+from utils.seeding import make_generator, stream_seed
+
+
+@dataclass
+class Federation:
+    cfg: Config
+    data: FederatedData
+    task: Task
+    model: nn.Module
+    trainer: LocalTrainer
+    server: object
+    aggregate: Aggregator
+    device: torch.device
+
+
+def select_device(gpu: str) -> torch.device:
+    if gpu != "cpu" and torch.cuda.is_available():
+        return torch.device(f"cuda:{gpu.split(',')[0]}")
+    return torch.device("cpu")
+
+
+def check_subclients(cfg: Config, data: FederatedData) -> list[int]:
+    """Sub-clients per hospital; refuses a split that would leave a sub-client empty."""
+    sizes = [len(h.train) for h in data.hospitals]
+    counts = allocate_subclients(sizes, cfg.virtual_clients, balance=cfg.balance_split)
+    for hospital, n, k in zip(data.hospitals, sizes, counts):
+        if k > n:
+            raise ConfigError(
+                f"-VN/--virtual_clients {cfg.virtual_clients} asks for {k} sub-clients in {hospital.name}, "
+                f"which has only {n} training images; use -VN <= {min(sizes)} or a larger --train_size")
+    return counts
+
+
+def build_federation(cfg: Config) -> Federation:
+    device = select_device(cfg.gpu)
+    data = build_federated_data(cfg, make_generator(cfg.seed, "data"))
+    check_subclients(cfg, data)
+    torch.manual_seed(stream_seed(cfg.seed, "model"))  # model initialisation
+    model = build_model(cfg.model, data.in_channels, data.num_outputs).to(device)
+    task = make_task(data.task)
+    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs)
+    return Federation(cfg, data.to(device), task, model, trainer, SERVERS[cfg.mode](), weighted_mean, device)

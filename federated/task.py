@@ -1,0 +1,48 @@
+"""What differs between classification and segmentation: loss, scoring, primary metric."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from monai.losses import DiceCELoss
+
+from datasets.base import CLASSIFICATION, SEGMENTATION
+from utils.metrics import classification_metrics, segmentation_metrics
+
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str
+    primary_metric: str
+    loss_fn: nn.Module
+    # (model outputs, targets) of one hospital -> metrics
+    score: Callable[[torch.Tensor, torch.Tensor], dict]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + EVAL_BATCH]) for i in range(0, images.shape[0], EVAL_BATCH)])
+
+
+def _score_classification(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    # Two-logit softmax, as the paper's DenseNet: the score is P(class 1).
+    probs = torch.softmax(outputs, dim=1)[:, 1]
+    return classification_metrics(targets.cpu().numpy(), probs.cpu().numpy())
+
+
+def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    pred = (outputs > 0).float()  # logit > 0  <=>  sigmoid > 0.5
+    return segmentation_metrics(pred.cpu(), targets.cpu())
+
+
+def make_task(kind: str) -> Task:
+    if kind == CLASSIFICATION:
+        return Task(kind, "auc", nn.CrossEntropyLoss(), _score_classification)
+    if kind == SEGMENTATION:
+        return Task(kind, "dice", DiceCELoss(sigmoid=True), _score_segmentation)
+    raise ValueError(f"unknown task kind {kind!r}")

@@ -1,0 +1,60 @@
+"""One folder per run: config.json, metrics.csv (long format), tb/ (TensorBoard),
+best.pt / last.pt checkpoints and summary.json."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from utils import io
+
+METRIC_FIELDS = ["round", "hospital", "split", "metric", "value"]
+
+
+def metric_rows(round_idx: int, split: str, per_hospital: dict[str, dict]) -> list[dict]:
+    """Long-format rows (round x hospital x split x metric) for one evaluation."""
+    return [{"round": round_idx, "hospital": hospital, "split": split, "metric": metric, "value": value}
+            for hospital, metrics in per_hospital.items() for metric, value in metrics.items()]
+
+
+class RunRecorder:
+    """Owns the files of one run folder; every write is atomic."""
+
+    def __init__(self, run_dir: Path, *, resume_round: int | None = None):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        if resume_round is not None and self.metrics_path.exists():
+            # Keep what the checkpointed rounds logged; later rounds are re-run.
+            self.rows = [_typed(r) for r in io.read_csv(self.metrics_path) if int(r["round"]) <= resume_round]
+        # purge_step drops TensorBoard events of rounds that will be re-run after a resume.
+        purge = None if resume_round is None else resume_round + 1
+        self.tb = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=purge)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.csv"
+
+    def write_config(self, config: dict) -> None:
+        io.write_json(self.dir / "config.json", config)
+
+    def log(self, rows: list[dict]) -> None:
+        """Append rows, mirror them to TensorBoard, and rewrite metrics.csv atomically."""
+        self.rows.extend(rows)
+        for r in rows:
+            if not math.isnan(r["value"]):
+                self.tb.add_scalar(f"{r['split']}/{r['metric']}/{r['hospital']}", r["value"], r["round"])
+        io.write_csv(self.metrics_path, METRIC_FIELDS, self.rows)
+
+    def write_summary(self, summary: dict) -> None:
+        io.write_json(self.dir / "summary.json", summary)
+
+    def close(self) -> None:
+        self.tb.flush()
+        self.tb.close()
+
+
+def _typed(row: dict) -> dict:
+    return {"round": int(row["round"]), "hospital": row["hospital"], "split": row["split"],
+            "metric": row["metric"], "value": float(row["value"])}
