@@ -26,8 +26,10 @@ class RunRecorder:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         if resume_round is not None and self.metrics_path.exists():
-            # Keep what the checkpointed rounds logged; later rounds are re-run.
-            self.rows = [_typed(r) for r in io.read_csv(self.metrics_path) if int(r["round"]) <= resume_round]
+            # Keep what the checkpointed rounds logged; later rounds are re-run, and the
+            # test rows are rewritten when training ends (they belong to the final best round).
+            self.rows = [_typed(r) for r in io.read_csv(self.metrics_path)
+                         if int(r["round"]) <= resume_round and r["split"] != "test"]
         # purge_step drops TensorBoard events of rounds that will be re-run after a resume.
         purge = None if resume_round is None else resume_round + 1
         self.tb = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=purge)

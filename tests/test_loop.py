@@ -1,0 +1,164 @@
+"""End-to-end runs of fed_train.py on a tiny federation."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fed_train
+import federated.loop as loop
+from federated.config import parse_config
+from federated.local import LocalTrainer
+from federated.setup import build_federation
+from tests.conftest import TINY_SEG
+
+
+def _run(args, *extra) -> dict:
+    assert fed_train.main(list(args) + list(extra)) == 0
+    cfg = parse_config(list(args) + list(extra))
+    from federated.run import run_dir
+    folder = run_dir(cfg)
+    return {"dir": folder, "summary": json.loads((folder / "summary.json").read_text()),
+            "metrics": (folder / "metrics.csv").read_text()}
+
+
+def test_run_writes_every_artifact(tiny_args):
+    out = _run(tiny_args)
+    folder = out["dir"]
+    for name in ("config.json", "metrics.csv", "summary.json", "best.pt", "last.pt", "last_model.pt"):
+        assert (folder / name).exists(), name
+    assert list((folder / "tb").glob("events.out.tfevents.*"))
+    assert not list(folder.glob(".*.tmp"))  # no temporary files left behind
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["clients"] == 3 and cfg["rounds"] == 3
+    s = out["summary"]
+    assert s["rounds_run"] == 3 and 0 <= s["best_round"] < 3
+    assert set(s["test"]) == {"auc", "acc", "sen", "spe", "f1"}
+    assert len(s["test_per_hospital"]) == 3
+    lines = out["metrics"].splitlines()
+    assert lines[0] == "round,hospital,split,metric,value"
+    # one row per round x hospital (+ mean) x metric on val, and test at the best round
+    val_rows = [r for r in lines[1:] if ",val," in r]
+    assert len(val_rows) == 3 * 4 * 5
+    test_rows = [r for r in lines[1:] if ",test," in r]
+    assert len(test_rows) == 4 * 5 and all(r.startswith(f"{s['best_round']},") for r in test_rows)
+
+
+def test_same_seed_gives_identical_metrics_file(tmp_path, tiny_args):
+    a = _run(tiny_args, "--exp", "a")
+    b = _run(tiny_args, "--exp", "b")
+    c = _run(tiny_args, "--exp", "c", "--seed", "1")
+    assert a["metrics"] == b["metrics"]
+    assert a["metrics"] != c["metrics"]
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_args, monkeypatch):
+    args = tiny_args + ["--rounds", "4", "-VN", "2"]
+    full = _run(args, "--exp", "full")
+
+    real_round = loop.run_round
+
+    def crash_in_round_3(fed, state, shards, round_idx):
+        if round_idx == 2:
+            raise KeyboardInterrupt  # as if the job were killed during round 3
+        return real_round(fed, state, shards, round_idx)
+
+    monkeypatch.setattr(loop, "run_round", crash_in_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        fed_train.main(args + ["--exp", "resumed"])
+    monkeypatch.setattr(loop, "run_round", real_round)
+    resumed = _run(args, "--exp", "resumed", "--resume")
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["summary"]["test"] == full["summary"]["test"]
+
+
+def test_resume_can_extend_the_rounds(tiny_args):
+    full = _run(tiny_args, "--rounds", "4", "--exp", "x")
+    _run(tiny_args, "--rounds", "2", "--exp", "y")
+    extended = _run(tiny_args, "--rounds", "4", "--exp", "y", "--resume")
+    assert extended["metrics"] == full["metrics"]
+
+
+def test_resume_refuses_changed_flags(tiny_args, capsys):
+    _run(tiny_args, "--exp", "r")
+    assert fed_train.main(tiny_args + ["--exp", "r", "--resume", "--lr", "0.5"]) == 2
+    assert "flags differ from the checkpoint (--lr" in capsys.readouterr().err
+
+
+def test_existing_run_folder_is_not_overwritten_silently(tiny_args, capsys):
+    _run(tiny_args, "--exp", "z")
+    assert fed_train.main(tiny_args + ["--exp", "z"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    _run(tiny_args, "--exp", "z", "--overwrite")
+
+
+def test_test_mode_scores_a_checkpoint(tiny_args, capsys):
+    out = _run(tiny_args, "--exp", "t")
+    ckpt = out["dir"] / "best.pt"
+    assert fed_train.main(["--test", "--ckpt", str(ckpt), "--no_progress"]) == 0
+    report = json.loads((out["dir"] / "best_test.json").read_text())
+    assert report["test"] == pytest.approx(out["summary"]["test"])
+
+
+def test_segmentation_run_reports_dice_iou_hd95(tmp_path):
+    out = _run(TINY_SEG + ["--save_path", str(tmp_path)])
+    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95"}
+
+
+def test_early_stopping_stops_after_patience(tiny_args):
+    out = _run(tiny_args, "--rounds", "30", "--early", "--patience", "2", "--lr", "1e-9")
+    s = out["summary"]
+    assert s["stopped_early"] and s["rounds_run"] == s["best_round"] + 3
+
+
+def test_client_sampling_uses_a_fraction_of_hospitals(tiny_args, monkeypatch):
+    seen = []
+    real = LocalTrainer.update
+
+    def spy(self, params, data, state, *, lr, gen):
+        seen.append(len(data))
+        return real(self, params, data, state, lr=lr, gen=gen)
+
+    monkeypatch.setattr(LocalTrainer, "update", spy)
+    _run(tiny_args, "-N", "4", "-sr", "0.5", "--rounds", "2")
+    assert len(seen) == 2 * 2  # int(4 * 0.5) hospitals per round, one sub-client each
+
+
+def test_optimizer_state_is_kept_per_subclient_across_rounds(tiny_args):
+    cfg = parse_config(tiny_args + ["-VN", "2"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    shards = loop.subclient_data(fed, state)
+    loop.run_round(fed, state, shards, 0)
+    loop.run_round(fed, state, shards, 1)
+    a, b = state.opt_states[0][0], state.opt_states[0][1]
+    steps = len(shards[0][0]) // cfg.batch
+    assert float(a[0]["step"]) == 2 * steps  # two rounds of this sub-client's own steps
+    assert not torch.equal(a[0]["exp_avg"], b[0]["exp_avg"])  # distinct state per sub-client
+    assert "max_exp_avg_sq" in a[0]  # amsgrad, as the paper's code
+
+
+def test_reset_optimizer_starts_fresh_each_round(tiny_args):
+    cfg = parse_config(tiny_args + ["--reset_optimizer"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert all(s is None for per_h in state.opt_states for s in per_h)
+
+
+def test_round_update_is_the_mean_of_local_deltas(tiny_args):
+    """The server receives deltas; with FedAvg the new global model is w + mean(deltas)."""
+    cfg = parse_config(tiny_args)
+    fed = build_federation(cfg)
+    captured = {}
+
+    def capture(deltas, weights):
+        captured["deltas"], captured["weights"] = deltas.clone(), weights.clone()
+        return weights @ deltas
+
+    fed.aggregate = capture
+    state = loop.initial_state(fed)
+    before = state.params.clone()
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert captured["deltas"].shape == (3, before.numel())
+    assert torch.allclose(state.params, before + captured["deltas"].mean(0), atol=1e-6)

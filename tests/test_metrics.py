@@ -1,0 +1,71 @@
+import math
+import warnings
+
+import numpy as np
+import torch
+from monai.metrics import compute_hausdorff_distance
+
+from utils.metrics import classification_metrics, hd95, is_better, segmentation_metrics
+
+
+def test_classification_metrics_match_hand_computation():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.7])
+    m = classification_metrics(labels, scores)
+    # threshold 0.5: tp=3 (0.9,0.8,0.7), fn=1 (0.3), fp=1 (0.6), tn=3
+    assert m["acc"] == 6 / 8
+    assert m["sen"] == 3 / 4 and m["spe"] == 3 / 4
+    assert math.isclose(m["f1"], 2 * 3 / (2 * 3 + 1 + 1))
+    # AUC: of the 16 (positive, negative) pairs, only (0.3 vs 0.6) and (0.3 vs 0.4) are misordered
+    assert math.isclose(m["auc"], 14 / 16)
+
+
+def test_auc_is_nan_for_a_single_class():
+    assert math.isnan(classification_metrics(np.ones(4), np.random.rand(4))["auc"])
+
+
+def test_segmentation_metrics_match_hand_computation():
+    pred = torch.zeros(1, 1, 8, 8)
+    target = torch.zeros(1, 1, 8, 8)
+    pred[0, 0, 0:4, 0:4] = 1   # 16 px
+    target[0, 0, 0:4, 0:2] = 1  # 8 px, all inside pred
+    m = segmentation_metrics(pred, target)
+    assert math.isclose(m["dice"], 2 * 8 / (16 + 8), rel_tol=1e-6)
+    assert math.isclose(m["iou"], 8 / 16, rel_tol=1e-6)
+    # pred's far edge (column 3) is 2 px from target's edge (column 1); target edges lie on pred's
+    assert math.isclose(m["hd95"], 2.0, rel_tol=1e-6)
+
+
+def test_empty_mask_conventions():
+    empty, full = torch.zeros(1, 1, 6, 8), torch.zeros(1, 1, 6, 8)
+    full[..., 1:3, 1:3] = 1
+    assert segmentation_metrics(empty, empty) == {"dice": 1.0, "iou": 1.0, "hd95": 0.0}
+    missed = segmentation_metrics(empty, full)
+    assert missed["dice"] == 0.0 and math.isclose(missed["hd95"], math.hypot(6, 8))
+
+
+def test_hd95_equals_monai():
+    gen = np.random.default_rng(0)
+    preds, targets = [], []
+    for _ in range(20):
+        p = np.zeros((24, 24), bool)
+        t = np.zeros((24, 24), bool)
+        y, x, h, w = gen.integers(0, 12, 4)
+        p[y:y + h + 3, x:x + w + 3] = True
+        y, x, h, w = gen.integers(0, 12, 4)
+        t[y:y + h + 3, x:x + w + 3] = True
+        preds.append(p)
+        targets.append(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = compute_hausdorff_distance(torch.tensor(np.array(preds))[:, None].float(),
+                                         torch.tensor(np.array(targets))[:, None].float(),
+                                         include_background=True, percentile=95).flatten()
+    ours = [hd95(p, t) for p, t in zip(preds, targets)]
+    assert np.allclose(ours, ref.numpy(), atol=1e-5)
+
+
+def test_is_better_respects_metric_direction():
+    assert is_better("auc", 0.8, 0.7) and not is_better("auc", 0.6, 0.7)
+    assert is_better("hd95", 2.0, 3.0) and not is_better("hd95", 4.0, 3.0)
+    assert is_better("dice", 0.1, None)
