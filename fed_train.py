@@ -16,6 +16,10 @@ def format_metrics(metrics: dict) -> str:
     return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+def _eps(by_accountant: dict) -> str:
+    return ", ".join(f"{v:.3f} ({k})" for k, v in by_accountant.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     try:
@@ -31,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     timing = summary["timing"]
     print(f"test {primary} {summary['test'][primary]:.4f} (mean over hospitals, best val round "
           f"{summary['best_round']}) | {format_metrics(summary['test'])}")
+    if "privacy" in summary:
+        p = summary["privacy"]
+        eps = p["epsilon"]
+        print(f"privacy: z = {p['noise_multiplier']:.4g}, delta = {p['delta']:g}, q = {p['sample_rate']:g}, "
+              f"{p['rounds_charged']} rounds charged; final v = {summary['final_v']} sub-clients per hospital; "
+              f"epsilon per sub-client (= per patient) {_eps(eps['subclient'])}; "
+              f"per hospital {_eps(eps['hospital'])}")
     print(f"{summary['rounds_run']} rounds in {summary['wall_s']:.1f} s; outside local training "
           f"{100 * timing['outside_local_fraction']:.1f}% of round time "
           f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, aggregation and bookkeeping "

@@ -15,7 +15,8 @@ from datasets import DATASETS
 from federated.sampling import SAMPLING_MODES
 from nets import MODELS
 
-MODES = ("fedavg",)
+PRIVATE_MODES = ("dpsgd",)
+MODES = ("fedavg",) + PRIVATE_MODES
 
 # Per-dataset defaults for flags the user leaves unset (the CPU default job).
 PRESETS: dict[str, dict] = {
@@ -58,6 +59,26 @@ class Config:
     reset_optimizer: bool = False
     early: bool = False
     patience: int = 20
+    # privacy
+    noise_multiplier: float | None = None
+    epsilon: float | None = None
+    delta: float = 1e-3
+    S: float = 10.0
+    adaclip: bool = False
+    noclip: bool = False
+    accountant: str = "rdp"
+    dp_mode: str = "overhead"
+    target_unit: str = "subclient"
+    secure_rng: bool = False
+    strict_dp: bool = False
+    clip_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clip_count_noise: float = 5.0
+    norm_sum_noise: float = 5.0
+    ada_vn: bool = False
+    init_vn: bool = False
+    ada_stable: bool = False
+    ada_prog: bool = False
     # model
     model: str = "cnn"
     # run
@@ -86,13 +107,39 @@ class Config:
             return self.exp
         name = (f"{self.mode}_rounds{self.rounds}_localE{self.local_epochs}_lr{self.lr}_batch{self.batch}"
                 f"_N{self.clients}_sr{self.sample_rate}_VN{self.virtual_clients}")
+        name += self._dp_info()
         name += "_MergeValTest" if self.merge else ""
         name += "_WeightedAvg" if self.weighted_avg else "_PureAvg"
         name += "_early_stop" if self.early else ""
         name += f"_lrdecay{self.lr_decay}" if self.lr_decay > 0 else ""
         name += "_balance_split" if self.balance_split else ""
+        name += "_adaVN" if self.ada_vn else ""
+        name += "_adaStable" if self.ada_stable else ""
+        name += "_adaProg" if self.ada_prog else ""
+        name += "_InitVN" if self.init_vn else ""
+        name += "_strict" if self.strict_dp else ""
         name += "_debug" if self.debug else ""
         return name
+
+    @property
+    def private(self) -> bool:
+        return self.mode in PRIVATE_MODES
+
+    @property
+    def adaptive_subclients(self) -> bool:
+        return self.ada_vn or self.init_vn
+
+    def _dp_info(self) -> str:
+        if not self.private:
+            return ""
+        if self.dp_mode == "bounded":
+            info = f"_bounded_epsilon{self.epsilon}_z{self.noise_multiplier}_delta{self.delta}"
+        elif self.epsilon is not None:
+            info = f"_overhead_epsilon{self.epsilon}_delta{self.delta}"
+        else:
+            info = f"_overhead_z{self.noise_multiplier}_delta{self.delta}"
+        info += "_adaclip" if self.adaclip else ("_Noclip" if self.noclip else f"_S{self.S}")
+        return info + ("" if self.accountant == "rdp" else f"_{self.accountant}")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -140,6 +187,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--early", action="store_true", help="stop when val has not improved for --patience rounds")
     g.add_argument("--patience", type=int, default=20, help="rounds without improvement before --early stops")
 
+    g = p.add_argument_group("privacy (client level; --mode dpsgd)")
+    g.add_argument("--noise_multiplier", type=float, default=None, help="Gaussian noise multiplier z (std z*C on the sum)")
+    g.add_argument("--epsilon", type=float, default=None,
+                   help="target epsilon: calibrates z for --rounds (overhead mode) or caps spending (bounded mode)")
+    g.add_argument("--delta", type=float, default=1e-3, help="delta of the reported (epsilon, delta)")
+    g.add_argument("--S", type=float, default=10.0, help="fixed clip bound C (initial C with --strict_dp --adaclip)")
+    g.add_argument("--adaclip", action="store_true",
+                   help="adaptive clip bound: median update norm capped at 25 (private quantile with --strict_dp)")
+    g.add_argument("--noclip", action="store_true", help="ablation: no clipping (no finite privacy guarantee)")
+    g.add_argument("--accountant", default="rdp", choices=("rdp", "prv", "pld"),
+                   help="accountant for per-round epsilon and calibration (the summary reports all three)")
+    g.add_argument("--dp_mode", default="overhead", choices=("overhead", "bounded"),
+                   help="overhead: report the epsilon of a fixed z; bounded: stop before a round exceeds --epsilon")
+    g.add_argument("--target_unit", default="subclient", choices=("subclient", "hospital"),
+                   help="unit that --epsilon refers to: a sub-client (the paper; also each patient) or a hospital")
+    g.add_argument("--secure_rng", action="store_true",
+                   help="draw DP noise from the OS's cryptographic source (what a deployment needs; not reproducible)")
+    g.add_argument("--strict_dp", action="store_true",
+                   help="privatise everything data-dependent the server sees (clip bound, intermediary statistics)")
+    g.add_argument("--clip_quantile", type=float, default=0.5, help="--strict_dp --adaclip: target quantile gamma")
+    g.add_argument("--clip_lr", type=float, default=0.2, help="--strict_dp --adaclip: geometric step eta")
+    g.add_argument("--clip_count_noise", type=float, default=5.0,
+                   help="--strict_dp --adaclip: noise std sigma_b on the count of unclipped updates")
+    g.add_argument("--norm_sum_noise", type=float, default=5.0,
+                   help="--strict_dp: noise multiplier on the released sum of clipped update norms")
+    g.add_argument("--ada_vn", action="store_true",
+                   help="adaptive intermediaries: a discarded probe round, then v re-chosen every round")
+    g.add_argument("--init_vn", action="store_true", help="choose v once from a discarded probe round")
+    g.add_argument("--ada_stable", action="store_true", help="intermediary variant: v' = floor(factor) * v")
+    g.add_argument("--ada_prog", action="store_true", help="intermediary variant: move half-way to the new v")
+
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
 
@@ -186,6 +264,41 @@ def validate(cfg: Config) -> None:
     _check(cfg.ckpt_every >= 1, f"--ckpt_every must be >= 1 (got {cfg.ckpt_every})")
     _check(not cfg.test or cfg.ckpt, "--test needs --ckpt PATH (a best.pt or last.pt of a run)")
     _check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; pick one")
+    _validate_privacy(cfg)
+
+
+def _validate_privacy(cfg: Config) -> None:
+    dp_only = [f for f in ("adaclip", "noclip", "strict_dp", "ada_vn", "init_vn", "ada_stable", "ada_prog")
+               if getattr(cfg, f)]
+    if cfg.noise_multiplier is not None or cfg.epsilon is not None:
+        dp_only.append("noise_multiplier/--epsilon")
+    if not cfg.private:
+        _check(not dp_only, f"--{dp_only[0] if dp_only else ''} needs a private --mode ({', '.join(PRIVATE_MODES)})")
+        return
+    _check(0 < cfg.delta < 1, f"--delta must be in (0, 1) (got {cfg.delta})")
+    _check(cfg.S > 0, f"--S must be > 0 (got {cfg.S})")
+    _check(cfg.epsilon is None or cfg.epsilon > 0, f"--epsilon must be > 0 (got {cfg.epsilon})")
+    _check(cfg.noise_multiplier is None or cfg.noise_multiplier >= 0,
+           f"--noise_multiplier must be >= 0 (got {cfg.noise_multiplier})")
+    if cfg.dp_mode == "overhead":
+        _check((cfg.noise_multiplier is None) != (cfg.epsilon is None),
+               f"--mode {cfg.mode} needs exactly one of --noise_multiplier z or --epsilon E "
+               "(with --dp_mode bounded, give both)")
+    else:
+        _check(cfg.noise_multiplier is not None and cfg.epsilon is not None,
+               "--dp_mode bounded needs both --noise_multiplier and --epsilon (the budget)")
+    _check(not (cfg.adaclip and cfg.noclip), "--adaclip and --noclip exclude each other")
+    _check(not (cfg.strict_dp and cfg.noclip), "--strict_dp cannot be combined with --noclip (no finite guarantee)")
+    _check(not (cfg.ada_vn and cfg.init_vn), "--ada_vn and --init_vn exclude each other; pick one")
+    _check(not (cfg.ada_stable and cfg.ada_prog), "--ada_stable and --ada_prog exclude each other; pick one")
+    _check(not (cfg.ada_stable or cfg.ada_prog) or cfg.adaptive_subclients,
+           "--ada_stable/--ada_prog choose a variant of --ada_vn or --init_vn; add one of those")
+    _check(not (cfg.epsilon is not None and cfg.dp_mode == "overhead" and cfg.target_unit == "hospital"
+                and cfg.adaptive_subclients),
+           "--epsilon for --target_unit hospital needs a fixed -VN (future v is unknown with --ada_vn); "
+           "use --dp_mode bounded instead")
+    _check(0 < cfg.clip_quantile < 1, f"--clip_quantile must be in (0, 1) (got {cfg.clip_quantile})")
+    _check(cfg.clip_count_noise > 0 and cfg.norm_sum_noise > 0, "--clip_count_noise and --norm_sum_noise must be > 0")
 
 
 def parse_config(argv: list[str] | None = None) -> Config:

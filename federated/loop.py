@@ -16,13 +16,15 @@ import torch
 from tqdm import tqdm
 
 from datasets.base import Split
-from federated.aggregate import round_weights
+from federated.aggregate import RoundContext, round_weights
 from federated.config import Config
 from federated.evaluate import MEAN, eval_set, evaluate
-from federated.local import OptimizerState
+from federated.local import OptimizerState, average_states, clone_state
 from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
-from federated.subclients import split_hospitals
+from federated.subclients import allocate_subclients, split_hospitals
+from privacy.intermediary import max_subclients, next_subclients, split_factor
+from privacy.ledger import UNITS
 from utils import io
 from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
@@ -39,6 +41,7 @@ class RunState:
     subclient_indices: list[list[torch.Tensor]]
     opt_states: list[list[OptimizerState | None]]
     rng: dict[str, torch.Generator]
+    v: int = 1  # sub-clients per hospital requested (adaptive with --ada_vn / --init_vn)
     best: dict = field(default_factory=lambda: {"round": None})
     best_params: torch.Tensor | None = None
     rounds_since_best: int = 0
@@ -49,7 +52,7 @@ class RunState:
             "next_round": self.next_round, "params": self.params.cpu(),
             "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
             "opt_states": self.opt_states, "rng": {k: g.get_state() for k, g in self.rng.items()},
-            "best": self.best, "best_params": self.best_params, "rounds_since_best": self.rounds_since_best,
+            "v": self.v, "best": self.best, "best_params": self.best_params, "rounds_since_best": self.rounds_since_best,
             "timing": self.timing,
         }
 
@@ -61,7 +64,7 @@ class RunState:
             rng[name].set_state(gen_state)
         best_params = state["best_params"]
         return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
-                        state["subclient_indices"], state["opt_states"], rng, state["best"],
+                        state["subclient_indices"], state["opt_states"], rng, state["v"], state["best"],
                         None if best_params is None else best_params.to(device),
                         state["rounds_since_best"], state["timing"])
 
@@ -73,7 +76,7 @@ def initial_state(fed: Federation) -> RunState:
     sizes = [len(h.train) for h in fed.data.hospitals]
     indices = split_hospitals(sizes, counts, rng["split"])
     opt_states = [[None] * k for k in counts]
-    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng)
+    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng, v=cfg.virtual_clients)
 
 
 def subclient_data(fed: Federation, state: RunState) -> list[list[Split]]:
@@ -85,8 +88,23 @@ def local_lr(cfg: Config, round_idx: int) -> float:
     return cfg.lr * (cfg.lr_decay ** round_idx if cfg.lr_decay > 0 else 1.0)
 
 
-def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round_idx: int) -> dict:
-    """One communication round; updates `state` in place and returns train losses per hospital."""
+def is_probe_round(cfg: Config, round_idx: int) -> bool:
+    """With --ada_vn / --init_vn, round 0 only measures the noise-to-signal ratio: its
+    aggregate is discarded (but the release is still charged to the ledger)."""
+    return cfg.adaptive_subclients and round_idx == 0
+
+
+def aggregation_weights(cfg: Config, num_samples: list[int], state: RunState) -> torch.Tensor:
+    if cfg.private and cfg.client_sampling == "poisson" and cfg.sample_rate < 1 and not cfg.weighted_avg:
+        # Fixed denominator q * (all sub-clients): the realised K must not set the noise scale.
+        expected = cfg.sample_rate * sum(state.subclient_counts)
+        return torch.full((len(num_samples),), 1.0 / expected)
+    return round_weights(num_samples, weighted=cfg.weighted_avg)
+
+
+def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round_idx: int) -> tuple[dict, dict]:
+    """One communication round; updates `state` in place. Returns (train losses per
+    hospital, aggregation statistics)."""
     cfg = fed.cfg
     hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
     members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
@@ -102,17 +120,53 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round
         num_samples.append(result.num_samples)
         losses.setdefault(fed.data.hospitals[h].name, []).append(result.loss)
     state.timing["local_s"] += time.perf_counter() - start
-    weights = round_weights(num_samples, weighted=cfg.weighted_avg)
-    update = fed.aggregate(deltas, weights)
-    state.params = fed.server.step(state.params, update)
+    if not members:  # Poisson sampling picked no hospital: nothing is released this round
+        return {}, {}
+    ctx = RoundContext(round_idx, max(state.subclient_counts), state.rng["noise"])
+    result = fed.aggregate(deltas, aggregation_weights(cfg, num_samples, state), ctx)
+    if not is_probe_round(cfg, round_idx):
+        state.params = fed.server.step(state.params, result.update)
     per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
     per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
-    return per_hospital
+    return per_hospital, result.stats
+
+
+def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: int) -> dict:
+    """The adaptive intermediary rule: choose v for the next round and re-split if it changed.
+
+    A re-split averages each hospital's sub-client Adam states and hands the average to
+    its new sub-clients, as the paper's code does."""
+    cfg = fed.cfg
+    if not cfg.adaptive_subclients or (cfg.init_vn and round_idx > 0) or not stats:
+        return {}
+    sizes = [len(h.train) for h in fed.data.hospitals]
+    factor = split_factor(noise_norm=stats["noise_norm"], aggregate_norm=stats["aggregate_norm"],
+                          norm_sum=max(stats["norm_sum"], 1e-12), num_hospitals=cfg.clients)
+    variant = "stable" if cfg.ada_stable else "prog" if cfg.ada_prog else "default"
+    new_v = next_subclients(state.v, factor, variant=variant, v_max=max_subclients(sizes, cfg.batch))
+    if new_v != state.v:
+        state.v = new_v
+        counts = allocate_subclients(sizes, new_v, balance=cfg.balance_split)
+        state.subclient_indices = split_hospitals(sizes, counts, state.rng["split"])
+        state.opt_states = [[clone_state(average_states(old)) for _ in range(k)]
+                            for old, k in zip(state.opt_states, counts)]
+        state.subclient_counts = counts
+    return {"split_factor": factor}
+
+
+def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) -> list[dict]:
+    """Per-round privacy and intermediary log (hospital = "server", split = "privacy")."""
+    values = {"v": float(state.v), **{k: float(v) for k, v in stats.items()}}
+    ledger = getattr(fed.aggregate, "ledger", None)
+    if ledger is not None:
+        for unit in UNITS:
+            values[f"epsilon_{unit}"] = ledger.epsilon(unit, fed.cfg.accountant)
+    return metric_rows(round_idx, "privacy", {"server": values})
 
 
 def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
     io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
-                   "server": fed.server.state_dict()}, path)
+                   "server": fed.server.state_dict(), "aggregator": fed.aggregate.state_dict()}, path)
 
 
 def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int, metrics: dict) -> None:
@@ -131,12 +185,19 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
     stopped_early = False
     bar = tqdm(range(state.next_round, cfg.rounds), initial=state.next_round, total=cfg.rounds,
                desc=f"{cfg.data} {cfg.mode}", unit="round", disable=not cfg.progress, dynamic_ncols=True)
+    stopped_by_budget = False
     for r in bar:
+        if not fed.aggregate.within_budget(max(state.subclient_counts)):
+            stopped_by_budget = True  # --dp_mode bounded: the next round would exceed --epsilon
+            break
         round_start = time.perf_counter()
-        train_losses = run_round(fed, state, shards, r)
+        train_losses, stats = run_round(fed, state, shards, r)
+        stats.update(adapt_subclients(fed, state, stats, r))
+        shards = subclient_data(fed, state)
         eval_start = time.perf_counter()
         val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
         rows = metric_rows(r, "train", train_losses) + metric_rows(r, "val", val)
+        rows += privacy_rows(fed, state, r, stats)
         if is_better(primary, val[MEAN][primary], state.best.get("val", {}).get(MEAN, {}).get(primary)):
             # Keep the parameters; the test set is scored once, at the end, for the best round.
             state.best = {"round": r, "val": val}
@@ -151,8 +212,12 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         state.timing["total_s"] += time.perf_counter() - round_start
         if state.next_round % cfg.ckpt_every == 0 or state.next_round == cfg.rounds or stopped_early:
             save_checkpoint(recorder.dir / "last.pt", fed, state)
-        bar.set_postfix({f"val_{primary}": f"{val[MEAN][primary]:.4f}",
-                         f"best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"})
+        postfix = {f"val_{primary}": f"{val[MEAN][primary]:.4f}",
+                   "best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"}
+        if cfg.private:
+            eps = next(row["value"] for row in rows if row["metric"] == "epsilon_subclient")
+            postfix.update(v=state.v, eps=f"{eps:.2f}")
+        bar.set_postfix(postfix)
         if stopped_early:
             break
     bar.close()
@@ -162,10 +227,10 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
     save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
                {"val": state.best["val"], "test": test})
     save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})
-    return build_summary(fed, state, stopped_early)
+    return build_summary(fed, state, stopped_early, stopped_by_budget)
 
 
-def build_summary(fed: Federation, state: RunState, stopped_early: bool) -> dict:
+def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped_by_budget: bool = False) -> dict:
     timing = dict(state.timing)
     total = max(timing["total_s"], 1e-9)
     timing["overhead_s"] = total - timing["local_s"] - timing["eval_s"]
@@ -174,7 +239,8 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool) -> dict
     best = state.best
     return {
         "data": fed.cfg.data, "mode": fed.cfg.mode, "primary_metric": fed.task.primary_metric,
-        "rounds_run": state.next_round, "stopped_early": stopped_early, "best_round": best["round"],
+        "rounds_run": state.next_round, "stopped_early": stopped_early, "stopped_by_budget": stopped_by_budget,
+        "best_round": best["round"], "final_v": state.v,
         "val": best["val"][MEAN], "test": best["test"][MEAN],
         "val_per_hospital": {k: v for k, v in best["val"].items() if k != MEAN},
         "test_per_hospital": {k: v for k, v in best["test"].items() if k != MEAN},

@@ -11,6 +11,7 @@ from federated.config import Config, ConfigError
 from federated.evaluate import MEAN, eval_set, evaluate
 from federated.loop import RunState, initial_state, train
 from federated.setup import build_federation
+from privacy.build import privacy_report
 from utils import io
 from utils.results import RunRecorder
 
@@ -53,22 +54,39 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
     return folder, None
 
 
+def print_privacy_report(report: dict) -> None:
+    lines = [f"privacy ({report['mode']}):"]
+    lines += [f"  covered: {c}" for c in report["covered"]]
+    lines += [f"  NOT covered: {c}" for c in report["not_covered"]]
+    lines += [f"  note: {n}" for n in report["notes"]]
+    print("\n".join(lines), flush=True)
+
+
 def run_training(cfg: Config) -> dict:
     folder, checkpoint = prepare_run(cfg)
     started = time.perf_counter()
     fed = build_federation(cfg)
+    report = None
+    if cfg.private:
+        report = privacy_report(cfg, fed.aggregate.z)
+        print_privacy_report(report)
     if checkpoint is None:
         state = initial_state(fed)
         recorder = RunRecorder(folder)
     else:
         state = RunState.from_state_dict(checkpoint["state"], fed.device)
         fed.server.load_state_dict(checkpoint["server"])
+        fed.aggregate.load_state_dict(checkpoint["aggregator"])
         recorder = RunRecorder(folder, resume_round=state.next_round - 1)
     recorder.write_config(cfg.to_dict())
     try:
         summary = train(fed, recorder, state)
     finally:
         recorder.close()
+    if cfg.private:
+        summary["privacy"] = {"noise_multiplier": fed.aggregate.z, "accountant": cfg.accountant,
+                              "target_unit": cfg.target_unit, "report": report,
+                              **fed.aggregate.ledger.report()}
     summary["wall_s"] = time.perf_counter() - started
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

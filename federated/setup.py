@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from datasets import build_federated_data
 from datasets.base import FederatedData
-from federated.aggregate import Aggregator, weighted_mean
+from federated.aggregate import MeanAggregator
 from federated.config import Config, ConfigError
 from federated.local import LocalTrainer
 from federated.server import SERVERS
@@ -26,7 +26,7 @@ class Federation:
     model: nn.Module
     trainer: LocalTrainer
     server: object
-    aggregate: Aggregator
+    aggregate: object  # MeanAggregator or privacy.client_dp.ClientLevelDP
     device: torch.device
 
 
@@ -56,4 +56,12 @@ def build_federation(cfg: Config) -> Federation:
     model = build_model(cfg.model, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs)
-    return Federation(cfg, data.to(device), task, model, trainer, SERVERS[cfg.mode](), weighted_mean, device)
+    aggregate = MeanAggregator()
+    if cfg.private:
+        from privacy.build import build_client_dp  # privacy depends on federated, not the reverse
+        aggregate = build_client_dp(cfg)
+        if not aggregate.within_budget(max(check_subclients(cfg, data))):
+            raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
+                              f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
+    server = SERVERS["fedavg" if cfg.mode == "dpsgd" else cfg.mode]()
+    return Federation(cfg, data.to(device), task, model, trainer, server, aggregate, device)

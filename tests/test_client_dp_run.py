@@ -1,0 +1,129 @@
+"""Client-level DP inside full (tiny) runs of fed_train.py."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fed_train
+import federated.loop as loop
+from federated.aggregate import RoundContext
+from federated.config import parse_config
+from federated.flat import FlatState
+from federated.setup import build_federation
+from privacy.build import build_client_dp
+from tests.test_loop import _run
+
+DP = ["--mode", "dpsgd", "--adaclip", "--noise_multiplier", "1.0", "--delta", "0.01"]
+
+
+def test_dp_run_reports_both_units_under_three_accountants(tiny_args):
+    s = _run(tiny_args + DP + ["--ada_vn"])["summary"]
+    p = s["privacy"]
+    assert p["rounds_charged"] == 3 and p["delta"] == 0.01 and p["sample_rate"] == 1.0
+    for unit in ("subclient", "hospital"):
+        assert set(p["epsilon"][unit]) == {"rdp", "prv", "pld"}
+        assert p["epsilon"][unit]["pld"] <= p["epsilon"][unit]["rdp"]
+    assert p["epsilon"]["hospital"]["rdp"] >= p["epsilon"]["subclient"]["rdp"]
+    assert any("median" in item for item in p["report"]["not_covered"])
+    assert s["final_v"] >= 1
+
+
+def test_per_round_privacy_log_ends_at_the_reported_epsilon(tiny_args):
+    out = _run(tiny_args + DP + ["-VN", "2"])
+    rows = [r.split(",") for r in out["metrics"].splitlines()[1:] if ",privacy," in r]
+    last = {m: float(v) for rnd, _, _, m, v in rows if int(rnd) == 2}
+    eps = out["summary"]["privacy"]["epsilon"]
+    assert last["epsilon_subclient"] == pytest.approx(eps["subclient"]["rdp"])
+    assert last["epsilon_hospital"] == pytest.approx(eps["hospital"]["rdp"])
+    assert last["v"] == 2.0
+
+
+def test_probe_round_is_charged_and_its_aggregate_discarded(tiny_args):
+    cfg = parse_config(tiny_args + DP + ["--ada_vn"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    before = state.params.clone()
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert torch.equal(state.params, before)
+    assert fed.aggregate.ledger.rounds_charged == 1
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 1)
+    assert not torch.equal(state.params, before)
+
+
+def test_resplit_hands_each_hospital_its_averaged_optimizer_state(tiny_args):
+    cfg = parse_config(tiny_args + DP + ["--ada_vn", "-VN", "2"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    old = [[s[0]["exp_avg"].clone() for s in per_h] for per_h in state.opt_states]
+    # a tiny noise-to-norm ratio gives a factor < 1: v drops from 2 to 1
+    loop.adapt_subclients(fed, state, {"noise_norm": 1e-6, "aggregate_norm": 1.0, "norm_sum": 1.0}, 1)
+    assert state.v == 1 and state.subclient_counts == [1, 1, 1]
+    assert sorted(state.subclient_indices[0][0].tolist()) == list(range(16))
+    expected = torch.stack(old[0]).mean(0)
+    assert torch.allclose(state.opt_states[0][0][0]["exp_avg"], expected)
+
+
+def test_ledger_survives_a_crash_and_resume(tiny_args, monkeypatch):
+    args = tiny_args + DP + ["--ada_vn", "--rounds", "4"]
+    full = _run(args, "--exp", "full")
+    real_round = loop.run_round
+
+    def crash(fed, state, shards, round_idx):
+        if round_idx == 2:
+            raise KeyboardInterrupt
+        return real_round(fed, state, shards, round_idx)
+
+    monkeypatch.setattr(loop, "run_round", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fed_train.main(args + ["--exp", "resumed"])
+    monkeypatch.setattr(loop, "run_round", real_round)
+    checkpoint = torch.load(full["dir"].parent / "resumed" / "last.pt", weights_only=False)
+    assert checkpoint["aggregator"]["ledger"]["rounds_charged"] == 2
+    resumed = _run(args, "--exp", "resumed", "--resume")
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["summary"]["privacy"]["epsilon"] == full["summary"]["privacy"]["epsilon"]
+
+
+def test_bounded_run_stops_within_budget(tiny_args):
+    s = _run(tiny_args + ["--mode", "dpsgd", "--S", "1", "--noise_multiplier", "2.0", "--epsilon", "4.0",
+                          "--dp_mode", "bounded", "--rounds", "50"])["summary"]
+    assert s["stopped_by_budget"] and 1 <= s["rounds_run"] < 50
+    assert s["privacy"]["epsilon"]["subclient"]["rdp"] <= 4.0
+
+
+def test_epsilon_target_calibrates_the_noise(tiny_args):
+    s = _run(tiny_args + ["--mode", "dpsgd", "--epsilon", "5.0", "--rounds", "3"])["summary"]
+    assert 0 < s["privacy"]["epsilon"]["subclient"]["rdp"] <= 5.0
+
+
+def test_batchnorm_running_statistics_are_privatised():
+    """BatchNorm buffers are data statistics; they travel inside the clipped, noised vector."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(2, 1, 8, 8))
+    flat = FlatState(model)
+    running = [i for i, name in enumerate(flat.names) if "running" in name]
+    assert running
+    offsets = torch.cumsum(torch.tensor([0] + [t.numel() for t in flat.tensors]), 0)
+    cfg = parse_config(["--mode", "dpsgd", "--noise_multiplier", "1.0", "--S", "1.0"])
+    dp = build_client_dp(cfg)
+    deltas = torch.zeros(5, flat.numel)
+    out = dp(deltas, torch.full((5,), 0.2), RoundContext(0, 1, torch.Generator().manual_seed(0)))
+    for i in running:
+        assert out.update[offsets[i]:offsets[i + 1]].abs().sum() > 0  # noised like every other coordinate
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--mode", "dpsgd"], "needs exactly one of --noise_multiplier z or --epsilon"),
+    (["--ada_vn"], "--ada_vn needs a private --mode"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--adaclip", "--noclip"], "exclude each other"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--strict_dp", "--noclip"], "--strict_dp cannot"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--delta", "1.5"], "--delta must be in (0, 1)"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--dp_mode", "bounded"], "needs both"),
+    (["--mode", "dpsgd", "--epsilon", "3", "--target_unit", "hospital", "--ada_vn"], "needs a fixed -VN"),
+])
+def test_bad_privacy_flags(argv, expected, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(argv)
+    assert expected in capsys.readouterr().err
