@@ -51,6 +51,9 @@ class MeanAggregator:
     def within_budget(self, subclients_per_hospital: int) -> bool:
         return True
 
+    def charge_idle_round(self, subclients_per_hospital: int) -> None:
+        pass
+
     def state_dict(self) -> dict:
         return {}
 

@@ -120,7 +120,10 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round
         num_samples.append(result.num_samples)
         losses.setdefault(fed.data.hospitals[h].name, []).append(result.loss)
     state.timing["local_s"] += time.perf_counter() - start
-    if not members:  # Poisson sampling picked no hospital: nothing is released this round
+    if not members:
+        # Poisson sampling picked no hospital. The accountant's analysis counts this round
+        # like any other, so it is charged although nothing is released.
+        fed.aggregate.charge_idle_round(max(state.subclient_counts))
         return {}, {}
     ctx = RoundContext(round_idx, max(state.subclient_counts), state.rng["noise"])
     result = fed.aggregate(deltas, aggregation_weights(cfg, num_samples, state), ctx)

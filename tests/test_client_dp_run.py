@@ -127,3 +127,17 @@ def test_bad_privacy_flags(argv, expected, capsys):
     with pytest.raises(SystemExit):
         parse_config(argv)
     assert expected in capsys.readouterr().err
+
+
+def test_a_round_without_participants_is_still_charged(tiny_args):
+    cfg = parse_config(tiny_args + DP + ["--client_sampling", "poisson", "-sr", "0.3"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    shards = loop.subclient_data(fed, state)
+    idle = []
+    real_idle = fed.aggregate.charge_idle_round
+    fed.aggregate.charge_idle_round = lambda v: (idle.append(v), real_idle(v))
+    for r in range(12):
+        loop.run_round(fed, state, shards, r)
+    assert idle  # P(no hospital of 3 sampled at q = 0.3) = 0.34 a round; seed 0 has such rounds
+    assert fed.aggregate.ledger.rounds_charged == 12  # whether or not anyone was sampled
