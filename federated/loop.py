@@ -199,9 +199,13 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         shards = subclient_data(fed, state)
         eval_start = time.perf_counter()
         val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
-        rows = metric_rows(r, "train", train_losses) + metric_rows(r, "val", val)
+        # --strict_dp: hospitals send nothing but the noised update, so no training losses.
+        rows = [] if cfg.strict_dp else metric_rows(r, "train", train_losses)
+        rows += metric_rows(r, "val", val)
         rows += privacy_rows(fed, state, r, stats)
-        if is_better(primary, val[MEAN][primary], state.best.get("val", {}).get(MEAN, {}).get(primary)):
+        # --strict_dp selects the final model: choosing a round by the hospitals' unnoised
+        # validation scores would be a release of its own. The val curves stay as diagnostics.
+        if cfg.strict_dp or is_better(primary, val[MEAN][primary], state.best.get("val", {}).get(MEAN, {}).get(primary)):
             # Keep the parameters; the test set is scored once, at the end, for the best round.
             state.best = {"round": r, "val": val}
             state.best_params = state.params.clone()

@@ -15,6 +15,7 @@ from federated.server import SERVERS
 from federated.subclients import allocate_subclients
 from federated.task import Task, make_task
 from nets import build_model
+from privacy.build import build_client_dp
 from utils.seeding import make_generator, stream_seed
 
 
@@ -58,7 +59,6 @@ def build_federation(cfg: Config) -> Federation:
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs)
     aggregate = MeanAggregator()
     if cfg.private:
-        from privacy.build import build_client_dp  # privacy depends on federated, not the reverse
         aggregate = build_client_dp(cfg)
         if not aggregate.within_budget(max(check_subclients(cfg, data))):
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "

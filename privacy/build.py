@@ -77,6 +77,12 @@ def privacy_report(cfg: Config, z: float) -> dict:
     if cfg.adaptive_subclients and cfg.strict_dp:
         covered.append(f"intermediary statistic: sum of clipped norms with noise multiplier {cfg.norm_sum_noise}, "
                        "charged to the ledger")
+    if cfg.strict_dp:
+        covered.append("no training losses are reported and the final round's model is kept (no selection "
+                       "on the hospitals' validation scores, which are computed as simulation diagnostics only)")
+    else:
+        not_covered.append("per-hospital training losses and validation scores (which pick the best round) "
+                           "are reported without noise")
     if cfg.weighted_avg:
         not_covered.append("--weighted_avg: aggregation weights use sub-client sample counts (not privatised)")
     if not cfg.secure_rng:

@@ -141,3 +141,21 @@ def test_a_round_without_participants_is_still_charged(tiny_args):
         loop.run_round(fed, state, shards, r)
     assert idle  # P(no hospital of 3 sampled at q = 0.3) = 0.34 a round; seed 0 has such rounds
     assert fed.aggregate.ledger.rounds_charged == 12  # whether or not anyone was sampled
+
+
+def test_strict_mode_reports_nothing_unnoised(tiny_args):
+    out = _run(tiny_args + ["--mode", "dpsgd", "--adaclip", "--ada_vn", "--strict_dp", "--noise_multiplier", "1.0",
+                            "--rounds", "4"])
+    s = out["summary"]
+    assert ",train," not in out["metrics"]  # no training losses leave a hospital
+    assert ",clipped_fraction," not in out["metrics"]
+    assert s["best_round"] == 3  # the final model, not one picked on unnoised val scores
+    assert not s["privacy"]["report"]["not_covered"][:-1]  # only the seeded-noise note remains
+    assert "seeded generator" in s["privacy"]["report"]["not_covered"][-1]
+    # update + norm sum + clip count, every round
+    assert s["privacy"]["rounds_charged"] == 4
+
+
+def test_faithful_mode_lists_the_unnoised_reports(tiny_args):
+    s = _run(tiny_args + DP)["summary"]
+    assert any("training losses and validation scores" in item for item in s["privacy"]["report"]["not_covered"])
