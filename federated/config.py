@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--secure_rng", action="store_true",
                    help="draw DP noise from the OS's cryptographic source (what a deployment needs; not reproducible)")
     g.add_argument("--strict_dp", action="store_true",
-                   help="privatise everything data-dependent the server sees (clip bound, intermediary statistics)")
+                   help="privatise everything data-dependent that leaves a hospital: clip bound and intermediary "
+                        "statistic noised and charged; no training losses; the final model, not the best-val one")
     g.add_argument("--clip_quantile", type=float, default=0.5, help="--strict_dp --adaclip: target quantile gamma")
     g.add_argument("--clip_lr", type=float, default=0.2, help="--strict_dp --adaclip: geometric step eta")
     g.add_argument("--clip_count_noise", type=float, default=5.0,

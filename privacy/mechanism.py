@@ -31,7 +31,8 @@ def gaussian_noise(numel: int, std: float, gen: torch.Generator, *, secure: bool
                    device: torch.device | None = None) -> torch.Tensor:
     """N(0, std^2) noise. `secure`: draws from the OS's cryptographically secure source
     (os.urandom, Box-Muller) instead of the run's seeded generator, as a deployment needs;
-    such runs are not reproducible."""
+    such runs are not reproducible. Floating-point sampling is not hardened against
+    Mironov's (CCS 2012) attacks on its low-order bits."""
     if std == 0:
         return torch.zeros(numel, device=device)
     if not secure:
