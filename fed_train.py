@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from datasets.imageio import DataError
 from federated.config import ConfigError, parse_config
 from federated.run import run_test, run_training
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"test ({report['checkpoint']}): {format_metrics(report['test'])}")
             return 0
         summary = run_training(cfg)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"fed_train.py: error: {err}", file=sys.stderr)
         return 2
     primary = summary["primary_metric"]

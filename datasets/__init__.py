@@ -1,21 +1,37 @@
-"""Federated dataset registry: `--data NAME` -> a builder of FederatedData."""
+"""Federated dataset registry: `--data NAME` -> a builder (cfg, generator) -> FederatedData.
+
+Synthetic generators (the embedded default) and loaders of the real on-disk formats share
+one interface: hospitals with train/val/test splits.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from datasets import synthetic_ich, synthetic_prostate
+from datasets import folder, medmnist, prostate, rsna_ich, synthetic_ich, synthetic_prostate
 from datasets.base import FederatedData
 from datasets.synthetic import SyntheticSizes
 
-DATASETS: dict[str, Callable[[SyntheticSizes, torch.Generator], FederatedData]] = {
-    "synthetic-ich": synthetic_ich.build,
-    "synthetic-prostate": synthetic_prostate.build,
+
+def _synthetic(build):
+    def from_config(cfg, gen: torch.Generator) -> FederatedData:
+        sizes = SyntheticSizes(hospitals=cfg.clients, train=cfg.train_size, val=cfg.val_size,
+                               test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew)
+        return build(sizes, gen)
+    return from_config
+
+
+DATASETS: dict[str, Callable[..., FederatedData]] = {
+    "synthetic-ich": _synthetic(synthetic_ich.build),
+    "synthetic-prostate": _synthetic(synthetic_prostate.build),
+    "RSNA-ICH": rsna_ich.build,
+    "prostate": prostate.build,
+    "folder": folder.build,
+    **{name: medmnist.build for name in medmnist.NUM_CLASSES},
 }
+SYNTHETIC = ("synthetic-ich", "synthetic-prostate")
 
 
 def build_federated_data(cfg, gen: torch.Generator) -> FederatedData:
-    sizes = SyntheticSizes(hospitals=cfg.clients, train=cfg.train_size, val=cfg.val_size,
-                           test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew)
-    return DATASETS[cfg.data](sizes, gen)
+    return DATASETS[cfg.data](cfg, gen)

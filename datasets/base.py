@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-CLASSIFICATION = "classification"
+CLASSIFICATION = "classification"  # binary, two logits (the paper's ICH head)
+MULTICLASS = "multiclass"
 SEGMENTATION = "segmentation"
 
 
@@ -47,8 +49,11 @@ class FederatedData:
     hospitals: list[Hospital]
     in_channels: int
     num_outputs: int
+    # Real datasets keep uint8 images and turn each batch into model input here
+    # (images, train=..., gen=...) -> float; None: images are model-ready floats.
+    prepare: Callable | None = None
 
     def to(self, device: torch.device) -> "FederatedData":
         hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device))
                      for h in self.hospitals]
-        return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs)
+        return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs, self.prepare)

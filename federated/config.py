@@ -11,12 +11,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from datasets import DATASETS
+from datasets import DATASETS, SYNTHETIC
+from datasets.medmnist import NUM_CLASSES as MEDMNIST
+from datasets.medmnist import PARTITIONS
 from federated.sampling import SAMPLING_MODES
 from nets import MODELS
 
 PRIVATE_MODES = ("dpsgd",)
 MODES = ("fedavg",) + PRIVATE_MODES
+AUTO_MODEL = "auto"  # --data folder: cnn for classification, unet_small for segmentation
 
 # Per-dataset defaults for flags the user leaves unset (the CPU default job).
 PRESETS: dict[str, dict] = {
@@ -25,6 +28,15 @@ PRESETS: dict[str, dict] = {
     "synthetic-prostate": dict(clients=6, model="unet_small", img_size=32, train_size=60,
                                val_size=20, test_size=20, batch=8, lr=1e-3, rounds=30),
 }
+# Real data: the paper's settings (RSNA-ICH, prostate), MedMNIST-sized ones otherwise.
+_REAL = dict(train_size=0, val_size=0, test_size=0)
+PRESETS.update({
+    "RSNA-ICH": dict(clients=20, model="densenet121", img_size=224, batch=16, lr=3e-4, rounds=100, **_REAL),
+    "prostate": dict(clients=6, model="unet", img_size=256, batch=8, lr=1e-3, rounds=100, **_REAL),
+    "folder": dict(clients=1, model=AUTO_MODEL, img_size=64, batch=16, lr=1e-3, rounds=50, **_REAL),
+    **{name: dict(clients=10, model="cnn", img_size=28, batch=32, lr=1e-3, rounds=50, **_REAL)
+       for name in MEDMNIST},
+})
 PRESET_KEYS = ("clients", "model", "img_size", "train_size", "val_size", "test_size", "batch", "lr", "rounds")
 
 
@@ -41,6 +53,11 @@ class Config:
     val_size: int = 20
     test_size: int = 20
     size_skew: float = 0.0
+    data_root: str | None = None
+    image_dir: str | None = None
+    split_dir: str | None = None
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
     merge: bool = False
     debug: bool = False
     # federation
@@ -154,15 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"{name}: " + ", ".join(f"{k}={v}" for k, v in vals.items()) for name, vals in PRESETS.items())
 
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="synthetic-ich", help=f"dataset: {', '.join(DATASETS)}")
+    g.add_argument("--data", default="synthetic-ich",
+                   help=f"dataset: {', '.join(DATASETS)}. RSNA-ICH labels are the 'healthy' column, as the "
+                        "paper's code: class 1 = healthy, so AUC is that of P(healthy)")
     g.add_argument("--img_size", type=int, default=None, help="image side in pixels (default: preset)")
     g.add_argument("--train_size", type=int, default=None, help="mean training images per hospital (default: preset)")
     g.add_argument("--val_size", type=int, default=None, help="validation images per hospital (default: preset)")
     g.add_argument("--test_size", type=int, default=None, help="test images per hospital (default: preset)")
     g.add_argument("--size_skew", type=float, default=0.0,
                    help="log-normal spread of hospital training-set sizes (0 = equal sizes)")
+    g.add_argument("--data_root", default=None,
+                   help="real data: prostate PNG root, folder of MedMNIST .npz files, or --data folder's root")
+    g.add_argument("--image_dir", default=None, help="RSNA-ICH: the flat folder of PNGs")
+    g.add_argument("--split_dir", default=None,
+                   help="RSNA-ICH: folder of train/validate/test.csv; prostate: folder of <Site>.json (default: --data_root)")
+    g.add_argument("--partition", default="dirichlet", choices=PARTITIONS,
+                   help="MedMNIST hospitals: Dirichlet label skew, quantity skew, or iid")
+    g.add_argument("--dirichlet_alpha", type=float, default=0.5, help="MedMNIST: Dirichlet concentration")
     g.add_argument("--merge", action="store_true", help="pool all hospitals' val/test sets into one")
-    g.add_argument("--debug", action="store_true", help="tiny data (4 batches per hospital) for a quick check")
+    g.add_argument("--debug", action="store_true", help="synthetic data: tiny splits (4 batches per hospital) for a quick check")
 
     g = p.add_argument_group("federation")
     g.add_argument("--mode", default="fedavg", help=f"federated algorithm: {', '.join(MODES)}")
@@ -245,7 +272,8 @@ def _check(condition: bool, message: str) -> None:
 def validate(cfg: Config) -> None:
     """Reject values that cannot run, naming the flag and the allowed range."""
     _check(cfg.data in DATASETS, f"--data {cfg.data!r} is unknown; choose one of: {', '.join(DATASETS)}")
-    _check(cfg.model in MODELS, f"--model {cfg.model!r} is unknown; choose one of: {', '.join(MODELS)}")
+    _check(cfg.model in MODELS or cfg.model == AUTO_MODEL,
+           f"--model {cfg.model!r} is unknown; choose one of: {', '.join(MODELS)}")
     _check(cfg.mode in MODES, f"--mode {cfg.mode!r} is unknown; choose one of: {', '.join(MODES)}")
     _check(cfg.clients >= 1, f"-N/--clients must be >= 1 (got {cfg.clients})")
     _check(cfg.virtual_clients >= 1, f"-VN/--virtual_clients must be >= 1 (got {cfg.virtual_clients})")
@@ -257,9 +285,11 @@ def validate(cfg: Config) -> None:
     _check(cfg.lr_decay <= 0 or cfg.lr_decay <= 1, f"--lr_decay must be in (0, 1], or <= 0 for off (got {cfg.lr_decay})")
     _check(cfg.img_size >= 16 and cfg.img_size % 4 == 0,
            f"--img_size must be a multiple of 4 and >= 16 (got {cfg.img_size})")
-    _check(cfg.train_size >= 1, f"--train_size must be >= 1 (got {cfg.train_size})")
-    _check(cfg.val_size >= 2 and cfg.test_size >= 2,
-           f"--val_size and --test_size must be >= 2 (got {cfg.val_size}, {cfg.test_size})")
+    if cfg.data in SYNTHETIC:
+        _check(cfg.train_size >= 1, f"--train_size must be >= 1 (got {cfg.train_size})")
+        _check(cfg.val_size >= 2 and cfg.test_size >= 2,
+               f"--val_size and --test_size must be >= 2 (got {cfg.val_size}, {cfg.test_size})")
+    _check(cfg.dirichlet_alpha > 0, f"--dirichlet_alpha must be > 0 (got {cfg.dirichlet_alpha})")
     _check(cfg.size_skew >= 0, f"--size_skew must be >= 0 (got {cfg.size_skew})")
     _check(cfg.patience >= 1, f"--patience must be >= 1 (got {cfg.patience})")
     _check(cfg.ckpt_every >= 1, f"--ckpt_every must be >= 1 (got {cfg.ckpt_every})")
@@ -314,7 +344,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     for key in PRESET_KEYS:
         if args[key] is None:
             args[key] = PRESETS[args["data"]][key]
-    if args["debug"]:  # four batches per hospital, as the paper's --debug
+    if args["debug"] and args["data"] in SYNTHETIC:  # four batches per hospital, as the paper's --debug
         args["train_size"] = min(args["train_size"], 4 * args["batch"])
         args["val_size"] = min(args["val_size"], 2 * args["batch"])
         args["test_size"] = min(args["test_size"], 2 * args["batch"])

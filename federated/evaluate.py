@@ -24,6 +24,7 @@ class EvalSet:
     sizes: list[int]
     images: torch.Tensor
     targets: torch.Tensor
+    prepare: object = None
 
 
 def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
@@ -31,14 +32,15 @@ def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
     splits = [getattr(h, split) for h in data.hospitals]
     pooled = Split.concat(splits)
     if merge:
-        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets)
-    return EvalSet([h.name for h in data.hospitals], [len(s) for s in splits], pooled.images, pooled.targets)
+        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets, data.prepare)
+    return EvalSet([h.name for h in data.hospitals], [len(s) for s in splits], pooled.images, pooled.targets,
+                   data.prepare)
 
 
 def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task) -> dict[str, dict]:
     """Metrics per hospital plus their unweighted mean over hospitals (the paper's report)."""
     flat.set(params)
-    outputs = predict(model, es.images)
+    outputs = predict(model, es.images, es.prepare)
     results = {name: task.score(out, tgt) for name, out, tgt in
                zip(es.names, outputs.split(es.sizes), es.targets.split(es.sizes))}
     metrics = next(iter(results.values())).keys()

@@ -26,8 +26,9 @@ class LocalResult:
 
 
 class LocalTrainer:
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, *, batch: int, epochs: int):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, *, batch: int, epochs: int, prepare=None):
         self.model = model
+        self.prepare = prepare  # uint8 -> float (and augmentation) for real datasets
         self.flat = FlatState(model)
         self.loss_fn = loss_fn
         self.batch = batch
@@ -57,7 +58,10 @@ class LocalTrainer:
             for s in range(steps_per_epoch):
                 idx = order[s * batch:(s + 1) * batch]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self.loss_fn(self.model(data.images[idx]), data.targets[idx])
+                images = data.images[idx]
+                if self.prepare is not None:
+                    images = self.prepare(images, train=True, gen=gen)
+                loss = self.loss_fn(self.model(images), data.targets[idx])
                 loss.backward()
                 self.optimizer.step()
                 total_loss += loss.detach()

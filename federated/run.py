@@ -54,6 +54,16 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
     return folder, None
 
 
+def data_summary(data) -> str:
+    """One line: records per hospital for each split (min-max when hospitals differ)."""
+    def span(split: str) -> str:
+        sizes = [len(getattr(h, split)) for h in data.hospitals]
+        return f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
+    total = sum(len(h.train) + len(h.val) + len(h.test) for h in data.hospitals)
+    return (f"data: {data.name}, {len(data.hospitals)} hospitals, per hospital train {span('train')} / "
+            f"val {span('val')} / test {span('test')} ({total} records)")
+
+
 def print_privacy_report(report: dict) -> None:
     lines = [f"privacy ({report['mode']}):"]
     lines += [f"  covered: {c}" for c in report["covered"]]
@@ -66,6 +76,7 @@ def run_training(cfg: Config) -> dict:
     folder, checkpoint = prepare_run(cfg)
     started = time.perf_counter()
     fed = build_federation(cfg)
+    print(data_summary(fed.data), flush=True)
     report = None
     if cfg.private:
         report = privacy_report(cfg, fed.aggregate.z)

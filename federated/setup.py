@@ -9,7 +9,8 @@ import torch.nn as nn
 from datasets import build_federated_data
 from datasets.base import FederatedData
 from federated.aggregate import MeanAggregator
-from federated.config import Config, ConfigError
+from federated.config import AUTO_MODEL, Config, ConfigError
+from datasets.base import SEGMENTATION
 from federated.local import LocalTrainer
 from federated.server import SERVERS
 from federated.subclients import allocate_subclients
@@ -54,9 +55,12 @@ def build_federation(cfg: Config) -> Federation:
     data = build_federated_data(cfg, make_generator(cfg.seed, "data"))
     check_subclients(cfg, data)
     torch.manual_seed(stream_seed(cfg.seed, "model"))  # model initialisation
-    model = build_model(cfg.model, data.in_channels, data.num_outputs).to(device)
+    model_name = cfg.model
+    if model_name == AUTO_MODEL:
+        model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
+    model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task)
-    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs)
+    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare)
     aggregate = MeanAggregator()
     if cfg.private:
         aggregate = build_client_dp(cfg)

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 
-from datasets.base import CLASSIFICATION, SEGMENTATION
-from utils.metrics import classification_metrics, segmentation_metrics
+from datasets.base import CLASSIFICATION, MULTICLASS, SEGMENTATION
+from utils.metrics import classification_metrics, multiclass_metrics, segmentation_metrics
 
 EVAL_BATCH = 512
 
@@ -24,15 +24,24 @@ class Task:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, prepare=None) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(images[i:i + EVAL_BATCH]) for i in range(0, images.shape[0], EVAL_BATCH)])
+    outputs = []
+    for i in range(0, images.shape[0], EVAL_BATCH):
+        batch = images[i:i + EVAL_BATCH]
+        outputs.append(model(batch if prepare is None else prepare(batch, train=False)))
+    return torch.cat(outputs)
 
 
 def _score_classification(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
     # Two-logit softmax, as the paper's DenseNet: the score is P(class 1).
     probs = torch.softmax(outputs, dim=1)[:, 1]
     return classification_metrics(targets.cpu().numpy(), probs.cpu().numpy())
+
+
+def _score_multiclass(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    probs = torch.softmax(outputs, dim=1)
+    return multiclass_metrics(targets.cpu().numpy(), probs.cpu().numpy())
 
 
 def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
@@ -43,6 +52,8 @@ def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
 def make_task(kind: str) -> Task:
     if kind == CLASSIFICATION:
         return Task(kind, "auc", nn.CrossEntropyLoss(), _score_classification)
+    if kind == MULTICLASS:
+        return Task(kind, "acc", nn.CrossEntropyLoss(), _score_multiclass)
     if kind == SEGMENTATION:
         return Task(kind, "dice", DiceCELoss(sigmoid=True), _score_segmentation)
     raise ValueError(f"unknown task kind {kind!r}")

@@ -7,9 +7,10 @@ import torch
 from monai.metrics import compute_dice, compute_iou, compute_roc_auc
 from monai.metrics.utils import get_surface_distance
 from scipy.ndimage import binary_erosion
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, f1_score
 
 CLASSIFICATION_METRICS = ("auc", "acc", "sen", "spe", "f1")
+MULTICLASS_METRICS = ("acc", "auc", "f1")
 SEGMENTATION_METRICS = ("dice", "iou", "hd95")
 LOWER_IS_BETTER = {"hd95", "loss"}
 
@@ -33,6 +34,24 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
         "spe": float(tn / (tn + fp)) if tn + fp else math.nan,
         "f1": float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0,
     }
+
+
+def multiclass_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Accuracy, macro one-vs-rest AUC (MONAI; over the classes present with both positives
+    and negatives, NaN if none) and macro F1 (scikit-learn) from class probabilities [n, C]."""
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs)
+    preds = probs.argmax(1)
+    num_classes = probs.shape[1]
+    one_hot = np.eye(num_classes)[labels]
+    scorable = [c for c in range(num_classes) if 0 < one_hot[:, c].sum() < len(labels)]
+    auc = math.nan
+    if scorable:
+        per_class = compute_roc_auc(torch.as_tensor(probs[:, scorable], dtype=torch.float64),
+                                    torch.as_tensor(one_hot[:, scorable]), average="none")
+        auc = float(np.mean(per_class))
+    return {"acc": float((preds == labels).mean()), "auc": auc,
+            "f1": float(f1_score(labels, preds, labels=list(range(num_classes)), average="macro", zero_division=0.0))}
 
 
 def segmentation_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict:

@@ -1,0 +1,50 @@
+"""Decode image files once into resized uint8 arrays (Pillow; torchvision is unavailable).
+
+Every loader funnels its files through `load_images`, so a missing or unreadable file is
+reported by name before training starts, and the decoded set is held in memory as uint8
+(4x smaller than float32) and converted to floats one batch at a time.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or field and what to fix."""
+
+
+def load_image(path: Path, *, size: int, mode: str, resample=Image.BILINEAR) -> np.ndarray:
+    """One file -> uint8 array [C, size, size] (`mode` "RGB" or "L")."""
+    if not path.is_file():
+        raise DataError(f"image {path} is missing; check the data root / image folder flags")
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode).resize((size, size), resample)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"image {path} cannot be read ({err}); replace or remove it") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"image {path} cannot be read ({err}); replace or remove it") from None
+
+
+def load_images(paths: list[Path], *, size: int, mode: str, mask: bool = False) -> torch.Tensor:
+    """Decode and resize many files (threads overlap the I/O) -> uint8 tensor [n, C, size, size].
+    Masks are resized with nearest neighbour so they stay binary."""
+    resample = Image.NEAREST if mask else Image.BILINEAR
+    if not paths:
+        return torch.zeros(0, 1 if mode == "L" else 3, size, size, dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arrays = list(pool.map(lambda p: load_image(p, size=size, mode=mode, resample=resample), paths))
+    return torch.from_numpy(np.stack(arrays))

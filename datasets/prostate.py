@@ -1,0 +1,159 @@
+"""`--data prostate`: the paper's six-site prostate MRI segmentation (Jiang et al. 2023).
+
+On disk: one JSON per site (I2CVB, MSD, NCI_ISBI_3T, NCI_ISBI_DX, Promise12, ProstateX) in
+--split_dir (default: --data_root), each with keys `training`, `validation`, `testing`,
+lists of `{"image": ..., "label": ...}` paths relative to --data_root, pointing at 8-bit
+PNG slices `<Site>/Image/<case>/<slice>.png` and masks `<Site>/Mask/<case>/<slice>.png`
+(mask values 0/255). The usual preprocessing's spellings `NCI_ISBI_Dx` and `PROSTATEx` are
+accepted. Slices are read as RGB /255 at --img_size (256 in the paper). With -N < 6 the N
+sites with the most training slices take part, as the paper's code.
+
+Build the JSON files from such a folder with a case-level split (a slice-level split would
+put slices of one patient in both train and test):
+
+    python -m datasets.prostate --data_root ROOT --out SPLIT_DIR --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from datasets.base import SEGMENTATION, FederatedData, Hospital, Split
+from datasets.imageio import DataError, image_size, load_images
+from datasets.transforms import ImagePreparation
+from utils.io import write_json
+
+SITES = ["I2CVB", "MSD", "NCI_ISBI_3T", "NCI_ISBI_DX", "Promise12", "ProstateX"]
+ALIASES = {"NCI_ISBI_DX": ["NCI_ISBI_Dx"], "ProstateX": ["PROSTATEx"]}
+SPLIT_KEYS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def find_site(folder: Path, site: str, suffix: str = "") -> Path | None:
+    """`folder/site+suffix`, or an accepted alternative spelling (reported when used)."""
+    for name in [site, *ALIASES.get(site, [])]:
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            if name != site:
+                print(f"prostate: using {path} for site {site} (accepted spelling {name})", file=sys.stderr)
+            return path
+    return None
+
+
+def _resolve(root: Path, relative: str, json_path: Path) -> Path:
+    path = (root / relative).resolve()
+    if root.resolve() not in path.parents:
+        raise DataError(f"{json_path}: entry {relative!r} points outside --data_root {root}; "
+                        "entries must be paths relative to the data root")
+    return path
+
+
+def read_site(root: Path, json_path: Path) -> dict[str, list[tuple[Path, Path]]]:
+    try:
+        spec = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{json_path} is not valid JSON ({err})") from None
+    pairs = {}
+    for split, key in SPLIT_KEYS.items():
+        if key not in spec:
+            raise DataError(f"{json_path} lacks the key {key!r}; expected training, validation, testing")
+        entries = spec[key]
+        if not entries:
+            raise DataError(f"{json_path}: {key!r} is empty; every site needs slices in each split")
+        for e in entries:
+            if not {"image", "label"} <= set(e):
+                raise DataError(f"{json_path}: entry {e} needs 'image' and 'label'")
+        pairs[split] = [(_resolve(root, e["image"], json_path), _resolve(root, e["label"], json_path)) for e in entries]
+    return pairs
+
+
+def _check_pairs(pairs: list[tuple[Path, Path]]) -> None:
+    for image, mask in pairs:
+        for path in (image, mask):
+            if not path.is_file():
+                raise DataError(f"image {path} is missing; check --data_root and the site JSON")
+        if image_size(image) != image_size(mask):
+            raise DataError(f"image {image} is {image_size(image)} but its mask {mask} is {image_size(mask)}; "
+                            "they must be the same size")
+
+
+def _load(pairs: list[tuple[Path, Path]], size: int) -> Split:
+    _check_pairs(pairs)
+    images = load_images([p for p, _ in pairs], size=size, mode="RGB")
+    masks = load_images([m for _, m in pairs], size=size, mode="L", mask=True)
+    return Split(images, (masks > 127).float())
+
+
+def build(cfg, gen: torch.Generator) -> FederatedData:
+    root = Path(cfg.data_root or "")
+    if not cfg.data_root or not root.is_dir():
+        raise DataError(f"--data_root {cfg.data_root!r} is not a folder; point it at the prostate PNG slices")
+    split_dir = Path(cfg.split_dir) if cfg.split_dir else root
+    sites = {}
+    for site in SITES:
+        json_path = find_site(split_dir, site, ".json")
+        if json_path is None:
+            raise DataError(f"split file {split_dir / (site + '.json')} is missing; pass --split_dir, or build "
+                            "the files: python -m datasets.prostate --data_root ROOT --out DIR")
+        sites[site] = read_site(root, json_path)
+    if cfg.clients > len(SITES):
+        raise DataError(f"-N {cfg.clients}: the prostate data has {len(SITES)} sites; use -N <= 6")
+    chosen = sorted(SITES, key=lambda s: -len(sites[s]["train"]))[:cfg.clients]
+    hospitals = [Hospital(s, *(_load(sites[s][k], cfg.img_size) for k in ("train", "val", "test")))
+                 for s in SITES if s in chosen]
+    return FederatedData("prostate", SEGMENTATION, hospitals, in_channels=3, num_outputs=1, prepare=ImagePreparation())
+
+
+def build_split_json(root: Path, out_dir: Path, *, seed: int,
+                     fractions: tuple[float, float] = (0.6, 0.2)) -> dict[str, dict[str, int]]:
+    """Site JSONs from `<Site>/Image/<case>/<slice>.png` (+ Mask), split by case."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = {}
+    for site in SITES:
+        folder = find_site(root, site)
+        if folder is None:
+            raise DataError(f"site folder {root / site} is missing (expected <Site>/Image/<case>/<slice>.png)")
+        cases = sorted(p.name for p in (folder / "Image").iterdir() if p.is_dir()) if (folder / "Image").is_dir() else []
+        if len(cases) < 3:
+            raise DataError(f"{folder / 'Image'} has {len(cases)} case folder(s); a case-level split needs >= 3")
+        order = [cases[i] for i in torch.randperm(len(cases), generator=gen)]
+        n_train = max(1, int(fractions[0] * len(cases)))
+        n_val = max(1, int(fractions[1] * len(cases)))
+        groups = {"training": order[:n_train], "validation": order[n_train:n_train + n_val],
+                  "testing": order[n_train + n_val:]}
+        spec = {}
+        for key, group in groups.items():
+            entries = []
+            for case in sorted(group):
+                for image in sorted((folder / "Image" / case).glob("*.png")):
+                    mask = folder / "Mask" / case / image.name
+                    if not mask.is_file():
+                        raise DataError(f"mask {mask} for slice {image} is missing")
+                    entries.append({"image": str(image.relative_to(root)), "label": str(mask.relative_to(root))})
+            spec[key] = entries
+        write_json(out_dir / f"{site}.json", spec)
+        counts[site] = {k: len(v) for k, v in spec.items()}
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Build the six site JSON files with a case-level split.")
+    p.add_argument("--data_root", required=True, help="folder holding <Site>/Image/<case>/*.png and <Site>/Mask/...")
+    p.add_argument("--out", required=True, help="folder for <Site>.json")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        counts = build_split_json(Path(args.data_root), Path(args.out), seed=args.seed)
+    except DataError as err:
+        print(f"prostate: error: {err}", file=sys.stderr)
+        return 2
+    for site, c in counts.items():
+        print(f"{site}: {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Real on-disk formats, written tiny by the tests: loaders, two-round federations, errors."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fed_train
+from datasets import prostate, rsna_ich
+from datasets.imageio import DataError
+from datasets.transforms import ImagePreparation
+from nets import build_model
+from tests.test_loop import _run
+
+RNG = np.random.default_rng(0)
+QUICK = ["--rounds", "2", "--img_size", "32", "--batch", "4", "--no_progress"]
+
+
+def _png(path, size=(20, 20), mode="RGB", value=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    arr = RNG.integers(0, 256, shape, dtype=np.uint8) if value is None else np.full(shape, value, np.uint8)
+    Image.fromarray(arr, mode).save(path)
+
+
+@pytest.fixture
+def rsna(tmp_path):
+    images, splits = tmp_path / "png", tmp_path / "splits"
+    splits.mkdir()
+    for name, n in (("train.csv", 16), ("validate.csv", 8), ("test.csv", 8)):
+        with open(splits / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(rsna_ich.COLUMNS)
+            for i in range(n):
+                image_id = f"ID_{name[:2]}{i:04d}.png"
+                _png(images / image_id)
+                healthy = i % 2
+                w.writerow([image_id, 1 - healthy, 0, 0, 0, 0, healthy])
+    return ["--data", "RSNA-ICH", "--image_dir", str(images), "--split_dir", str(splits), "-N", "2",
+            "--model", "cnn", "--save_path", str(tmp_path / "runs")] + QUICK
+
+
+@pytest.fixture
+def prostate_root(tmp_path):
+    root = tmp_path / "prostate"
+    for site in prostate.SITES:
+        folder = "PROSTATEx" if site == "ProstateX" else site  # the usual preprocessing's spelling
+        for case in range(3):
+            for s in range(2):
+                _png(root / folder / "Image" / f"case{case}" / f"{s}.png", size=(24, 24))
+                mask = np.zeros((24, 24), np.uint8)
+                mask[6:18, 5:17] = 255
+                (root / folder / "Mask" / f"case{case}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask, "L").save(root / folder / "Mask" / f"case{case}" / f"{s}.png")
+    return root
+
+
+def _prostate_args(tmp_path, root, split_dir):
+    return ["--data", "prostate", "--data_root", str(root), "--split_dir", str(split_dir), "-N", "2",
+            "--model", "unet_small", "--save_path", str(tmp_path / "runs")] + QUICK[:-3] + ["--batch", "2",
+                                                                                              "--no_progress"]
+
+
+def test_rsna_two_round_federation(rsna):
+    s = _run(rsna)["summary"]
+    assert set(s["test"]) == {"auc", "acc", "sen", "spe", "f1"} and len(s["test_per_hospital"]) == 2
+
+
+def test_rsna_label_is_the_healthy_column(rsna):
+    from federated.config import parse_config
+    from datasets import build_federated_data
+    data = build_federated_data(parse_config(rsna), torch.Generator().manual_seed(0))
+    assert data.in_channels == 3 and sum(len(h.train) for h in data.hospitals) == 16
+    assert sorted(torch.cat([h.train.targets for h in data.hospitals]).tolist()) == [0] * 8 + [1] * 8
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("no_image_dir", "--image_dir"),
+    ("no_split_file", "test.csv is missing"),
+    ("missing_image", "missing from"),
+    ("unreadable_image", "cannot be read"),
+    ("bad_label", "labels must be 0 or 1"),
+    ("missing_column", "lacks the column(s) healthy"),
+])
+def test_rsna_bad_input(rsna, breakage, expected, capsys, tmp_path):
+    args = list(rsna)
+    images, splits = tmp_path / "png", tmp_path / "splits"
+    if breakage == "no_image_dir":
+        args[args.index("--image_dir") + 1] = str(tmp_path / "nowhere")
+    elif breakage == "no_split_file":
+        (splits / "test.csv").unlink()
+    elif breakage == "missing_image":
+        next(images.glob("ID_tr*.png")).unlink()
+    elif breakage == "unreadable_image":
+        next(images.glob("ID_te*.png")).write_bytes(b"not a png")
+    elif breakage in ("bad_label", "missing_column"):
+        text = (splits / "train.csv").read_text().splitlines()
+        if breakage == "bad_label":
+            text[1] = text[1][:-1] + "2"
+        else:
+            text = [line.rsplit(",", 1)[0] for line in text]
+        (splits / "train.csv").write_text("\n".join(text) + "\n")
+    assert fed_train.main(args) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_rsna_split_files_from_kaggle_labels(tmp_path):
+    labels = tmp_path / "stage_2_train.csv"
+    rows = ["ID,Label"]
+    for i in range(40):
+        any_ = int(i < 15)
+        for sub in rsna_ich.SUBTYPES + ["any"]:
+            rows.append(f"ID_{i:05x}_{sub},{any_ if sub in ('any', 'subdural') else 0}")
+    labels.write_text("\n".join(rows) + "\n")
+    counts = rsna_ich.build_split_files(labels, tmp_path / "out", size=20, seed=0)
+    assert counts == {"train": 12, "val": 4, "test": 4}
+    rows = [r for name in ("train.csv", "validate.csv", "test.csv")
+            for r in csv.DictReader(open(tmp_path / "out" / name))]
+    assert sum(int(r["healthy"]) for r in rows) == 10  # balanced
+    assert len({r["ImageID"] for r in rows}) == 20
+    with pytest.raises(DataError, match="needs 20 haemorrhage and 20 healthy images; .* has 15 and 25"):
+        rsna_ich.build_split_files(labels, tmp_path / "o2", size=40, seed=0)
+
+
+def test_prostate_case_level_json_and_federation(tmp_path, prostate_root, capsys):
+    counts = prostate.build_split_json(prostate_root, tmp_path / "json", seed=0)
+    assert counts["I2CVB"] == {"training": 2, "validation": 2, "testing": 2}
+    spec = json.loads((tmp_path / "json" / "MSD.json").read_text())
+    cases = {k: {e["image"].split("/")[2] for e in v} for k, v in spec.items()}
+    assert not (cases["training"] & cases["testing"]) and not (cases["training"] & cases["validation"])
+    assert "PROSTATEx" in capsys.readouterr().err  # the alternative spelling is reported
+    s = _run(_prostate_args(tmp_path, prostate_root, tmp_path / "json"))["summary"]
+    assert set(s["test"]) == {"dice", "iou", "hd95"} and len(s["test_per_hospital"]) == 2
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("outside_root", "points outside --data_root"),
+    ("size_mismatch", "they must be the same size"),
+    ("empty_site", "is empty"),
+    ("missing_json", "NCI_ISBI_3T.json is missing"),
+    ("no_root", "--data_root"),
+])
+def test_prostate_bad_input(tmp_path, prostate_root, breakage, expected, capsys):
+    json_dir = tmp_path / "json"
+    prostate.build_split_json(prostate_root, json_dir, seed=0)
+    args = _prostate_args(tmp_path, prostate_root, json_dir)
+    spec_path = json_dir / "MSD.json"
+    spec = json.loads(spec_path.read_text())
+    if breakage == "outside_root":
+        spec["testing"][0]["image"] = "../elsewhere.png"
+    elif breakage == "size_mismatch":
+        _png(prostate_root / spec["training"][0]["label"], size=(30, 30), mode="L", value=0)
+    elif breakage == "empty_site":
+        spec["validation"] = []
+    elif breakage == "missing_json":
+        (json_dir / "NCI_ISBI_3T.json").unlink()
+    elif breakage == "no_root":
+        args[args.index("--data_root") + 1] = str(tmp_path / "nowhere")
+    spec_path.write_text(json.dumps(spec))
+    assert fed_train.main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
+def _npz(path, n=(60, 20, 20), labels_max=8, rgb=True):
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n):
+        shape = (count, 28, 28, 3) if rgb else (count, 28, 28)
+        arrays[f"{split}_images"] = RNG.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % labels_max).reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_bloodmnist_dirichlet_federation(tmp_path):
+    _npz(tmp_path / "bloodmnist.npz")
+    out = _run(["--data", "bloodmnist", "--data_root", str(tmp_path), "-N", "2", "--dirichlet_alpha", "50",
+                "--rounds", "2", "--no_progress", "--save_path", str(tmp_path / "runs")])
+    assert set(out["summary"]["test"]) == {"acc", "auc", "f1"}
+
+
+def test_dirichlet_skews_labels_and_quantity_skews_sizes():
+    from datasets.medmnist import hospital_proportions, partition
+    labels = torch.arange(800) % 8
+    gen = np.random.default_rng(0)
+    parts = partition(labels, hospital_proportions("dirichlet", 4, 8, 0.1, gen), gen)
+    assert sorted(torch.cat(parts).tolist()) == list(range(800))  # each sample once
+    fractions = np.array([[float((labels[p] == c).float().mean()) for c in range(8)] for p in parts])
+    assert fractions.max() > 0.4  # a hospital dominated by few classes
+    iid = partition(labels, hospital_proportions("iid", 4, 8, 0.1, gen), gen)
+    assert [len(p) for p in iid] == [200] * 4
+
+
+def test_medmnist_bad_labels_and_sizes(tmp_path, capsys):
+    _npz(tmp_path / "bloodmnist.npz", labels_max=10)
+    args = ["--data", "bloodmnist", "--data_root", str(tmp_path), "-N", "2", "--no_progress",
+            "--save_path", str(tmp_path / "runs")]
+    assert fed_train.main(args) == 2
+    assert "outside 0..7" in capsys.readouterr().err
+    assert fed_train.main(args + ["--img_size", "32"]) == 2
+    assert "MedMNIST comes in" in capsys.readouterr().err
+
+
+def test_folder_classification_and_segmentation(tmp_path):
+    cls = tmp_path / "cls"
+    for site in ("siteA", "siteB"):
+        for c in ("benign", "malignant", "normal"):
+            for i in range(3):
+                _png(cls / site / c / f"{i}.png")
+    out = _run(["--data", "folder", "--data_root", str(cls), "-N", "2", "--save_path", str(tmp_path / "r")] + QUICK)
+    assert set(out["summary"]["test"]) == {"acc", "auc", "f1"}  # three classes
+    seg = tmp_path / "seg"
+    for site in ("siteA", "siteB"):
+        for i in range(6):
+            _png(seg / site / "images" / f"{i}.png")
+            _png(seg / site / "masks" / f"{i}.png", mode="L", value=255 * (i % 2))
+    out = _run(["--data", "folder", "--data_root", str(seg), "-N", "2", "--save_path", str(tmp_path / "s")] + QUICK)
+    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95"}
+
+
+def test_folder_empty_site_is_named(tmp_path, capsys):
+    for i in range(3):
+        _png(tmp_path / "d" / "siteA" / "yes" / f"{i}.png")
+        _png(tmp_path / "d" / "siteA" / "no" / f"{i}.png")
+    (tmp_path / "d" / "siteB" / "yes").mkdir(parents=True)
+    assert fed_train.main(["--data", "folder", "--data_root", str(tmp_path / "d"), "-N", "2",
+                           "--save_path", str(tmp_path / "r")] + QUICK) == 2
+    assert "siteB has no images" in capsys.readouterr().err
+
+
+def test_augmentation_is_seeded_and_only_in_training():
+    prep = ImagePreparation(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), augment=True)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    a = prep(x, train=True, gen=torch.Generator().manual_seed(1))
+    b = prep(x, train=True, gen=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    plain = prep(x, train=False)
+    assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.5) and not torch.allclose(a, plain)
+
+
+@pytest.mark.skipif(os.environ.get("SKIP_BIG_MODELS") == "1", reason="SKIP_BIG_MODELS=1 set by the user")
+@pytest.mark.parametrize("name, shape, outputs", [("densenet121", (2, 3, 224, 224), 2), ("unet", (1, 3, 256, 256), 1)])
+def test_paper_models_forward_and_backward(name, shape, outputs):
+    model = build_model(name, 3, outputs)
+    assert not [n for n, b in model.named_buffers() if b.is_floating_point()]  # no running statistics
+    y = model(torch.randn(shape))
+    assert y.shape == ((shape[0], outputs) if name == "densenet121" else (shape[0], outputs, *shape[2:]))
+    y.float().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
