@@ -191,6 +191,11 @@ def test_dirichlet_skews_labels_and_quantity_skews_sizes():
     assert fractions.max() > 0.4  # a hospital dominated by few classes
     iid = partition(labels, hospital_proportions("iid", 4, 8, 0.1, gen), gen)
     assert [len(p) for p in iid] == [200] * 4
+    quantity = partition(labels, hospital_proportions("quantity", 4, 8, 0.5, gen), gen)
+    sizes = [len(p) for p in quantity]
+    assert max(sizes) > 2 * min(sizes)  # unequal hospitals...
+    big = max(quantity, key=len)
+    assert (torch.bincount(labels[big], minlength=8).float() / len(big)).max() < 0.2  # ...with mixed labels
 
 
 def test_medmnist_bad_labels_and_sizes(tmp_path, capsys):
