@@ -24,12 +24,29 @@ class Split:
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.images[index], self.targets[index])
 
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.targets[index]
+
     def to(self, device: torch.device) -> "Split":
         return Split(self.images.to(device), self.targets.to(device))
 
     @staticmethod
     def concat(splits: list["Split"]) -> "Split":
         return Split(torch.cat([s.images for s in splits]), torch.cat([s.targets for s in splits]))
+
+
+@dataclass
+class Shard:
+    """A sub-client's part of a hospital's training split, as indices: no image is copied."""
+
+    parent: Split
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.parent.batch(self.index[index])
 
 
 @dataclass

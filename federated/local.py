@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from datasets.base import Split
+from datasets.base import Shard
 from federated.flat import FlatState
 
 OptimizerState = list[dict]  # one Adam state dict per trainable parameter, in model order
@@ -36,7 +36,7 @@ class LocalTrainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=1e-3, amsgrad=True)
 
-    def update(self, global_params: torch.Tensor, data: Split, state: OptimizerState | None,
+    def update(self, global_params: torch.Tensor, data: Shard, state: OptimizerState | None,
                *, lr: float, gen: torch.Generator) -> tuple[LocalResult, OptimizerState]:
         """Train from `global_params` on `data` for the configured epochs.
 
@@ -54,14 +54,14 @@ class LocalTrainer:
         steps_per_epoch = n // batch
         total_loss, steps = 0.0, 0
         for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen).to(data.images.device)
+            order = torch.randperm(n, generator=gen).to(data.index.device)
             for s in range(steps_per_epoch):
                 idx = order[s * batch:(s + 1) * batch]
                 self.optimizer.zero_grad(set_to_none=True)
-                images = data.images[idx]
+                images, targets = data.batch(idx)
                 if self.prepare is not None:
                     images = self.prepare(images, train=True, gen=gen)
-                loss = self.loss_fn(self.model(images), data.targets[idx])
+                loss = self.loss_fn(self.model(images), targets)
                 loss.backward()
                 self.optimizer.step()
                 total_loss += loss.detach()

@@ -1,10 +1,10 @@
 """The round loop (DESIGN.md, "Data flow of one round").
 
 global params -> each participating sub-client's local update (a delta) -> stack [K, P]
--> aggregate (the privacy seam) -> server step -> evaluate on every hospital's val set
--> on a new best, score the test set and save best.pt. All state that a later round
-depends on lives in RunState and is saved in last.pt, so --resume ends where an
-uninterrupted run ends.
+-> aggregate (the privacy seam) -> server step -> (intermediary rule) -> evaluate on
+every hospital's val set, keeping the best round's parameters; after the last round the
+test set is scored once, for the best round. All state that a later round depends on
+lives in RunState and is saved in last.pt, so --resume ends where an uninterrupted run ends.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from datasets.base import Split
+from datasets.base import Shard
 from federated.aggregate import RoundContext, round_weights
 from federated.config import Config
 from federated.evaluate import MEAN, eval_set, evaluate
@@ -52,7 +52,9 @@ class RunState:
             "next_round": self.next_round, "params": self.params.cpu(),
             "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
             "opt_states": self.opt_states, "rng": {k: g.get_state() for k, g in self.rng.items()},
-            "v": self.v, "best": self.best, "best_params": self.best_params, "rounds_since_best": self.rounds_since_best,
+            "v": self.v, "best": self.best,
+            "best_params": None if self.best_params is None else self.best_params.cpu(),
+            "rounds_since_best": self.rounds_since_best,
             "timing": self.timing,
         }
 
@@ -79,8 +81,9 @@ def initial_state(fed: Federation) -> RunState:
     return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng, v=cfg.virtual_clients)
 
 
-def subclient_data(fed: Federation, state: RunState) -> list[list[Split]]:
-    return [[h.train.subset(idx.to(fed.device)) for idx in per_h]
+def subclient_data(fed: Federation, state: RunState) -> list[list[Shard]]:
+    """Each sub-client's data as indices into its hospital's training split (no copies)."""
+    return [[Shard(h.train, idx.to(fed.device)) for idx in per_h]
             for h, per_h in zip(fed.data.hospitals, state.subclient_indices)]
 
 
@@ -102,7 +105,7 @@ def aggregation_weights(cfg: Config, num_samples: list[int], state: RunState) ->
     return round_weights(num_samples, weighted=cfg.weighted_avg)
 
 
-def run_round(fed: Federation, state: RunState, shards: list[list[Split]], round_idx: int) -> tuple[dict, dict]:
+def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int) -> tuple[dict, dict]:
     """One communication round; updates `state` in place. Returns (train losses per
     hospital, aggregation statistics)."""
     cfg = fed.cfg
@@ -195,8 +198,10 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
             break
         round_start = time.perf_counter()
         train_losses, stats = run_round(fed, state, shards, r)
+        counts_before = state.subclient_counts
         stats.update(adapt_subclients(fed, state, stats, r))
-        shards = subclient_data(fed, state)
+        if state.subclient_counts is not counts_before:  # the rule re-split the hospitals
+            shards = subclient_data(fed, state)
         eval_start = time.perf_counter()
         val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
         # --strict_dp: hospitals send nothing but the noised update, so no training losses.
@@ -217,7 +222,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         state.next_round = r + 1
         stopped_early = cfg.early and state.rounds_since_best >= cfg.patience
         state.timing["total_s"] += time.perf_counter() - round_start
-        if state.next_round % cfg.ckpt_every == 0 or state.next_round == cfg.rounds or stopped_early:
+        if state.next_round % cfg.ckpt_every == 0:
             save_checkpoint(recorder.dir / "last.pt", fed, state)
         postfix = {f"val_{primary}": f"{val[MEAN][primary]:.4f}",
                    "best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"}
@@ -228,6 +233,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         if stopped_early:
             break
     bar.close()
+    save_checkpoint(recorder.dir / "last.pt", fed, state)  # however the loop ended (rounds, --early, budget)
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))

@@ -80,9 +80,11 @@ def privacy_report(cfg: Config, z: float) -> dict:
     if cfg.strict_dp:
         covered.append("no training losses are reported and the final round's model is kept (no selection "
                        "on the hospitals' validation scores, which are computed as simulation diagnostics only)")
+        not_covered.append("the final model's per-hospital test scores are reported without noise (the "
+                           "evaluation of the released model, not part of training)")
     else:
-        not_covered.append("per-hospital training losses and validation scores (which pick the best round) "
-                           "are reported without noise")
+        not_covered.append("per-hospital training losses, validation scores (which pick the best round) and "
+                           "test scores are reported without noise")
     if cfg.weighted_avg:
         not_covered.append("--weighted_avg: aggregation weights use sub-client sample counts (not privatised)")
     if not cfg.secure_rng:

@@ -50,8 +50,9 @@ class ClientLevelDP:
         return self.ledger.epsilon(self.budget_unit, self.accountant, extra=extra) <= self.budget
 
     def charge_idle_round(self, subclients_per_hospital: int) -> None:
-        """A sampled-out round (no participant) still counts as a step of the subsampled mechanism."""
-        self.ledger.charge([self.ledger.releases_for(self._release_multiplier(), subclients_per_hospital)])
+        """A sampled-out round (no participant) still counts as a step of each subsampled
+        release the round would have made (in strict mode: the norm sum and clip count too)."""
+        self.ledger.charge(self.planned_releases(subclients_per_hospital))
 
     def __call__(self, deltas: torch.Tensor, weights: torch.Tensor, ctx: RoundContext) -> AggregateResult:
         norms = update_norms(deltas)

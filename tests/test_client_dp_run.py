@@ -150,12 +150,31 @@ def test_strict_mode_reports_nothing_unnoised(tiny_args):
     assert ",train," not in out["metrics"]  # no training losses leave a hospital
     assert ",clipped_fraction," not in out["metrics"]
     assert s["best_round"] == 3  # the final model, not one picked on unnoised val scores
-    assert not s["privacy"]["report"]["not_covered"][:-1]  # only the seeded-noise note remains
-    assert "seeded generator" in s["privacy"]["report"]["not_covered"][-1]
+    not_covered = s["privacy"]["report"]["not_covered"]
+    assert len(not_covered) == 2  # only the final test scores and the seeded noise source remain
+    assert "test scores" in not_covered[0] and "seeded generator" in not_covered[1]
     # update + norm sum + clip count, every round
     assert s["privacy"]["rounds_charged"] == 4
 
 
 def test_faithful_mode_lists_the_unnoised_reports(tiny_args):
     s = _run(tiny_args + DP)["summary"]
-    assert any("training losses and validation scores" in item for item in s["privacy"]["report"]["not_covered"])
+    assert any("training losses, validation scores" in item and "test scores" in item for item in s["privacy"]["report"]["not_covered"])
+
+
+def test_idle_round_in_strict_mode_charges_every_planned_release(tiny_args):
+    cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0"])
+    dp = build_client_dp(cfg)
+    dp.charge_idle_round(2)
+    assert dp.ledger.history["subclient"] == [(1.0, 1.0), (5.0, 1.0), (5.0, 1.0)]  # update, norm sum, count
+    assert dp.ledger.history["hospital"][0] == (0.5, 1.0)
+
+
+def test_strict_flags_reach_the_mechanism(tiny_args):
+    cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0",
+                                    "--S", "3", "--clip_quantile", "0.7", "--clip_lr", "0.1",
+                                    "--clip_count_noise", "2.5", "--norm_sum_noise", "4.0"])
+    dp = build_client_dp(cfg)
+    policy = dp.clip_policy
+    assert (policy.bound, policy.quantile, policy.lr, policy.count_noise) == (3.0, 0.7, 0.1, 2.5)
+    assert [r["subclient"][0] for r in dp.planned_releases(1)] == [1.0, 4.0, 2.5]

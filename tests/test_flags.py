@@ -63,3 +63,31 @@ def test_secure_noise_runs_are_not_reproducible(tiny_args):
     b = _run(tiny_args + DP + ["--secure_rng", "--exp", "b"])
     assert a["metrics"] != b["metrics"]
     assert not any("seeded generator" in i for i in a["summary"]["privacy"]["report"]["not_covered"])
+
+
+def test_local_epochs_repeat_the_local_pass(tiny_args):
+    from federated import loop
+    from federated.setup import build_federation
+    steps = {}
+    for epochs in (1, 2):
+        fed = build_federation(parse_config(tiny_args + ["--local_epochs", str(epochs)]))
+        state = loop.initial_state(fed)
+        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+        steps[epochs] = float(state.opt_states[0][0][0]["step"])
+    assert steps[2] == 2 * steps[1] > 0
+
+
+def test_gpu_cpu_forces_the_cpu():
+    import torch
+    from federated.setup import select_device
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_subclient_shards_index_the_hospital_data_without_copies(tiny_args):
+    from federated import loop
+    from federated.setup import build_federation
+    fed = build_federation(parse_config(tiny_args + ["-VN", "2"]))
+    state = loop.initial_state(fed)
+    shards = loop.subclient_data(fed, state)
+    assert all(s.parent is h.train for h, per_h in zip(fed.data.hospitals, shards) for s in per_h)
+    assert sum(len(s) for s in shards[0]) == len(fed.data.hospitals[0].train)
