@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['rounds_charged']} rounds charged; final v = {summary['final_v']} sub-clients per hospital; "
               f"epsilon per sub-client (= per patient) {_eps(eps['subclient'])}; "
               f"per hospital {_eps(eps['hospital'])}")
+    for key, what in (("sample_privacy", "sample-level DP-SGD"), ("local_privacy", "local update DP")):
+        if key in summary:
+            print(f"{what}: largest epsilon over hospitals {_eps(summary[key]['epsilon_max'])} "
+                  f"(delta = {summary[key]['delta']:g}, z = {summary[key]['noise_multiplier']:.4g})")
+    if "fairness" in summary:
+        spd = {k: v for k, v in summary["fairness"].items() if k.startswith("spd_")}
+        print("fairness (test, pooled): " + ", ".join(f"{k} {v:+.4f}" for k, v in spd.items()))
     print(f"{summary['rounds_run']} rounds in {summary['wall_s']:.1f} s; outside local training "
           f"{100 * timing['outside_local_fraction']:.1f}% of round time "
           f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, aggregation and bookkeeping "

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from datasets import folder, medmnist, prostate, rsna_ich, synthetic_ich, synthetic_prostate
+from datasets import (folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_cxr, synthetic_ich,
+                      synthetic_prostate)
 from datasets.base import FederatedData
 from datasets.synthetic import SyntheticSizes
 
@@ -25,12 +26,14 @@ def _synthetic(build):
 DATASETS: dict[str, Callable[..., FederatedData]] = {
     "synthetic-ich": _synthetic(synthetic_ich.build),
     "synthetic-prostate": _synthetic(synthetic_prostate.build),
+    "synthetic-blood": _synthetic(synthetic_blood.build),
+    "synthetic-cxr": _synthetic(synthetic_cxr.build),
     "RSNA-ICH": rsna_ich.build,
     "prostate": prostate.build,
     "folder": folder.build,
     **{name: medmnist.build for name in medmnist.NUM_CLASSES},
 }
-SYNTHETIC = ("synthetic-ich", "synthetic-prostate")
+SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr")
 
 
 def build_federated_data(cfg, gen: torch.Generator) -> FederatedData:

@@ -1,7 +1,7 @@
 """Containers shared by every federated dataset: a hospital has train/val/test splits."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -9,30 +9,37 @@ import torch
 CLASSIFICATION = "classification"  # binary, two logits (the paper's ICH head)
 MULTICLASS = "multiclass"
 SEGMENTATION = "segmentation"
+MULTILABEL = "multilabel"  # several findings per image, one logit each
 
 
 @dataclass
 class Split:
-    """Images [n, C, H, W] float32 and targets (class ids [n] or masks [n, 1, H, W])."""
+    """Images [n, C, H, W] and targets (class ids [n], multi-label floats [n, F] or masks
+    [n, 1, H, W]); `attributes` holds per-image group labels (e.g. sex, age group) that
+    fairness evaluation reads and training never sees."""
 
     images: torch.Tensor
     targets: torch.Tensor
+    attributes: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.images[index], self.targets[index])
+        return Split(self.images[index], self.targets[index], {k: v[index] for k, v in self.attributes.items()})
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self.targets[index]
 
     def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.targets.to(device))
+        return Split(self.images.to(device), self.targets.to(device),
+                     {k: v.to(device) for k, v in self.attributes.items()})
 
     @staticmethod
     def concat(splits: list["Split"]) -> "Split":
-        return Split(torch.cat([s.images for s in splits]), torch.cat([s.targets for s in splits]))
+        keys = set.intersection(*(set(s.attributes) for s in splits)) if splits else set()
+        return Split(torch.cat([s.images for s in splits]), torch.cat([s.targets for s in splits]),
+                     {k: torch.cat([s.attributes[k] for s in splits]) for k in sorted(keys)})
 
 
 @dataclass
@@ -69,8 +76,11 @@ class FederatedData:
     # Real datasets keep uint8 images and turn each batch into model input here
     # (images, train=..., gen=...) -> float; None: images are model-ready floats.
     prepare: Callable | None = None
+    # Names of the values of each per-image attribute (fairness groups), e.g. sex: male, female.
+    attribute_groups: dict[str, list[str]] = field(default_factory=dict)
 
     def to(self, device: torch.device) -> "FederatedData":
         hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device))
                      for h in self.hospitals]
-        return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs, self.prepare)
+        return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs, self.prepare,
+                             self.attribute_groups)

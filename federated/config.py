@@ -17,8 +17,11 @@ from datasets.medmnist import PARTITIONS
 from federated.sampling import SAMPLING_MODES
 from nets import MODELS
 
-PRIVATE_MODES = ("dpsgd",)
-MODES = ("fedavg",) + PRIVATE_MODES
+# Non-private server optimizers and their client-level DP versions (the paper's names).
+PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
+PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
+MODES = PUBLIC_MODES + PRIVATE_MODES
+DP_LEVELS = ("none", "sample", "update_local")
 AUTO_MODEL = "auto"  # --data folder: cnn for classification, unet_small for segmentation
 
 # Per-dataset defaults for flags the user leaves unset (the CPU default job).
@@ -27,6 +30,10 @@ PRESETS: dict[str, dict] = {
                           test_size=20, batch=16, lr=2e-3, rounds=40),
     "synthetic-prostate": dict(clients=6, model="unet_small", img_size=32, train_size=60,
                                val_size=20, test_size=20, batch=8, lr=1e-3, rounds=30),
+    "synthetic-blood": dict(clients=5, model="dpresnet_small", img_size=28, train_size=160, val_size=40,
+                            test_size=40, batch=16, lr=1e-3, rounds=15),
+    "synthetic-cxr": dict(clients=1, model="resnet9_small", img_size=32, train_size=800, val_size=200,
+                          test_size=400, batch=32, lr=1e-3, rounds=10),
 }
 # Real data: the paper's settings (RSNA-ICH, prostate), MedMNIST-sized ones otherwise.
 _REAL = dict(train_size=0, val_size=0, test_size=0)
@@ -76,6 +83,9 @@ class Config:
     reset_optimizer: bool = False
     early: bool = False
     patience: int = 20
+    adam_lr: float = 0.1
+    rmsprop_lr: float = 1.0
+    dp2_interval: int = 3
     # privacy
     noise_multiplier: float | None = None
     epsilon: float | None = None
@@ -96,6 +106,17 @@ class Config:
     init_vn: bool = False
     ada_stable: bool = False
     ada_prog: bool = False
+    # local DP inside each hospital
+    dp_level: str = "none"
+    max_grad_norm: float = 1.0
+    sample_noise: float | None = None
+    sample_epsilon: float | None = None
+    sample_delta: float = 1e-5
+    physical_batch: int = 0
+    local_clip: float = 1.0
+    local_noise: float | None = None
+    local_epsilon: float | None = None
+    local_delta: float = 1e-5
     # model
     model: str = "cnn"
     # run
@@ -124,7 +145,7 @@ class Config:
             return self.exp
         name = (f"{self.mode}_rounds{self.rounds}_localE{self.local_epochs}_lr{self.lr}_batch{self.batch}"
                 f"_N{self.clients}_sr{self.sample_rate}_VN{self.virtual_clients}")
-        name += self._dp_info()
+        name += self._server_info() + self._dp_info()
         name += "_MergeValTest" if self.merge else ""
         name += "_WeightedAvg" if self.weighted_avg else "_PureAvg"
         name += "_early_stop" if self.early else ""
@@ -135,6 +156,7 @@ class Config:
         name += "_adaProg" if self.ada_prog else ""
         name += "_InitVN" if self.init_vn else ""
         name += "_strict" if self.strict_dp else ""
+        name += self._local_dp_info()
         name += "_debug" if self.debug else ""
         return name
 
@@ -145,6 +167,22 @@ class Config:
     @property
     def adaptive_subclients(self) -> bool:
         return self.ada_vn or self.init_vn
+
+    def _local_dp_info(self) -> str:
+        if self.dp_level == "sample":
+            noise = f"z{self.sample_noise}" if self.sample_noise is not None else f"eps{self.sample_epsilon}"
+            return f"_sampleDP_{noise}_C{self.max_grad_norm}"
+        if self.dp_level == "update_local":
+            noise = f"z{self.local_noise}" if self.local_noise is not None else f"eps{self.local_epsilon}"
+            return f"_localDP_{noise}_C{self.local_clip}"
+        return ""
+
+    def _server_info(self) -> str:
+        if self.mode in ("fedadam", "dpadam"):
+            return f"_adamlr{self.adam_lr}"
+        if self.mode in ("fed2rmsprop", "dp2rmsprop"):
+            return f"_rmsproplr{self.rmsprop_lr}_interval{self.dp2_interval}"
+        return ""
 
     def _dp_info(self) -> str:
         if not self.private:
@@ -192,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug", action="store_true", help="synthetic data: tiny splits (4 batches per hospital) for a quick check")
 
     g = p.add_argument_group("federation")
-    g.add_argument("--mode", default="fedavg", help=f"federated algorithm: {', '.join(MODES)}")
+    g.add_argument("--mode", default="fedavg",
+                   help=f"server optimizer; non-private: {', '.join(PUBLIC_MODES)}; with client-level DP: "
+                        f"{', '.join(PRIVATE_MODES)} (DP-FedAvg, DP-FedAdam, DP-FedNova, DP2-RMSProp)")
     g.add_argument("-N", "--clients", type=int, default=None, help="number of hospitals (default: preset)")
     g.add_argument("-VN", "--virtual_clients", type=int, default=1, help="sub-clients per hospital")
     g.add_argument("--balance_split", action="store_true",
@@ -213,8 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fresh local Adam state every round instead of keeping it across rounds")
     g.add_argument("--early", action="store_true", help="stop when val has not improved for --patience rounds")
     g.add_argument("--patience", type=int, default=20, help="rounds without improvement before --early stops")
+    g.add_argument("--adam_lr", type=float, default=0.1, help="server learning rate of fedadam/dpadam")
+    g.add_argument("--rmsprop_lr", type=float, default=1.0,
+                   help="server learning rate of fed2rmsprop/dp2rmsprop in its preconditioned rounds")
+    g.add_argument("--dp2_interval", type=int, default=3,
+                   help="fed2rmsprop/dp2rmsprop: rounds per block (accumulate, then precondition)")
 
-    g = p.add_argument_group("privacy (client level; --mode dpsgd)")
+    g = p.add_argument_group("privacy (client level; the private --mode values)")
     g.add_argument("--noise_multiplier", type=float, default=None, help="Gaussian noise multiplier z (std z*C on the sum)")
     g.add_argument("--epsilon", type=float, default=None,
                    help="target epsilon: calibrates z for --rounds (overhead mode) or caps spending (bounded mode)")
@@ -245,6 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init_vn", action="store_true", help="choose v once from a discarded probe round")
     g.add_argument("--ada_stable", action="store_true", help="intermediary variant: v' = floor(factor) * v")
     g.add_argument("--ada_prog", action="store_true", help="intermediary variant: move half-way to the new v")
+
+    g = p.add_argument_group("local DP inside each hospital (--dp_level; combines with the private --mode values)")
+    g.add_argument("--dp_level", default="none", choices=DP_LEVELS,
+                   help="sample: local steps are DP-SGD (Opacus; per-sample clipping, Poisson batches); "
+                        "update_local: each sub-client clips its whole update and adds calibrated noise before sending")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="--dp_level sample: per-sample clip bound")
+    g.add_argument("--sample_noise", type=float, default=None, help="--dp_level sample: DP-SGD noise multiplier")
+    g.add_argument("--sample_epsilon", type=float, default=None,
+                   help="--dp_level sample: target epsilon per hospital over all planned steps (sets the noise)")
+    g.add_argument("--sample_delta", type=float, default=1e-5, help="--dp_level sample: delta")
+    g.add_argument("--physical_batch", type=int, default=0,
+                   help="--dp_level sample: largest physical batch (BatchMemoryManager); 0 = whole logical batch")
+    g.add_argument("--local_clip", type=float, default=1.0, help="--dp_level update_local: L2 bound on each update")
+    g.add_argument("--local_noise", type=float, default=None,
+                   help="--dp_level update_local: noise multiplier (std = multiplier x 2 x --local_clip)")
+    g.add_argument("--local_epsilon", type=float, default=None,
+                   help="--dp_level update_local: target epsilon per sub-client over all --rounds (sets the noise)")
+    g.add_argument("--local_delta", type=float, default=1e-5, help="--dp_level update_local: delta")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
@@ -292,10 +355,14 @@ def validate(cfg: Config) -> None:
     _check(cfg.dirichlet_alpha > 0, f"--dirichlet_alpha must be > 0 (got {cfg.dirichlet_alpha})")
     _check(cfg.size_skew >= 0, f"--size_skew must be >= 0 (got {cfg.size_skew})")
     _check(cfg.patience >= 1, f"--patience must be >= 1 (got {cfg.patience})")
+    _check(cfg.adam_lr > 0, f"--adam_lr must be > 0 (got {cfg.adam_lr})")
+    _check(cfg.rmsprop_lr > 0, f"--rmsprop_lr must be > 0 (got {cfg.rmsprop_lr})")
+    _check(cfg.dp2_interval >= 1, f"--dp2_interval must be >= 1 (got {cfg.dp2_interval})")
     _check(cfg.ckpt_every >= 1, f"--ckpt_every must be >= 1 (got {cfg.ckpt_every})")
     _check(not cfg.test or cfg.ckpt, "--test needs --ckpt PATH (a best.pt or last.pt of a run)")
     _check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; pick one")
     _validate_privacy(cfg)
+    _validate_local_dp(cfg)
 
 
 def _validate_privacy(cfg: Config) -> None:
@@ -333,6 +400,30 @@ def _validate_privacy(cfg: Config) -> None:
            "use --dp_mode bounded instead")
     _check(0 < cfg.clip_quantile < 1, f"--clip_quantile must be in (0, 1) (got {cfg.clip_quantile})")
     _check(cfg.clip_count_noise > 0 and cfg.norm_sum_noise > 0, "--clip_count_noise and --norm_sum_noise must be > 0")
+
+
+def _validate_local_dp(cfg: Config) -> None:
+    if cfg.dp_level == "sample":
+        _check((cfg.sample_noise is None) != (cfg.sample_epsilon is None),
+               "--dp_level sample needs exactly one of --sample_noise z or --sample_epsilon E")
+        _check(cfg.max_grad_norm > 0, f"--max_grad_norm must be > 0 (got {cfg.max_grad_norm})")
+        _check(0 < cfg.sample_delta < 1, f"--sample_delta must be in (0, 1) (got {cfg.sample_delta})")
+        _check(cfg.physical_batch >= 0, f"--physical_batch must be >= 0 (got {cfg.physical_batch})")
+        _check(not cfg.secure_rng, "--secure_rng with --dp_level sample needs Opacus's secure mode (torchcsprng), "
+                                   "which this repository does not install; drop --secure_rng")
+    elif cfg.dp_level == "update_local":
+        _check((cfg.local_noise is None) != (cfg.local_epsilon is None),
+               "--dp_level update_local needs exactly one of --local_noise z or --local_epsilon E")
+        _check(cfg.local_clip > 0, f"--local_clip must be > 0 (got {cfg.local_clip})")
+        _check(0 < cfg.local_delta < 1, f"--local_delta must be in (0, 1) (got {cfg.local_delta})")
+    for flag in ("sample_noise", "sample_epsilon", "local_noise", "local_epsilon"):
+        value = getattr(cfg, flag)
+        _check(value is None or value > 0, f"--{flag} must be > 0 (got {value})")
+    sample_flags = [f for f in ("sample_noise", "sample_epsilon") if getattr(cfg, f) is not None]
+    local_flags = [f for f in ("local_noise", "local_epsilon") if getattr(cfg, f) is not None]
+    _check(cfg.dp_level == "sample" or not sample_flags, f"--{sample_flags[0] if sample_flags else ''} needs --dp_level sample")
+    _check(cfg.dp_level == "update_local" or not local_flags,
+           f"--{local_flags[0] if local_flags else ''} needs --dp_level update_local")
 
 
 def parse_config(argv: list[str] | None = None) -> Config:

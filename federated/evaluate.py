@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ import torch.nn as nn
 from datasets.base import FederatedData, Split
 from federated.flat import FlatState
 from federated.task import Task, predict
+from utils.fairness import fairness_metrics
 
 MEAN = "mean"
 MERGED = "merged"
@@ -25,6 +26,7 @@ class EvalSet:
     images: torch.Tensor
     targets: torch.Tensor
     prepare: object = None
+    attributes: dict = field(default_factory=dict)  # pooled per-image fairness attributes
 
 
 def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
@@ -32,9 +34,9 @@ def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
     splits = [getattr(h, split) for h in data.hospitals]
     pooled = Split.concat(splits)
     if merge:
-        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets, data.prepare)
+        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets, data.prepare, pooled.attributes)
     return EvalSet([h.name for h in data.hospitals], [len(s) for s in splits], pooled.images, pooled.targets,
-                   data.prepare)
+                   data.prepare, pooled.attributes)
 
 
 def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task) -> dict[str, dict]:
@@ -46,6 +48,17 @@ def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSe
     metrics = next(iter(results.values())).keys()
     results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
     return results
+
+
+def evaluate_fairness(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task,
+                      groups: dict[str, list[str]]) -> dict[str, float]:
+    """Subgroup metrics and parity differences over all hospitals' images pooled
+    (utils.fairness); empty when the dataset has no attributes."""
+    if not groups or not es.attributes:
+        return {}
+    flat.set(params)
+    outputs = predict(model, es.images, es.prepare)
+    return fairness_metrics(outputs, es.targets, es.attributes, groups, task.score)
 
 
 def _nanmean(values: list[float]) -> float:

@@ -18,13 +18,15 @@ from tqdm import tqdm
 from datasets.base import Shard
 from federated.aggregate import RoundContext, round_weights
 from federated.config import Config
-from federated.evaluate import MEAN, eval_set, evaluate
+from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
 from federated.local import OptimizerState, average_states, clone_state
 from federated.sampling import sample_hospitals
+from federated.server import ServerRound
 from federated.setup import Federation, check_subclients
 from federated.subclients import allocate_subclients, split_hospitals
 from privacy.intermediary import max_subclients, next_subclients, split_factor
 from privacy.ledger import UNITS
+from privacy.sample_dp import charge_round
 from utils import io
 from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
@@ -112,7 +114,7 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
     hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
     members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
     deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
-    num_samples, losses = [], {}
+    num_samples, num_steps, losses, dp_sgd_steps = [], [], {}, {}
     lr = local_lr(cfg, round_idx)
     start = time.perf_counter()
     for row, (h, k) in enumerate(members):
@@ -121,20 +123,29 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
         state.opt_states[h][k] = None if cfg.reset_optimizer else new_state
         deltas[row] = result.delta
         num_samples.append(result.num_samples)
+        num_steps.append(result.num_steps)
+        dp_sgd_steps.setdefault(fed.data.hospitals[h].name, []).append((result.sample_rate, result.num_steps))
         losses.setdefault(fed.data.hospitals[h].name, []).append(result.loss)
     state.timing["local_s"] += time.perf_counter() - start
+    if fed.sample_ledger is not None:
+        charge_round(fed.sample_ledger, dp_sgd_steps)
     if not members:
         # Poisson sampling picked no hospital. The accountant's analysis counts this round
         # like any other, so it is charged although nothing is released.
         fed.aggregate.charge_idle_round(max(state.subclient_counts))
         return {}, {}
+    weights = aggregation_weights(cfg, num_samples, state)
+    rnd = ServerRound(round_idx, weights, torch.tensor(num_steps, dtype=torch.float32))
+    deltas = fed.server.precondition(deltas, rnd)  # done by each sub-client, before clipping
+    if fed.local_update_dp is not None:  # each sub-client privatises what it sends
+        deltas = fed.local_update_dp.privatize(deltas, [h for h, _ in members], state.rng["local_noise"])
     ctx = RoundContext(round_idx, max(state.subclient_counts), state.rng["noise"])
-    result = fed.aggregate(deltas, aggregation_weights(cfg, num_samples, state), ctx)
+    result = fed.aggregate(deltas, weights, ctx)
     if not is_probe_round(cfg, round_idx):
-        state.params = fed.server.step(state.params, result.update)
+        state.params = fed.server.step(state.params, result.update, rnd)
     per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
     per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
-    return per_hospital, result.stats
+    return per_hospital, fed.server.rule_stats(result.stats, rnd)
 
 
 def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: int) -> dict:
@@ -167,12 +178,23 @@ def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) 
     if ledger is not None:
         for unit in UNITS:
             values[f"epsilon_{unit}"] = ledger.epsilon(unit, fed.cfg.accountant)
+    if fed.sample_ledger is not None:
+        values["epsilon_sample_max"] = fed.sample_ledger.max_epsilon(fed.cfg.accountant)
+    if fed.local_update_dp is not None:
+        values["epsilon_local_max"] = max(fed.local_update_dp.epsilon(h, fed.cfg.accountant)
+                                          for h in fed.local_update_dp.hospitals)
     return metric_rows(round_idx, "privacy", {"server": values})
 
 
 def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
     io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
-                   "server": fed.server.state_dict(), "aggregator": fed.aggregate.state_dict()}, path)
+                   "server": fed.server.state_dict(), "aggregator": fed.aggregate.state_dict(),
+                   "local_dp": local_dp_state(fed)}, path)
+
+
+def local_dp_state(fed: Federation) -> dict | None:
+    part = fed.sample_ledger or fed.local_update_dp
+    return None if part is None else part.state_dict()
 
 
 def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int, metrics: dict) -> None:
@@ -237,6 +259,11 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))
+    fairness = evaluate_fairness(fed.model, fed.trainer.flat, state.best_params, test_splits, task,
+                                 fed.data.attribute_groups)
+    if fairness:
+        state.best["fairness"] = fairness
+        recorder.log(metric_rows(state.best["round"], "test_fairness", {"all": fairness}))
     save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
                {"val": state.best["val"], "test": test})
     save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})
@@ -258,4 +285,5 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped
         "val_per_hospital": {k: v for k, v in best["val"].items() if k != MEAN},
         "test_per_hospital": {k: v for k, v in best["test"].items() if k != MEAN},
         "subclients_per_hospital": state.subclient_counts, "timing": timing,
+        **({"fairness": best["fairness"]} if "fairness" in best else {}),
     }

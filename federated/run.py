@@ -81,6 +81,13 @@ def run_training(cfg: Config) -> dict:
     if cfg.private:
         report = privacy_report(cfg, fed.aggregate.z)
         print_privacy_report(report)
+    if fed.sample_ledger is not None:
+        print(f"sample-level DP-SGD in every hospital (Opacus): z = {fed.sample_ledger.z:.4g}, per-sample clip "
+              f"{cfg.max_grad_norm}, delta = {cfg.sample_delta:g}; epsilon per hospital from its own steps")
+    if fed.local_update_dp is not None:
+        print(f"local update DP: each sub-client clips its update to {cfg.local_clip} and adds N(0, "
+              f"{fed.local_update_dp.noise_std:.4g}^2) per coordinate (z = {fed.local_update_dp.z:.4g}), "
+              f"calibrated over all {cfg.rounds} rounds; delta = {cfg.local_delta:g}")
     if checkpoint is None:
         state = initial_state(fed)
         recorder = RunRecorder(folder)
@@ -88,6 +95,8 @@ def run_training(cfg: Config) -> dict:
         state = RunState.from_state_dict(checkpoint["state"], fed.device)
         fed.server.load_state_dict(checkpoint["server"])
         fed.aggregate.load_state_dict(checkpoint["aggregator"])
+        if checkpoint.get("local_dp") is not None:
+            (fed.sample_ledger or fed.local_update_dp).load_state_dict(checkpoint["local_dp"])
         recorder = RunRecorder(folder, resume_round=state.next_round - 1)
     recorder.write_config(cfg.to_dict())
     try:
@@ -98,6 +107,10 @@ def run_training(cfg: Config) -> dict:
         summary["privacy"] = {"noise_multiplier": fed.aggregate.z, "accountant": cfg.accountant,
                               "target_unit": cfg.target_unit, "report": report,
                               **fed.aggregate.ledger.report()}
+    if fed.sample_ledger is not None:
+        summary["sample_privacy"] = fed.sample_ledger.report()
+    if fed.local_update_dp is not None:
+        summary["local_privacy"] = fed.local_update_dp.report()
     summary["wall_s"] = time.perf_counter() - started
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

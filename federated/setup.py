@@ -12,11 +12,13 @@ from federated.aggregate import MeanAggregator
 from federated.config import AUTO_MODEL, Config, ConfigError
 from datasets.base import SEGMENTATION
 from federated.local import LocalTrainer
-from federated.server import SERVERS
+from federated.server import FedAvgServer, build_server
 from federated.subclients import allocate_subclients
 from federated.task import Task, make_task
 from nets import build_model
 from privacy.build import build_client_dp
+from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
+from privacy.sample_dp import SampleDPSettings, SampleLevelLedger, sample_noise_multiplier
 from utils.seeding import make_generator, stream_seed
 
 
@@ -27,9 +29,11 @@ class Federation:
     task: Task
     model: nn.Module
     trainer: LocalTrainer
-    server: object
+    server: FedAvgServer  # or a subclass: FedAdam, FedNova, DP2-RMSProp
     aggregate: object  # MeanAggregator or privacy.client_dp.ClientLevelDP
     device: torch.device
+    sample_ledger: SampleLevelLedger | None = None  # --dp_level sample
+    local_update_dp: LocalUpdateDP | None = None    # --dp_level update_local
 
 
 def select_device(gpu: str) -> torch.device:
@@ -60,12 +64,36 @@ def build_federation(cfg: Config) -> Federation:
         model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
     model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task)
-    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare)
+    names = [h.name for h in data.hospitals]
+    sample_settings, sample_ledger, local_update_dp = None, None, None
+    if cfg.dp_level == "sample":
+        z = cfg.sample_noise if cfg.sample_noise is not None else _calibrated_sample_noise(cfg, data)
+        sample_settings = SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch)
+        sample_ledger = SampleLevelLedger(hospitals=names, noise_multiplier=z, delta=cfg.sample_delta)
+    elif cfg.dp_level == "update_local":
+        z = cfg.local_noise if cfg.local_noise is not None else local_noise_multiplier(
+            target_epsilon=cfg.local_epsilon, rounds=cfg.rounds, delta=cfg.local_delta, accountant=cfg.accountant)
+        local_update_dp = LocalUpdateDP(noise_multiplier=z, clip_bound=cfg.local_clip, delta=cfg.local_delta,
+                                        secure=cfg.secure_rng, hospitals=names)
+    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
+                           sample_dp=sample_settings)
     aggregate = MeanAggregator()
     if cfg.private:
         aggregate = build_client_dp(cfg)
         if not aggregate.within_budget(max(check_subclients(cfg, data))):
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
-    server = SERVERS["fedavg" if cfg.mode == "dpsgd" else cfg.mode]()
-    return Federation(cfg, data.to(device), task, model, trainer, server, aggregate, device)
+    server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
+    return Federation(cfg, data.to(device), task, model, trainer, server, aggregate, device,
+                      sample_ledger, local_update_dp)
+
+
+def _calibrated_sample_noise(cfg: Config, data: FederatedData) -> float:
+    """DP-SGD z for --sample_epsilon over every planned step of the hospital with the
+    smallest sub-clients (largest sampling rate, most steps per row of data)."""
+    counts = check_subclients(cfg, data)
+    smallest = min(len(h.train) // k for h, k in zip(data.hospitals, counts))
+    rate = min(1.0, cfg.batch / smallest)
+    steps = cfg.rounds * cfg.local_epochs * int(1 / rate)
+    return sample_noise_multiplier(target_epsilon=cfg.sample_epsilon, delta=cfg.sample_delta, sample_rate=rate,
+                                   steps=steps, accountant=cfg.accountant)

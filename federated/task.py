@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 
-from datasets.base import CLASSIFICATION, MULTICLASS, SEGMENTATION
-from utils.metrics import classification_metrics, multiclass_metrics, segmentation_metrics
+from datasets.base import CLASSIFICATION, MULTICLASS, MULTILABEL, SEGMENTATION
+from utils.metrics import classification_metrics, multiclass_metrics, multilabel_metrics, segmentation_metrics
 
 EVAL_BATCH = 512
 
@@ -44,6 +44,10 @@ def _score_multiclass(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
     return multiclass_metrics(targets.cpu().numpy(), probs.cpu().numpy())
 
 
+def _score_multilabel(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    return multilabel_metrics(targets.cpu().numpy(), torch.sigmoid(outputs).cpu().numpy())
+
+
 def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
     pred = (outputs > 0).float()  # logit > 0  <=>  sigmoid > 0.5
     return segmentation_metrics(pred.cpu(), targets.cpu())
@@ -54,6 +58,8 @@ def make_task(kind: str) -> Task:
         return Task(kind, "auc", nn.CrossEntropyLoss(), _score_classification)
     if kind == MULTICLASS:
         return Task(kind, "acc", nn.CrossEntropyLoss(), _score_multiclass)
+    if kind == MULTILABEL:
+        return Task(kind, "auc", nn.BCEWithLogitsLoss(), _score_multilabel)
     if kind == SEGMENTATION:
         return Task(kind, "dice", DiceCELoss(sigmoid=True), _score_segmentation)
     raise ValueError(f"unknown task kind {kind!r}")

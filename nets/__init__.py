@@ -27,4 +27,4 @@ def build_model(name: str, in_channels: int, num_outputs: int) -> nn.Module:
     return MODELS[name](in_channels, num_outputs)
 
 
-from nets import paper, small  # noqa: E402,F401  (registers the built-in models)
+from nets import paper, resnet, small  # noqa: E402,F401  (registers the built-in models)

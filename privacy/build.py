@@ -85,6 +85,10 @@ def privacy_report(cfg: Config, z: float) -> dict:
     else:
         not_covered.append("per-hospital training losses, validation scores (which pick the best round) and "
                            "test scores are reported without noise")
+    if cfg.mode == "dpnova":
+        not_covered.append("--mode dpnova: each update is divided by its local step count and the server scales "
+                           "the noisy mean by tau_eff = sum_k w_k tau_k; step counts follow from sub-client sizes "
+                           "(not privatised)")
     if cfg.weighted_avg:
         not_covered.append("--weighted_avg: aggregation weights use sub-client sample counts (not privatised)")
     if not cfg.secure_rng:

@@ -73,8 +73,9 @@ class ClientLevelDP:
             norm_sum = float(norms.sum())  # unprotected: listed as not covered in the report
         stats = {"clip_bound": bound, "noise_std": std, "noise_norm": float(torch.linalg.vector_norm(noise)),
                  "aggregate_norm": float(torch.linalg.vector_norm(aggregate)), "norm_sum": norm_sum}
-        if not self.strict:  # a diagnostic from unprotected norms, logged only where those are reported
+        if not self.strict:  # diagnostics from unprotected norms, logged only where those are reported
             stats["clipped_fraction"] = float((norms > bound).float().mean())
+            stats["clipped_norm_sum"] = float(torch.clamp(norms, max=bound).sum())
         count_multiplier = self.clip_policy.after_round(norms, ctx.noise_gen, secure=self.secure)
         if count_multiplier is not None:
             releases.append(self.ledger.releases_for(count_multiplier, v))

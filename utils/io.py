@@ -31,6 +31,11 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_figure(path: Path, fig) -> None:
+    """A matplotlib figure as PNG."""
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 

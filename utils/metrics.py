@@ -12,6 +12,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 CLASSIFICATION_METRICS = ("auc", "acc", "sen", "spe", "f1")
 MULTICLASS_METRICS = ("acc", "auc", "f1")
 SEGMENTATION_METRICS = ("dice", "iou", "hd95")
+MULTILABEL_METRICS = ("auc", "acc")
 LOWER_IS_BETTER = {"hd95", "loss"}
 
 
@@ -52,6 +53,19 @@ def multiclass_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         auc = float(np.mean(per_class))
     return {"acc": float((preds == labels).mean()), "auc": auc,
             "f1": float(f1_score(labels, preds, labels=list(range(num_classes)), average="macro", zero_division=0.0))}
+
+
+def multilabel_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
+    """Macro AUC over the findings that have positives and negatives here (MONAI; NaN if
+    none) and accuracy averaged over findings at `threshold`, from probabilities [n, F]."""
+    targets, probs = np.asarray(targets, dtype=float), np.asarray(probs, dtype=float)
+    scorable = [f for f in range(targets.shape[1]) if 0 < targets[:, f].sum() < len(targets)]
+    auc = math.nan
+    if scorable:
+        per_finding = compute_roc_auc(torch.as_tensor(probs[:, scorable], dtype=torch.float64),
+                                      torch.as_tensor(targets[:, scorable]), average="none")
+        auc = float(np.mean(per_finding))
+    return {"auc": auc, "acc": float(((probs >= threshold) == (targets > 0.5)).mean())}
 
 
 def segmentation_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict:

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import torch
 
-STREAMS = ("data", "split", "sampling", "local", "noise")
+STREAMS = ("data", "split", "sampling", "local", "noise", "local_noise")
 
 
 def stream_seed(seed: int, stream: str) -> int:

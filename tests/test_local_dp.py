@@ -1,0 +1,133 @@
+"""Sample-level DP-SGD (Opacus) and local update DP inside each hospital."""
+import math
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from opacus.optimizers import DPOptimizer
+
+import federated.loop as loop
+from federated.config import parse_config
+from federated.setup import build_federation
+from privacy.accountants import Sampling, epsilon
+from tests.test_loop import _run
+
+CXR = ["--data", "synthetic-cxr", "--train_size", "48", "--val_size", "16", "--test_size", "16",
+       "--img_size", "16", "--batch", "8", "--rounds", "2", "--model", "resnet9_small", "--no_progress"]
+BLOOD = ["--data", "synthetic-blood", "-N", "3", "--train_size", "16", "--val_size", "8", "--test_size", "8",
+         "--img_size", "16", "--batch", "8", "--rounds", "2", "--model", "dpresnet_small", "--no_progress"]
+
+
+def test_dp_sgd_clips_every_per_sample_gradient(tmp_path, monkeypatch):
+    cfg = parse_config(CXR + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_noise", "0.0001",
+                              "--max_grad_norm", "0.05"])
+    fed = build_federation(cfg)
+    checked = []
+    real_pre_step = DPOptimizer.pre_step
+
+    def spy(self, closure=None):
+        per_sample = [p.grad_sample.clone() for p in self.params]  # filled by Opacus's hooks
+        result = real_pre_step(self, closure)
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_sample))
+        factors = torch.clamp(0.05 / (norms + 1e-6), max=1.0)
+        assert (norms > 0.05).any()  # the bound binds, so the check has teeth
+        for g, p in zip(per_sample, self.params):
+            expected = torch.einsum("i,i...->...", factors, g)
+            assert torch.allclose(p.summed_grad, expected, rtol=1e-4, atol=1e-7)
+        checked.append(len(norms))
+        return result
+
+    monkeypatch.setattr(DPOptimizer, "pre_step", spy)
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert len(checked) == 48 // 8  # one check per DP-SGD step of the epoch
+
+
+def test_sample_level_epsilon_is_opacus_on_the_steps_taken(tmp_path, monkeypatch):
+    steps = []
+    real_step = torch.optim.Adam.step
+
+    def count(self, *args, **kwargs):  # Adam steps only when DPOptimizer does not skip
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", count)
+    out = _run(CXR + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_noise", "1.1"])
+    report = out["summary"]["sample_privacy"]
+    assert report["steps"] == {"hospital00": len(steps)} and len(steps) == 2 * 6
+    acc = RDPAccountant()
+    for _ in steps:
+        acc.step(noise_multiplier=1.1, sample_rate=8 / 48)
+    assert report["epsilon_max"]["rdp"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+    assert "epsilon_sample_max" in out["metrics"]
+
+
+def test_sample_epsilon_target_is_not_exceeded(tmp_path):
+    out = _run(CXR + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_epsilon", "4"])
+    eps = out["summary"]["sample_privacy"]["epsilon_max"]["rdp"]
+    assert 3.9 < eps <= 4.0
+
+
+def test_physical_batches_take_the_same_logical_steps(tmp_path):
+    args = CXR + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_noise", "1.0"]
+    a = _run(args, "--exp", "a")
+    b = _run(args, "--exp", "b", "--physical_batch", "3")
+    assert a["summary"]["sample_privacy"]["steps"] == b["summary"]["sample_privacy"]["steps"]
+
+
+def test_sample_dp_combines_with_client_level_dp(tmp_path):
+    out = _run(BLOOD + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_noise", "1.0",
+                        "--mode", "dpsgd", "--noise_multiplier", "1.0"])
+    s = out["summary"]
+    assert set(s["sample_privacy"]["epsilon_per_hospital"]) == {"hospital00", "hospital01", "hospital02"}
+    assert s["privacy"]["epsilon"]["subclient"]["rdp"] > 0
+
+
+def test_local_update_dp_noise_has_the_calibrated_std(tmp_path):
+    """With a learning rate of ~0 each update is ~0, so what a hospital sends is the noise."""
+    cfg = parse_config(BLOOD + ["--save_path", str(tmp_path), "--dp_level", "update_local",
+                                "--local_epsilon", "8", "--local_clip", "0.5", "--lr", "1e-12"])
+    fed = build_federation(cfg)
+    z = fed.local_update_dp.z
+    # calibrated over all --rounds: the planned releases spend at most the target, and not much less
+    spent = epsilon([(z, 1.0)] * cfg.rounds, delta=1e-5, accountant="rdp", sampling=Sampling("all", 1.0, 1, 1))
+    assert 7.95 < spent <= 8.0
+    sent = {}
+    real = fed.aggregate
+
+    def spy(deltas, weights, ctx):
+        sent["rows"] = deltas.clone()
+        return real(deltas, weights, ctx)
+
+    fed.aggregate = spy
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    rows = sent["rows"]
+    assert rows.shape[0] == 3
+    expected = z * 2 * 0.5
+    for row in rows:  # each hospital's message separately
+        assert row.std().item() == pytest.approx(expected, rel=0.02)
+    assert not torch.allclose(rows[0], rows[1])  # independent noise per sender
+
+
+def test_local_update_dp_reports_epsilon_of_the_rounds_sent(tmp_path):
+    out = _run(BLOOD + ["--save_path", str(tmp_path), "--dp_level", "update_local", "--local_noise", "2.0",
+                        "--rounds", "3"])
+    report = out["summary"]["local_privacy"]
+    assert report["releases"] == {"hospital00": 3, "hospital01": 3, "hospital02": 3}
+    acc = RDPAccountant()
+    for _ in range(3):
+        acc.step(noise_multiplier=2.0, sample_rate=1.0)
+    assert report["epsilon_max"]["rdp"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dp_level", "sample"], "exactly one of --sample_noise"),
+    (["--dp_level", "update_local", "--local_noise", "1", "--local_epsilon", "2"], "exactly one of --local_noise"),
+    (["--sample_noise", "1.0"], "--sample_noise needs --dp_level sample"),
+    (["--dp_level", "sample", "--sample_noise", "1", "--secure_rng"], "torchcsprng"),
+])
+def test_local_dp_flags_are_validated(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(BLOOD + flags)
+    assert message in capsys.readouterr().err

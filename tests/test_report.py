@@ -1,0 +1,75 @@
+"""utils.report: Table 1 cells, missing runs, and the files it writes."""
+import csv
+import json
+
+import pytest
+
+from utils.report import report
+
+
+def _fake_run(root, mode, seed, metric, *, z=None, ada=False, eps=(3.0, 3.0), finished=True, lr=0.1):
+    name = f"{mode}_z{z}_{'ada' if ada else 'fixed'}_lr{lr}"
+    d = root / "synthetic-ich" / f"seed{seed}" / name
+    d.mkdir(parents=True)
+    config = {"data": "synthetic-ich", "mode": mode, "noise_multiplier": z, "epsilon": None, "ada_vn": ada,
+              "init_vn": False, "seed": seed, "save_path": str(root), "lr": lr}
+    (d / "config.json").write_text(json.dumps(config))
+    if finished:
+        summary = {"test": {"acc": 0.5, "auc": metric}, "primary_metric": "auc", "final_v": 2 if ada else 1}
+        if z is not None:
+            summary["privacy"] = {"epsilon": {unit: {acc: e for acc in ("rdp", "prv", "pld")}
+                                              for unit, e in zip(("subclient", "hospital"), eps)}}
+        (d / "summary.json").write_text(json.dumps(summary))
+
+
+def _rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and "optimizer" not in line]
+
+
+def test_cells_average_seeds_and_list_every_missing_cell(tmp_path):
+    _fake_run(tmp_path, "fedavg", 0, 0.9)
+    _fake_run(tmp_path, "fedavg", 1, 0.8)
+    _fake_run(tmp_path, "dpsgd", 0, 0.7, z=1.0)
+    _fake_run(tmp_path, "dpsgd", 1, 0.6, z=1.0, finished=False)
+    _fake_run(tmp_path, "dpadam", 0, 0.5, z=1.0, ada=True, eps=(3.0, 9.0))
+    rows = _rows(report([str(tmp_path)], out=None))
+    # 4 optimizers x (no DP + one noise level x 2 settings)
+    assert len(rows) == 12
+    assert rows[0] == "| – | DP-FedAvg | no DP | 2/2 | 0.8500 ± 0.0707 | 0.5000 ± 0.0000 | - | - | 1.0 |"
+    assert rows[1].startswith("| – | DP-FedAdam | no DP | 0/2 (missing seed 0 1) | missing")
+    dp = next(r for r in rows if "DP-FedAvg | DP |" in r)
+    assert "1/2 (unfinished seed 1)" in dp and "0.7000 ± 0.0000" in dp
+    ours = next(r for r in rows if "DP-FedAdam | DP + intermediaries" in r)
+    assert "1/2 (missing seed 1)" in ours and "| 3.00 ± 0.00 | 9.00 ± 0.00 | 2.0 |" in ours
+    assert sum("missing |" in r for r in rows) == 9  # the nine cells with no finished run
+
+
+def test_report_writes_markdown_csv_and_plot(tmp_path):
+    _fake_run(tmp_path, "fedavg", 0, 0.9)
+    _fake_run(tmp_path, "dpsgd", 0, 0.7, z=1.0)
+    _fake_run(tmp_path, "dpsgd", 0, 0.75, z=0.5, eps=(8.0, 8.0))
+    _fake_run(tmp_path, "dpsgd", 0, 0.72, z=0.5, ada=True, eps=(8.0, 16.0))
+    out = tmp_path / "out" / "table1"
+    text = report([str(tmp_path)], out=str(out))
+    assert out.with_suffix(".md").read_text() == text
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    cell = next(r for r in rows if r["optimizer"] == "DP-FedAvg" and r["setting"] == "DP + intermediaries"
+                and r["z"] == "0.5")
+    assert float(cell["auc_mean"]) == 0.72 and float(cell["eps_hospital_pld_mean"]) == 16.0
+    png = out.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_runs_of_different_flags_in_one_cell_are_refused(tmp_path):
+    _fake_run(tmp_path, "fedavg", 0, 0.9, lr=0.1)
+    _fake_run(tmp_path, "fedavg", 1, 0.8, lr=0.2)
+    with pytest.raises(SystemExit, match="--lr"):
+        report([str(tmp_path)], out=None)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        report([str(tmp_path / "nope")], out=None)
+    with pytest.raises(SystemExit, match="no run folders"):
+        report([str(tmp_path)], out=None)

@@ -1,0 +1,74 @@
+"""utils.sweep and the two Table 1 sweep scripts in quick mode, end to end."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+from utils.sweep import parse_line, plan, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_line_accepts_flags_or_a_copied_command():
+    assert parse_line("--mode fedavg --seed 0") == ["--mode", "fedavg", "--seed", "0"]
+    assert parse_line("python fed_train.py --mode fedavg") == ["--mode", "fedavg"]
+    assert parse_line("  # a comment") is None and parse_line("") is None
+
+
+def test_sweep_skips_finished_runs_and_resumes_broken_ones(tmp_path, capsys):
+    line = " ".join(TINY + ["--save_path", str(tmp_path), "--rounds", "2"])
+    assert run_sweep([line], jobs=1) == 0
+    status, _, folder = plan(line.split())
+    assert status == "done" and (folder / "summary.json").exists()
+    (folder / "summary.json").unlink()  # as if the job had been killed after its last checkpoint
+    status, argv, _ = plan(line.split())
+    assert status == "resume" and argv[-1] == "--resume"
+    assert run_sweep([line], jobs=1) == 0
+    assert (folder / "summary.json").exists()
+    assert "1 runs, 0 finished (skipped), 1 to run" in capsys.readouterr().err
+
+
+def test_sweep_refuses_invalid_lines_before_running_anything(tmp_path, capsys):
+    good = " ".join(TINY + ["--save_path", str(tmp_path)])
+    assert run_sweep([good, "--mode nosuch"], jobs=1) == 2
+    assert "line 2 has invalid flags" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_runs_are_reported(tmp_path, capsys):
+    line = " ".join(TINY + ["--save_path", str(tmp_path), "--data", "RSNA-ICH", "--image_dir", str(tmp_path / "x")])
+    assert run_sweep([line], jobs=1) == 1
+    assert "1 of 1 runs failed" in capsys.readouterr().err
+
+
+def _quick(script: str, save: Path) -> str:
+    env = {**os.environ, "QUICK": "1", "JOBS": "2", "PY": sys.executable, "SAVE": str(save)}
+    done = subprocess.run(["bash", str(ROOT / script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+@pytest.mark.parametrize("script, data, out, metric, levels", [
+    ("run_ich_exp.sh", "synthetic-ich", "table1_ich", "auc", ["0.5", "1.0", "1.5"]),
+    ("run_prostate_exp.sh", "synthetic-prostate", "table1_prostate", "dice", ["0.3", "0.5", "0.7"]),
+])
+def test_quick_sweep_runs_the_whole_grid_and_reports_it(tmp_path, script, data, out, metric, levels):
+    log = _quick(script, tmp_path)
+    assert "sweep: 84 runs, 0 finished (skipped), 84 to run" in log
+    summaries = list((tmp_path / data).rglob("summary.json"))
+    assert len(summaries) == 84  # 4 optimizers x (no DP + 3 noise levels x 2) x 3 seeds
+    modes = {json.loads((s.parent / "config.json").read_text())["mode"] for s in summaries}
+    assert modes == {"fedavg", "fedadam", "fednova", "fed2rmsprop", "dpsgd", "dpadam", "dpnova", "dp2rmsprop"}
+    rows = list(csv.DictReader(open(tmp_path / f"{out}.csv")))
+    assert len(rows) == 4 * 7 and all(r["seeds"] == "3" for r in rows)
+    assert sorted({r["z"] for r in rows} - {""}, key=float) == [str(float(z)) for z in levels]
+    assert all(r[f"{metric}_mean"] != "" for r in rows)
+    assert (tmp_path / f"{out}.png").stat().st_size > 10_000
+    assert "missing" not in (tmp_path / f"{out}.md").read_text()
+    # Running the script again skips every finished run.
+    assert "84 finished (skipped), 0 to run" in _quick(script, tmp_path)
