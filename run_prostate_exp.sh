@@ -19,7 +19,8 @@
 # skipped and interrupted ones resumed, so running the script again continues the sweep.
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/table1_env.sh
+SWEEP=table1
+source scripts/sweep_env.sh
 
 if [ "$DATA" = real ]; then
   data="prostate"

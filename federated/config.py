@@ -113,6 +113,7 @@ class Config:
     sample_epsilon: float | None = None
     sample_delta: float = 1e-5
     physical_batch: int = 0
+    grad_sample_mode: str = "hooks"
     local_clip: float = 1.0
     local_noise: float | None = None
     local_epsilon: float | None = None
@@ -171,7 +172,7 @@ class Config:
     def _local_dp_info(self) -> str:
         if self.dp_level == "sample":
             noise = f"z{self.sample_noise}" if self.sample_noise is not None else f"eps{self.sample_epsilon}"
-            return f"_sampleDP_{noise}_C{self.max_grad_norm}"
+            return f"_sampleDP_{noise}_C{self.max_grad_norm}" + ("_ghost" if self.grad_sample_mode == "ghost" else "")
         if self.dp_level == "update_local":
             noise = f"z{self.local_noise}" if self.local_noise is not None else f"eps{self.local_epsilon}"
             return f"_localDP_{noise}_C{self.local_clip}"
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample_delta", type=float, default=1e-5, help="--dp_level sample: delta")
     g.add_argument("--physical_batch", type=int, default=0,
                    help="--dp_level sample: largest physical batch (BatchMemoryManager); 0 = whole logical batch")
+    g.add_argument("--grad_sample_mode", default="hooks", choices=("hooks", "ghost"),
+                   help="--dp_level sample: per-sample gradients from hooks, or Opacus's ghost clipping "
+                        "(norms only; classification losses)")
     g.add_argument("--local_clip", type=float, default=1.0, help="--dp_level update_local: L2 bound on each update")
     g.add_argument("--local_noise", type=float, default=None,
                    help="--dp_level update_local: noise multiplier (std = multiplier x 2 x --local_clip)")

@@ -18,12 +18,14 @@ import torch.nn as nn
 
 from opacus import GradSampleModule
 from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.utils.batch_memory_manager import BatchMemoryManager
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
 from datasets.base import Shard
 from federated.flat import FlatState
-from privacy.sample_dp import SampleDPSettings
+from privacy.sample_dp import PerSampleLoss, SampleDPSettings
 
 OptimizerState = list[dict]  # one Adam state dict per trainable parameter, in model order
 
@@ -66,9 +68,18 @@ class LocalTrainer:
         if sample_dp is not None:
             # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            self.train_model = GradSampleModule(model)  # per-sample gradient hooks on the same parameters
-            self.optimizer = DPOptimizer(self.optimizer, noise_multiplier=sample_dp.noise_multiplier,
-                                         max_grad_norm=sample_dp.max_grad_norm, expected_batch_size=batch)
+            privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
+                           expected_batch_size=batch)
+            if sample_dp.grad_sample_mode == "ghost":
+                # Per-sample gradient norms from a first backward pass, clipped sum from a second.
+                self.train_model = GradSampleModuleFastGradientClipping(
+                    model, max_grad_norm=sample_dp.max_grad_norm, use_ghost_clipping=True)
+                self.optimizer = DPOptimizerFastGradientClipping(self.optimizer, **privacy)
+                self.dp_loss = DPLossFastGradientClipping(self.train_model, self.optimizer, PerSampleLoss(loss_fn))
+            else:
+                self.train_model = GradSampleModule(model)  # per-sample gradient hooks on the same parameters
+                self.optimizer = DPOptimizer(self.optimizer, **privacy)
+                self.dp_loss = loss_fn
 
     def update(self, global_params: torch.Tensor, data: Shard, state: OptimizerState | None,
                *, lr: float, gen: torch.Generator) -> tuple[LocalResult, OptimizerState]:
@@ -126,12 +137,13 @@ class LocalTrainer:
                     if self.prepare is not None:
                         images = self.prepare(images, train=True, gen=gen)
                     if len(images):
-                        loss = self.loss_fn(self.train_model(images), targets)
+                        loss = self.dp_loss(self.train_model(images), targets)
                         loss.backward()
                         total_loss += loss.detach()
                     else:  # an empty Poisson batch still takes its noisy step
                         for p in self.params:
                             p.grad_sample = torch.zeros((0, *p.shape), device=p.device)
+                            p.grad = torch.zeros_like(p)
                     self.optimizer.step()
                     steps += 0 if self.optimizer._is_last_step_skipped else 1
         self.optimizer.zero_grad(set_to_none=True)

@@ -88,6 +88,9 @@ def run_training(cfg: Config) -> dict:
         print(f"local update DP: each sub-client clips its update to {cfg.local_clip} and adds N(0, "
               f"{fed.local_update_dp.noise_std:.4g}^2) per coordinate (z = {fed.local_update_dp.z:.4g}), "
               f"calibrated over all {cfg.rounds} rounds; delta = {cfg.local_delta:g}")
+    if cfg.dp_level != "none" and not cfg.private:
+        print("  not covered: per-hospital training losses and val/test scores are reported without noise "
+              "(the model they score is covered)")
     if checkpoint is None:
         state = initial_state(fed)
         recorder = RunRecorder(folder)

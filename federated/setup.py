@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from opacus.validators import ModuleValidator
 
 from datasets import build_federated_data
 from datasets.base import FederatedData
@@ -68,7 +69,15 @@ def build_federation(cfg: Config) -> Federation:
     sample_settings, sample_ledger, local_update_dp = None, None, None
     if cfg.dp_level == "sample":
         z = cfg.sample_noise if cfg.sample_noise is not None else _calibrated_sample_noise(cfg, data)
-        sample_settings = SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch)
+        sample_settings = SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode)
+        problems = ModuleValidator.validate(model, strict=False)
+        if problems:
+            raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "
+                              "gradients need layers that do not mix samples: use a GroupNorm model such as "
+                              "dpresnet, resnet9, cnn or unet_small")
+        if cfg.grad_sample_mode == "ghost" and data.task == SEGMENTATION:
+            raise ConfigError("--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss "
+                              "(DiceCE) does not provide here; use --grad_sample_mode hooks")
         sample_ledger = SampleLevelLedger(hospitals=names, noise_multiplier=z, delta=cfg.sample_delta)
     elif cfg.dp_level == "update_local":
         z = cfg.local_noise if cfg.local_noise is not None else local_noise_multiplier(

@@ -2,7 +2,8 @@
 
 Each local step: Poisson-sample a logical batch (rate q = batch / n of the sub-client's
 data; Opacus's DPDataLoader), split it into physical batches (BatchMemoryManager),
-compute per-sample gradients (GradSampleModule hooks), clip each to `--max_grad_norm`,
+compute per-sample gradients (GradSampleModule hooks) or only their norms (ghost
+clipping, `--grad_sample_mode ghost`), clip each to `--max_grad_norm`,
 sum, add N(0, (z C)^2) and divide by the expected batch size (DPOptimizer; Abadi et al.,
 CCS 2016, Alg. 1). Local Adam then steps on the noised gradient.
 
@@ -14,9 +15,11 @@ dp-accounting PLD). With -N 1 this is plain centralised DP-SGD.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 from opacus.accountants.utils import get_noise_multiplier
 
 from privacy.accountants import ACCOUNTANTS, Sampling, epsilon
@@ -29,6 +32,26 @@ class SampleDPSettings:
     noise_multiplier: float
     max_grad_norm: float
     physical_batch: int  # 0: the logical batch is processed in one pass
+    grad_sample_mode: str = "hooks"  # or "ghost": Opacus's ghost clipping (no per-sample gradients stored)
+
+
+class PerSampleLoss(nn.Module):
+    """A classification loss per sample ([B], the mean over labels for multi-label) or its
+    batch mean, switched by `reduction` as Opacus's ghost clipping loss wrapper expects."""
+
+    SUPPORTED = (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss)
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        if not isinstance(loss, self.SUPPORTED):
+            raise ValueError(f"ghost clipping needs a per-sample loss; {type(loss).__name__} has none here")
+        self.loss = copy.deepcopy(loss)
+        self.loss.reduction = "none"
+        self.reduction = "mean"
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_sample = self.loss(outputs, targets).reshape(outputs.shape[0], -1).mean(1)
+        return per_sample if self.reduction == "none" else per_sample.mean()
 
 
 def sample_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,

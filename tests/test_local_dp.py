@@ -7,7 +7,7 @@ from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
 
 import federated.loop as loop
-from federated.config import parse_config
+from federated.config import ConfigError, parse_config
 from federated.setup import build_federation
 from privacy.accountants import Sampling, epsilon
 from tests.test_loop import _run
@@ -131,3 +131,41 @@ def test_local_dp_flags_are_validated(flags, message, capsys):
     with pytest.raises(SystemExit):
         parse_config(BLOOD + flags)
     assert message in capsys.readouterr().err
+
+
+def test_ghost_clipping_takes_the_same_steps_as_hooks(tmp_path):
+    """Opacus's ghost clipping (norms only, two backward passes) gives the update that
+    per-sample gradient hooks give: same clipped sum, same noise from the same stream."""
+    deltas = {}
+    for mode in ("hooks", "ghost"):
+        cfg = parse_config(CXR + ["--save_path", str(tmp_path), "--dp_level", "sample", "--sample_noise", "0.5",
+                                  "--max_grad_norm", "0.1", "--grad_sample_mode", mode])
+        fed = build_federation(cfg)
+        state = loop.initial_state(fed)
+        shard = loop.subclient_data(fed, state)[0][0]
+        result, _ = fed.trainer.update(state.params, shard, None, lr=1e-3, gen=state.rng["local"])
+        deltas[mode] = result.delta
+    assert torch.allclose(deltas["hooks"], deltas["ghost"], atol=1e-5, rtol=1e-3)
+
+
+def test_ghost_clipping_is_refused_for_segmentation(tmp_path):
+    cfg = parse_config(["--data", "synthetic-prostate", "-N", "2", "--train_size", "8", "--img_size", "16",
+                        "--batch", "4", "--dp_level", "sample", "--sample_noise", "1", "--grad_sample_mode", "ghost",
+                        "--save_path", str(tmp_path)])
+    with pytest.raises(ConfigError, match="grad_sample_mode hooks"):
+        build_federation(cfg)
+
+
+def test_dp_sgd_cost_prints_both_timings_and_their_ratio(capsys):
+    from utils.dp_sgd_cost import main
+    assert main(["--epochs", "1"] + CXR[:-1]) == 0
+    out = capsys.readouterr().out
+    assert "non-private" in out and "DP-SGD" in out and out.strip().endswith("x")
+
+
+def test_dp_sgd_refuses_batchnorm_models(tmp_path):
+    cfg = parse_config(["--data", "synthetic-prostate", "-N", "2", "--train_size", "8", "--img_size", "32",
+                        "--batch", "4", "--model", "unet", "--dp_level", "sample", "--sample_noise", "1",
+                        "--save_path", str(tmp_path)])
+    with pytest.raises(ConfigError, match="GroupNorm model"):
+        build_federation(cfg)

@@ -72,3 +72,27 @@ def test_quick_sweep_runs_the_whole_grid_and_reports_it(tmp_path, script, data, 
     assert "missing" not in (tmp_path / f"{out}.md").read_text()
     # Running the script again skips every finished run.
     assert "84 finished (skipped), 0 to run" in _quick(script, tmp_path)
+
+
+def test_quick_blood_sweep_compares_local_and_client_level_dp(tmp_path):
+    _quick("run_blood_exp.sh", tmp_path)
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "synthetic-blood").rglob("summary.json")]
+    assert len(summaries) == 27  # 3 federation sizes x 3 settings x 3 seeds
+    table = (tmp_path / "blood.md").read_text()
+    for n in (5, 10, 20):
+        for setting in ("no DP (ε = ∞)", "local update DP (ε=10.0)", "client-level DP (ε=10.0)"):
+            assert any(line.startswith(f"| {n} |") and setting in line for line in table.splitlines())
+    local = [s for s in summaries if "local_privacy" in s]
+    assert len(local) == 9 and all(s["local_privacy"]["epsilon_max"]["rdp"] <= 10.0 for s in local)
+
+
+def test_quick_cxr_sweep_reports_fairness_and_its_correlation_with_epsilon(tmp_path):
+    _quick("run_cxr_exp.sh", tmp_path)
+    table = (tmp_path / "cxr.md").read_text()
+    for eps in ("1.0", "5.0", "10.0"):
+        assert f"sample-level DP-SGD (ε={eps})" in table
+    assert "spd_acc_sex=female" in table and "Pearson correlation" in table
+    rows = list(csv.DictReader(open(tmp_path / "cxr.csv")))
+    assert len(rows) == 12
+    private = [r for r in rows if r["epsilon"] != "inf"]
+    assert len(private) == 9 and all(float(r["epsilon"]) <= float(r["sample_epsilon"]) for r in private)

@@ -1,0 +1,187 @@
+"""Tables for sweeps other than Table 1 (the BloodMNIST federation, the chest-radiograph
+fairness study): one row per setting, the flags that vary across the sweep.
+
+    python -m utils.sweep_report experiments/blood --out results/blood
+
+Rows group runs by every flag except the seed; columns are the flags that differ between
+rows, the test metrics (mean ± sample std over seeds) and the epsilon spent by each kind
+of DP the runs used (client level per sub-client, sample level and local update DP: the
+largest over hospitals; RDP). When runs carry fairness results (datasets with attributes)
+a second table lists subgroup accuracy and the statistical parity differences, and the
+Pearson correlation between epsilon and each parity difference across the private runs.
+Writes OUT.md and OUT.csv (one row per run, for replotting).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import pearsonr
+
+from utils import io
+from utils.report import find_runs
+
+NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
+# Flags summarised by the "privacy" column.
+DP_FLAGS = {"mode", "dp_level", "noise_multiplier", "epsilon", "delta", "S", "adaclip", "noclip", "accountant",
+            "dp_mode", "target_unit", "sample_noise", "sample_epsilon", "sample_delta", "max_grad_norm",
+            "local_noise", "local_epsilon", "local_delta", "local_clip"}
+EPSILONS = (("client ε", ("privacy", "epsilon", "subclient", "rdp")),
+            ("sample-level ε", ("sample_privacy", "epsilon_max", "rdp")),
+            ("local-update ε", ("local_privacy", "epsilon_max", "rdp")))
+
+
+def _get(summary: dict, path: tuple) -> float | None:
+    for key in path:
+        if not isinstance(summary, dict) or key not in summary:
+            return None
+        summary = summary[key]
+    return float(summary)
+
+
+def spent_epsilon(summary: dict) -> float:
+    """The run's epsilon for correlation: the largest DP kind it used (inf without DP)."""
+    values = [v for _, path in EPSILONS if (v := _get(summary, path)) is not None]
+    return max(values) if values else math.inf
+
+
+def _pm(values: list[float]) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.4f} ± {std:.4f}"
+
+
+def privacy_setting(config: dict) -> str:
+    """One label for every DP flag of a run, e.g. "client-level DP (ε=10)"."""
+    parts = []
+    if config["mode"].startswith("dp"):
+        target = f"ε={config['epsilon']}" if config.get("epsilon") is not None else f"z={config['noise_multiplier']}"
+        parts.append(f"client-level DP ({target})")
+    if config.get("dp_level") == "sample":
+        target = (f"ε={config['sample_epsilon']}" if config.get("sample_epsilon") is not None
+                  else f"z={config['sample_noise']}")
+        parts.append(f"sample-level DP-SGD ({target})")
+    if config.get("dp_level") == "update_local":
+        target = (f"ε={config['local_epsilon']}" if config.get("local_epsilon") is not None
+                  else f"z={config['local_noise']}")
+        parts.append(f"local update DP ({target})")
+    return " + ".join(parts) or "no DP (ε = ∞)"
+
+
+def group(runs) -> tuple[list[str], dict[tuple, list[tuple[dict, dict]]]]:
+    finished = [(c, s) for _, c, s in runs if s is not None]
+    if not finished:
+        raise SystemExit("sweep_report: no finished runs (summary.json) below the given folders")
+    rows = [({**c, "privacy": privacy_setting(c)}, s) for c, s in finished]
+    keys = sorted({k for c, _ in rows for k in c} - NOT_A_SETTING - DP_FLAGS)
+    # the training flags that differ, then the privacy setting (which stands for every DP flag)
+    varying = [k for k in keys if k != "privacy" and len({json.dumps(c.get(k)) for c, _ in rows}) > 1]
+    varying.append("privacy")
+    groups: dict[tuple, list] = defaultdict(list)
+    for config, summary in rows:
+        groups[tuple(json.dumps(config.get(k)) for k in varying)].append((config, summary))
+    return varying, dict(sorted(groups.items(), key=lambda kv: [_sortable(v) for v in kv[0]]))
+
+
+def _sortable(value: str):
+    parsed = json.loads(value)
+    return (0, parsed, "") if isinstance(parsed, (int, float)) and not isinstance(parsed, bool) else (1, 0, str(parsed))
+
+
+def _cell(value: str) -> str:
+    parsed = json.loads(value)
+    return "-" if parsed is None else str(parsed)
+
+
+def results_table(varying: list[str], groups: dict) -> str:
+    first = next(iter(groups.values()))[0][1]
+    metrics = sorted(first["test"], key=lambda m: m != first["primary_metric"])
+    eps_cols = [(name, path) for name, path in EPSILONS
+                if any(_get(s, path) is not None for runs in groups.values() for _, s in runs)]
+    header = [*varying, "seeds", *[f"test {m}" for m in metrics], *[n for n, _ in eps_cols]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, runs in groups.items():
+        cells = [_cell(v) for v in key] + [str(len(runs))]
+        cells += [_pm([s["test"].get(m) for _, s in runs]) for m in metrics]
+        cells += [_pm([_get(s, path) for _, s in runs]) for _, path in eps_cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fairness_table(varying: list[str], groups: dict) -> str:
+    names = sorted({k for runs in groups.values() for _, s in runs for k in s.get("fairness", {})
+                    if k.startswith(("acc_", "spd_acc_"))})
+    if not names:
+        return ""
+    header = [*varying, "seeds", *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, runs in groups.items():
+        cells = [_cell(v) for v in key] + [str(len(runs))]
+        cells += [_pm([s.get("fairness", {}).get(n) for _, s in runs]) for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def correlations(runs) -> dict[str, tuple[float, float, int]]:
+    """Pearson r (and p) between epsilon spent and each parity difference, over the
+    finished private runs (finite epsilon)."""
+    private = [s for _, _, s in runs if s is not None and "fairness" in s and math.isfinite(spent_epsilon(s))]
+    out = {}
+    for name in sorted({k for s in private for k in s["fairness"] if k.startswith("spd_")}):
+        pairs = [(spent_epsilon(s), s["fairness"][name]) for s in private if name in s["fairness"]]
+        xs, ys = zip(*pairs) if pairs else ((), ())
+        if len(pairs) >= 3 and np.std(xs) > 0 and np.std(ys) > 0:
+            r, p = pearsonr(xs, ys)
+            out[name] = (float(r), float(p), len(pairs))
+    return out
+
+
+def sweep_report(paths: list[str], out: str | None) -> str:
+    runs = find_runs(paths)
+    varying, groups = group(runs)
+    unfinished = [str(folder) for folder, _, s in runs if s is None]
+    text = results_table(varying, groups)
+    fair = fairness_table(varying, groups)
+    if fair:
+        text += "\nFairness on the pooled test set (accuracy per subgroup; SPD = group minus the " \
+                "sample-weighted mean of the other groups):\n\n" + fair
+        corr = correlations(runs)
+        if corr:
+            text += "\nPearson correlation between epsilon spent and each parity difference (private runs):\n\n"
+            text += "| parity difference | r | p | runs |\n|---|---|---|---|\n"
+            text += "".join(f"| {k} | {r:+.3f} | {p:.3g} | {n} |\n" for k, (r, p, n) in corr.items())
+    if unfinished:
+        text += f"\nUnfinished runs (no summary.json), not in the table: {len(unfinished)}\n" + \
+                "".join(f"- {u}\n" for u in unfinished)
+    if out:
+        io.write_text(Path(out).with_suffix(".md"), text)
+        rows = []
+        for _, config, summary in runs:
+            if summary is None:
+                continue
+            row = {k: config.get(k) for k in varying} | {"seed": config["seed"], "epsilon": spent_epsilon(summary)}
+            row |= {f"test_{k}": v for k, v in summary["test"].items()}
+            row |= {f"fairness_{k}": v for k, v in summary.get("fairness", {}).items()}
+            rows.append(row)
+        io.write_csv(Path(out).with_suffix(".csv"), list(dict.fromkeys(k for r in rows for k in r)), rows)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m utils.sweep_report", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", help="results folders of a sweep")
+    p.add_argument("--out", default=None, help="write OUT.md and OUT.csv")
+    args = p.parse_args(argv)
+    print(sweep_report(args.paths, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
