@@ -1,18 +1,16 @@
 """Client-level DP inside full (tiny) runs of fed_train.py."""
-import json
 
 import pytest
 import torch
 import torch.nn as nn
 
-import fed_train
 import federated.loop as loop
 from federated.aggregate import RoundContext
 from federated.config import parse_config
 from federated.flat import FlatState
 from federated.setup import build_federation
 from privacy.build import build_client_dp
-from tests.test_loop import _run
+from tests.test_loop import _run, crash_in_round
 
 DP = ["--mode", "dpsgd", "--adaclip", "--noise_multiplier", "1.0", "--delta", "0.01"]
 
@@ -68,17 +66,7 @@ def test_resplit_hands_each_hospital_its_averaged_optimizer_state(tiny_args):
 def test_ledger_survives_a_crash_and_resume(tiny_args, monkeypatch):
     args = tiny_args + DP + ["--ada_vn", "--rounds", "4"]
     full = _run(args, "--exp", "full")
-    real_round = loop.run_round
-
-    def crash(fed, state, shards, round_idx):
-        if round_idx == 2:
-            raise KeyboardInterrupt
-        return real_round(fed, state, shards, round_idx)
-
-    monkeypatch.setattr(loop, "run_round", crash)
-    with pytest.raises(KeyboardInterrupt):
-        fed_train.main(args + ["--exp", "resumed"])
-    monkeypatch.setattr(loop, "run_round", real_round)
+    crash_in_round(args + ["--exp", "resumed"], monkeypatch)
     checkpoint = torch.load(full["dir"].parent / "resumed" / "last.pt", weights_only=False)
     assert checkpoint["aggregator"]["ledger"]["rounds_charged"] == 2
     resumed = _run(args, "--exp", "resumed", "--resume")

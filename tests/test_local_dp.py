@@ -1,5 +1,4 @@
 """Sample-level DP-SGD (Opacus) and local update DP inside each hospital."""
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """End-to-end runs of fed_train.py on a tiny federation."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -52,21 +51,25 @@ def test_same_seed_gives_identical_metrics_file(tmp_path, tiny_args):
     assert a["metrics"] != c["metrics"]
 
 
+def crash_in_round(args, monkeypatch, round_idx: int = 2) -> None:
+    """Run `args` until it is killed during round `round_idx` (as if the job died there)."""
+    real_round = loop.run_round
+
+    def crash(fed, state, shards, r):
+        if r == round_idx:
+            raise KeyboardInterrupt
+        return real_round(fed, state, shards, r)
+
+    monkeypatch.setattr(loop, "run_round", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fed_train.main(list(args))
+    monkeypatch.setattr(loop, "run_round", real_round)
+
+
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_args, monkeypatch):
     args = tiny_args + ["--rounds", "4", "-VN", "2"]
     full = _run(args, "--exp", "full")
-
-    real_round = loop.run_round
-
-    def crash_in_round_3(fed, state, shards, round_idx):
-        if round_idx == 2:
-            raise KeyboardInterrupt  # as if the job were killed during round 3
-        return real_round(fed, state, shards, round_idx)
-
-    monkeypatch.setattr(loop, "run_round", crash_in_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        fed_train.main(args + ["--exp", "resumed"])
-    monkeypatch.setattr(loop, "run_round", real_round)
+    crash_in_round(args + ["--exp", "resumed"], monkeypatch)
     resumed = _run(args, "--exp", "resumed", "--resume")
     assert resumed["metrics"] == full["metrics"]
     assert resumed["summary"]["test"] == full["summary"]["test"]

@@ -9,7 +9,7 @@ import federated.loop as loop
 from federated.config import MODES, parse_config
 from federated.server import DP2RMSPropServer, FedAdamServer, FedAvgServer, FedNovaServer, ServerRound
 from federated.setup import build_federation
-from tests.test_loop import _run
+from tests.test_loop import _run, crash_in_round
 
 
 def _round(index=0, weights=(0.5, 0.5), steps=(1, 1)):
@@ -110,17 +110,7 @@ def test_every_mode_runs_end_to_end(tiny_args, mode):
 def test_resume_restores_the_server_state(tiny_args, monkeypatch, mode):
     args = tiny_args + ["--rounds", "4", "--mode", mode, "--noise_multiplier", "0.5", "--dp2_interval", "1"]
     full = _run(args, "--exp", "full")
-    real_round = loop.run_round
-
-    def crash_in_round_3(fed, state, shards, round_idx):
-        if round_idx == 2:
-            raise KeyboardInterrupt
-        return real_round(fed, state, shards, round_idx)
-
-    monkeypatch.setattr(loop, "run_round", crash_in_round_3)
-    with pytest.raises(KeyboardInterrupt):
-        fed_train.main(args + ["--exp", "resumed"])
-    monkeypatch.setattr(loop, "run_round", real_round)
+    crash_in_round(args + ["--exp", "resumed"], monkeypatch)
     resumed = _run(args, "--exp", "resumed", "--resume")
     assert resumed["metrics"] == full["metrics"]
 

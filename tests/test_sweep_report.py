@@ -1,7 +1,6 @@
 """utils.sweep_report: rows per setting, fairness table and the epsilon-parity correlation."""
 import json
 
-import pytest
 from scipy.stats import pearsonr
 
 from utils.sweep_report import privacy_setting, sweep_report

@@ -62,7 +62,7 @@ def _run_one(job: tuple[list[str], str, int]) -> tuple[str, int, float]:
             code = fed_train.main(argv + ["--no_progress"])
         except SystemExit as exc:  # argparse errors
             code = exc.code if isinstance(exc.code, int) else 2
-        except Exception as exc:  # keep the sweep going; the log holds the traceback
+        except Exception:  # keep the sweep going; the log holds the traceback
             import traceback
             traceback.print_exc()
             code = 1
