@@ -9,7 +9,7 @@ of DP the runs used (client level per sub-client, sample level and local update 
 largest over hospitals; RDP). When runs carry fairness results (datasets with attributes)
 a second table lists subgroup accuracy and the statistical parity differences, and the
 Pearson correlation between epsilon and each parity difference across the private runs.
-Writes OUT.md and OUT.csv (one row per run, for replotting).
+Writes OUT.md and OUT.csv (one row per run with its DP flags and `epsilon_spent`, for replotting).
 """
 from __future__ import annotations
 
@@ -166,7 +166,9 @@ def sweep_report(paths: list[str], out: str | None) -> str:
         for _, config, summary in runs:
             if summary is None:
                 continue
-            row = {k: config.get(k) for k in varying} | {"seed": config["seed"], "epsilon": spent_epsilon(summary)}
+            row = {k: config.get(k) for k in varying if k != "privacy"} | {"privacy": privacy_setting(config)}
+            row |= {k: config[k] for k in sorted(DP_FLAGS) if k in config}
+            row |= {"seed": config["seed"], "epsilon_spent": spent_epsilon(summary)}
             row |= {f"test_{k}": v for k, v in summary["test"].items()}
             row |= {f"fairness_{k}": v for k, v in summary.get("fairness", {}).items()}
             rows.append(row)
