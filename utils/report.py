@@ -210,6 +210,7 @@ def plot(by_task: dict[str, list[dict]], metrics: dict[str, list[str]], path: Pa
                 if no_dp:
                     ax.axhline(no_dp[0][f"{metric}_mean"], color=colours[name], linestyle=":", linewidth=1)
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(f"ε per {'sub-client (= per patient)' if unit == 'subclient' else 'hospital'} (RDP)")
