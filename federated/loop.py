@@ -19,7 +19,7 @@ from datasets.base import Shard
 from federated.aggregate import RoundContext, round_weights
 from federated.config import Config
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
-from federated.local import OptimizerState, average_states, clone_state
+from federated.local import LocalResult, OptimizerState, average_states, clone_state
 from federated.sampling import sample_hospitals
 from federated.server import ServerRound
 from federated.setup import Federation, check_subclients
@@ -107,35 +107,47 @@ def aggregation_weights(cfg: Config, num_samples: list[int], state: RunState) ->
     return round_weights(num_samples, weighted=cfg.weighted_avg)
 
 
+def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], members: list[tuple[int, int]],
+                  lr: float) -> tuple[torch.Tensor, list[LocalResult]]:
+    """Each member sub-client (hospital h, sub-client k) trains from the global params;
+    returns the stacked deltas [K, P] and the local results. Adam states are kept per
+    sub-client unless --reset_optimizer."""
+    deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
+    results = []
+    start = time.perf_counter()
+    for row, (h, k) in enumerate(members):
+        opt_state = None if fed.cfg.reset_optimizer else state.opt_states[h][k]
+        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=state.rng["local"])
+        state.opt_states[h][k] = None if fed.cfg.reset_optimizer else new_state
+        deltas[row] = result.delta
+        results.append(result)
+    state.timing["local_s"] += time.perf_counter() - start
+    return deltas, results
+
+
+def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for (h, _), value in zip(members, values):
+        grouped.setdefault(fed.data.hospitals[h].name, []).append(value)
+    return grouped
+
+
 def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int) -> tuple[dict, dict]:
     """One communication round; updates `state` in place. Returns (train losses per
     hospital, aggregation statistics)."""
     cfg = fed.cfg
     hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
     members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
-    deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
-    num_samples, num_steps, losses, dp_sgd_steps = [], [], {}, {}
-    lr = local_lr(cfg, round_idx)
-    start = time.perf_counter()
-    for row, (h, k) in enumerate(members):
-        opt_state = None if cfg.reset_optimizer else state.opt_states[h][k]
-        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=state.rng["local"])
-        state.opt_states[h][k] = None if cfg.reset_optimizer else new_state
-        deltas[row] = result.delta
-        num_samples.append(result.num_samples)
-        num_steps.append(result.num_steps)
-        dp_sgd_steps.setdefault(fed.data.hospitals[h].name, []).append((result.sample_rate, result.num_steps))
-        losses.setdefault(fed.data.hospitals[h].name, []).append(result.loss)
-    state.timing["local_s"] += time.perf_counter() - start
-    if fed.sample_ledger is not None:
-        charge_round(fed.sample_ledger, dp_sgd_steps)
+    deltas, results = local_updates(fed, state, shards, members, local_lr(cfg, round_idx))
+    if fed.sample_ledger is not None:  # DP-SGD steps each hospital took
+        charge_round(fed.sample_ledger, by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
     if not members:
         # Poisson sampling picked no hospital. The accountant's analysis counts this round
         # like any other, so it is charged although nothing is released.
         fed.aggregate.charge_idle_round(max(state.subclient_counts))
         return {}, {}
-    weights = aggregation_weights(cfg, num_samples, state)
-    rnd = ServerRound(round_idx, weights, torch.tensor(num_steps, dtype=torch.float32))
+    weights = aggregation_weights(cfg, [r.num_samples for r in results], state)
+    rnd = ServerRound(round_idx, weights, torch.tensor([r.num_steps for r in results], dtype=torch.float32))
     deltas = fed.server.precondition(deltas, rnd)  # done by each sub-client, before clipping
     if fed.local_update_dp is not None:  # each sub-client privatises what it sends
         deltas = fed.local_update_dp.privatize(deltas, [h for h, _ in members], state.rng["local_noise"])
@@ -143,6 +155,7 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
     result = fed.aggregate(deltas, weights, ctx)
     if not is_probe_round(cfg, round_idx):
         state.params = fed.server.step(state.params, result.update, rnd)
+    losses = by_hospital(fed, members, [r.loss for r in results])
     per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
     per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
     return per_hospital, fed.server.rule_stats(result.stats, rnd)
