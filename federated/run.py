@@ -15,6 +15,8 @@ from privacy.build import privacy_report
 from utils import io
 from utils.results import RunRecorder
 
+LOCAL_DP_NOT_COVERED = ("per-hospital training losses and val/test scores are reported without noise "
+                        "(the model they score is covered)")
 # Flags that may change between a run and its --resume (they do not alter the result).
 RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt"}
 
@@ -89,8 +91,7 @@ def run_training(cfg: Config) -> dict:
               f"{fed.local_update_dp.noise_std:.4g}^2) per coordinate (z = {fed.local_update_dp.z:.4g}), "
               f"calibrated over all {cfg.rounds} rounds; delta = {cfg.local_delta:g}")
     if cfg.dp_level != "none" and not cfg.private:
-        print("  not covered: per-hospital training losses and val/test scores are reported without noise "
-              "(the model they score is covered)")
+        print(f"  not covered: {LOCAL_DP_NOT_COVERED}")
     if checkpoint is None:
         state = initial_state(fed)
         recorder = RunRecorder(folder)
@@ -110,10 +111,11 @@ def run_training(cfg: Config) -> dict:
         summary["privacy"] = {"noise_multiplier": fed.aggregate.z, "accountant": cfg.accountant,
                               "target_unit": cfg.target_unit, "report": report,
                               **fed.aggregate.ledger.report()}
+    local_notes = {"not_covered": [] if cfg.private else [LOCAL_DP_NOT_COVERED]}  # else: the privacy report's
     if fed.sample_ledger is not None:
-        summary["sample_privacy"] = fed.sample_ledger.report()
+        summary["sample_privacy"] = {**fed.sample_ledger.report(), **local_notes}
     if fed.local_update_dp is not None:
-        summary["local_privacy"] = fed.local_update_dp.report()
+        summary["local_privacy"] = {**fed.local_update_dp.report(), **local_notes}
     summary["wall_s"] = time.perf_counter() - started
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

@@ -114,6 +114,7 @@ def test_local_update_dp_reports_epsilon_of_the_rounds_sent(tmp_path):
                         "--rounds", "3"])
     report = out["summary"]["local_privacy"]
     assert report["releases"] == {"hospital00": 3, "hospital01": 3, "hospital02": 3}
+    assert "reported without noise" in report["not_covered"][0]  # the losses and scores
     acc = RDPAccountant()
     for _ in range(3):
         acc.step(noise_multiplier=2.0, sample_rate=1.0)
