@@ -87,7 +87,10 @@ def group(runs) -> tuple[list[str], dict[tuple, list[tuple[dict, dict]]]]:
     groups: dict[tuple, list] = defaultdict(list)
     for config, summary in rows:
         groups[tuple(json.dumps(config.get(k)) for k in varying)].append((config, summary))
-    return varying, dict(sorted(groups.items(), key=lambda kv: [_sortable(v) for v in kv[0]]))
+    def order(item):  # the training flags, then the privacy settings from the weakest (ε = ∞) down
+        key, members = item
+        return [_sortable(v) for v in key[:-1]] + [-float(np.mean([spent_epsilon(s) for _, s in members]))]
+    return varying, dict(sorted(groups.items(), key=order))
 
 
 def _sortable(value: str):
@@ -117,7 +120,7 @@ def results_table(varying: list[str], groups: dict) -> str:
 
 def fairness_table(varying: list[str], groups: dict) -> str:
     names = sorted({k for runs in groups.values() for _, s in runs for k in s.get("fairness", {})
-                    if k.startswith(("acc_", "spd_acc_"))})
+                    if k.startswith(("auc_", "acc_", "spd_acc_"))})
     if not names:
         return ""
     header = [*varying, "seeds", *names]
@@ -150,8 +153,8 @@ def sweep_report(paths: list[str], out: str | None) -> str:
     text = results_table(varying, groups)
     fair = fairness_table(varying, groups)
     if fair:
-        text += "\nFairness on the pooled test set (accuracy per subgroup; SPD = group minus the " \
-                "sample-weighted mean of the other groups):\n\n" + fair
+        text += "\nFairness on the pooled test set (AUC and accuracy per subgroup; SPD = the group's accuracy " \
+                "minus the sample-weighted mean accuracy of the other groups):\n\n" + fair
         corr = correlations(runs)
         if corr:
             text += "\nPearson correlation between epsilon spent and each parity difference (private runs):\n\n"
