@@ -43,10 +43,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['rounds_charged']} rounds charged; final v = {summary['final_v']} sub-clients per hospital; "
               f"epsilon per sub-client (= per patient) {_eps(eps['subclient'])}; "
               f"per hospital {_eps(eps['hospital'])}")
-    for key, what in (("sample_privacy", "sample-level DP-SGD"), ("local_privacy", "local update DP")):
-        if key in summary:
-            print(f"{what}: largest epsilon over hospitals {_eps(summary[key]['epsilon_max'])} "
-                  f"(delta = {summary[key]['delta']:g}, z = {summary[key]['noise_multiplier']:.4g})")
+    if "sample_privacy" in summary:
+        p = summary["sample_privacy"]
+        print(f"sample-level DP-SGD: largest epsilon over hospitals (per patient) {_eps(p['epsilon_max'])} "
+              f"(delta = {p['delta']:g}, z = {p['noise_multiplier']:.4g})")
+    if "local_privacy" in summary:
+        p = summary["local_privacy"]
+        print(f"local update DP: largest epsilon per sub-client (= per patient) {_eps(p['epsilon_max'])}; "
+              f"per hospital {_eps(p['epsilon_hospital_max'])} (delta = {p['delta']:g}, z = {p['noise_multiplier']:.4g})")
     if "fairness" in summary:
         spd = {k: v for k, v in summary["fairness"].items() if k.startswith("spd_")}
         print("fairness (test, pooled): " + ", ".join(f"{k} {v:+.4f}" for k, v in spd.items()))

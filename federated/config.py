@@ -413,6 +413,9 @@ def _validate_local_dp(cfg: Config) -> None:
         _check(cfg.max_grad_norm > 0, f"--max_grad_norm must be > 0 (got {cfg.max_grad_norm})")
         _check(0 < cfg.sample_delta < 1, f"--sample_delta must be in (0, 1) (got {cfg.sample_delta})")
         _check(cfg.physical_batch >= 0, f"--physical_batch must be >= 0 (got {cfg.physical_batch})")
+        _check(cfg.sample_epsilon is None or not cfg.adaptive_subclients,
+               "--sample_epsilon with --ada_vn/--init_vn: the rule may split hospitals into smaller sub-clients "
+               "(a larger sampling rate) than the calibration assumed; give --sample_noise instead")
         _check(not cfg.secure_rng, "--secure_rng with --dp_level sample needs Opacus's secure mode (torchcsprng), "
                                    "which this repository does not install; drop --secure_rng")
     elif cfg.dp_level == "update_local":

@@ -194,8 +194,8 @@ def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) 
     if fed.sample_ledger is not None:
         values["epsilon_sample_max"] = fed.sample_ledger.max_epsilon(fed.cfg.accountant)
     if fed.local_update_dp is not None:
-        values["epsilon_local_max"] = max(fed.local_update_dp.epsilon(h, fed.cfg.accountant)
-                                          for h in fed.local_update_dp.hospitals)
+        values["epsilon_local_max"] = fed.local_update_dp.max_epsilon(fed.cfg.accountant)
+        values["epsilon_local_hospital_max"] = fed.local_update_dp.max_epsilon(fed.cfg.accountant, unit="hospital")
     return metric_rows(round_idx, "privacy", {"server": values})
 
 

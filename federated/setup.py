@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from opacus.validators import ModuleValidator
 
 from datasets import build_federated_data
 from datasets.base import FederatedData
@@ -17,9 +16,9 @@ from federated.server import FedAvgServer, build_server
 from federated.subclients import allocate_subclients
 from federated.task import Task, make_task
 from nets import build_model
-from privacy.build import build_client_dp
-from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
-from privacy.sample_dp import SampleDPSettings, SampleLevelLedger, sample_noise_multiplier
+from privacy.build import build_client_dp, build_local_update_dp, build_sample_dp
+from privacy.local_update_dp import LocalUpdateDP
+from privacy.sample_dp import SampleLevelLedger
 from utils.seeding import make_generator, stream_seed
 
 
@@ -65,25 +64,8 @@ def build_federation(cfg: Config) -> Federation:
         model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
     model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task)
-    names = [h.name for h in data.hospitals]
-    sample_settings, sample_ledger, local_update_dp = None, None, None
-    if cfg.dp_level == "sample":
-        z = cfg.sample_noise if cfg.sample_noise is not None else _calibrated_sample_noise(cfg, data)
-        sample_settings = SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode)
-        problems = ModuleValidator.validate(model, strict=False)
-        if problems:
-            raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "
-                              "gradients need layers that do not mix samples: use a GroupNorm model such as "
-                              "dpresnet, resnet9, cnn or unet_small")
-        if cfg.grad_sample_mode == "ghost" and data.task == SEGMENTATION:
-            raise ConfigError("--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss "
-                              "(DiceCE) does not provide here; use --grad_sample_mode hooks")
-        sample_ledger = SampleLevelLedger(hospitals=names, noise_multiplier=z, delta=cfg.sample_delta)
-    elif cfg.dp_level == "update_local":
-        z = cfg.local_noise if cfg.local_noise is not None else local_noise_multiplier(
-            target_epsilon=cfg.local_epsilon, rounds=cfg.rounds, delta=cfg.local_delta, accountant=cfg.accountant)
-        local_update_dp = LocalUpdateDP(noise_multiplier=z, clip_bound=cfg.local_clip, delta=cfg.local_delta,
-                                        secure=cfg.secure_rng, hospitals=names)
+    sample_settings, sample_ledger = build_sample_dp(cfg, data, model, model_name)
+    local_update_dp = build_local_update_dp(cfg, data)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
                            sample_dp=sample_settings)
     aggregate = MeanAggregator()
@@ -96,13 +78,3 @@ def build_federation(cfg: Config) -> Federation:
     return Federation(cfg, data.to(device), task, model, trainer, server, aggregate, device,
                       sample_ledger, local_update_dp)
 
-
-def _calibrated_sample_noise(cfg: Config, data: FederatedData) -> float:
-    """DP-SGD z for --sample_epsilon over every planned step of the hospital with the
-    smallest sub-clients (largest sampling rate, most steps per row of data)."""
-    counts = check_subclients(cfg, data)
-    smallest = min(len(h.train) // k for h, k in zip(data.hospitals, counts))
-    rate = min(1.0, cfg.batch / smallest)
-    steps = cfg.rounds * cfg.local_epochs * int(1 / rate)
-    return sample_noise_multiplier(target_epsilon=cfg.sample_epsilon, delta=cfg.sample_delta, sample_rate=rate,
-                                   steps=steps, accountant=cfg.accountant)

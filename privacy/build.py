@@ -1,11 +1,19 @@
-"""Build the client-level DP aggregator from a Config, and say what it covers."""
+"""Build the privacy parts from a Config (client-level aggregator, DP-SGD settings and
+ledger, local update DP), and say what they cover."""
 from __future__ import annotations
 
+import torch.nn as nn
+from opacus.validators import ModuleValidator
+
+from datasets.base import SEGMENTATION, FederatedData
 from federated.config import Config, ConfigError
+from federated.subclients import allocate_subclients
 from privacy.accountants import Sampling, calibrate_noise, sampling_note
 from privacy.client_dp import ClientLevelDP
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.ledger import PrivacyLedger
+from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
+from privacy.sample_dp import SampleDPSettings, SampleLevelLedger, sample_noise_multiplier
 
 
 def sampling_of(cfg: Config) -> Sampling:
@@ -96,3 +104,44 @@ def privacy_report(cfg: Config, z: float) -> dict:
     note = sampling_note(sampling_of(cfg), cfg.accountant)
     return {"mode": "strict" if cfg.strict_dp else "faithful (paper's code)", "covered": covered,
             "not_covered": not_covered, "notes": [note] if note else []}
+
+
+def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module,
+                    model_name: str) -> tuple[SampleDPSettings | None, SampleLevelLedger | None]:
+    """--dp_level sample: the DP-SGD settings for the local trainer and the per-hospital ledger."""
+    if cfg.dp_level != "sample":
+        return None, None
+    problems = ModuleValidator.validate(model, strict=False)
+    if problems:
+        raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "
+                          "gradients need layers that do not mix samples: use a GroupNorm model such as "
+                          "dpresnet, resnet9, cnn or unet_small")
+    if cfg.grad_sample_mode == "ghost" and data.task == SEGMENTATION:
+        raise ConfigError("--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss "
+                          "(DiceCE) does not provide here; use --grad_sample_mode hooks")
+    z = cfg.sample_noise if cfg.sample_noise is not None else _calibrated_sample_noise(cfg, data)
+    settings = SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode)
+    ledger = SampleLevelLedger(hospitals=[h.name for h in data.hospitals], noise_multiplier=z, delta=cfg.sample_delta)
+    return settings, ledger
+
+
+def _calibrated_sample_noise(cfg: Config, data: FederatedData) -> float:
+    """DP-SGD z for --sample_epsilon over every planned step of the hospital with the
+    smallest sub-clients (largest sampling rate: for a fixed number of epochs, the
+    largest epsilon)."""
+    sizes = [len(h.train) for h in data.hospitals]
+    counts = allocate_subclients(sizes, cfg.virtual_clients, balance=cfg.balance_split)
+    rate = min(1.0, cfg.batch / min(n // k for n, k in zip(sizes, counts)))
+    steps = cfg.rounds * cfg.local_epochs * int(1 / rate)
+    return sample_noise_multiplier(target_epsilon=cfg.sample_epsilon, delta=cfg.sample_delta, sample_rate=rate,
+                                   steps=steps, accountant=cfg.accountant)
+
+
+def build_local_update_dp(cfg: Config, data: FederatedData) -> LocalUpdateDP | None:
+    """--dp_level update_local: z given, or calibrated over all --rounds for --local_epsilon."""
+    if cfg.dp_level != "update_local":
+        return None
+    z = cfg.local_noise if cfg.local_noise is not None else local_noise_multiplier(
+        target_epsilon=cfg.local_epsilon, rounds=cfg.rounds, delta=cfg.local_delta, accountant=cfg.accountant)
+    return LocalUpdateDP(noise_multiplier=z, clip_bound=cfg.local_clip, delta=cfg.local_delta,
+                         secure=cfg.secure_rng, hospitals=[h.name for h in data.hospitals])

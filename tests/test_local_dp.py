@@ -109,16 +109,21 @@ def test_local_update_dp_noise_has_the_calibrated_std(tmp_path):
     assert not torch.allclose(rows[0], rows[1])  # independent noise per sender
 
 
-def test_local_update_dp_reports_epsilon_of_the_rounds_sent(tmp_path):
+def test_local_update_dp_reports_both_units(tmp_path):
     out = _run(BLOOD + ["--save_path", str(tmp_path), "--dp_level", "update_local", "--local_noise", "2.0",
-                        "--rounds", "3"])
+                        "--rounds", "3", "-VN", "2"])
     report = out["summary"]["local_privacy"]
-    assert report["releases"] == {"hospital00": 3, "hospital01": 3, "hospital02": 3}
+    assert report["rounds"] == {"hospital00": 3, "hospital01": 3, "hospital02": 3}
+    assert report["messages"] == {"hospital00": 6, "hospital01": 6, "hospital02": 6}  # two sub-clients each
     assert "reported without noise" in report["not_covered"][0]  # the losses and scores
     acc = RDPAccountant()
-    for _ in range(3):
+    for _ in range(3):  # a sub-client (= each of its patients): one release a round
         acc.step(noise_multiplier=2.0, sample_rate=1.0)
     assert report["epsilon_max"]["rdp"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+    for _ in range(3):  # the hospital as a whole: both sub-clients' messages, every round
+        acc.step(noise_multiplier=2.0, sample_rate=1.0)
+    assert report["epsilon_hospital_max"]["rdp"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+    assert "epsilon_local_hospital_max" in out["metrics"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -126,6 +131,8 @@ def test_local_update_dp_reports_epsilon_of_the_rounds_sent(tmp_path):
     (["--dp_level", "update_local", "--local_noise", "1", "--local_epsilon", "2"], "exactly one of --local_noise"),
     (["--sample_noise", "1.0"], "--sample_noise needs --dp_level sample"),
     (["--dp_level", "sample", "--sample_noise", "1", "--secure_rng"], "torchcsprng"),
+    (["--dp_level", "sample", "--sample_epsilon", "5", "--mode", "dpsgd", "--noise_multiplier", "1", "--ada_vn"],
+     "give --sample_noise instead"),
 ])
 def test_local_dp_flags_are_validated(flags, message, capsys):
     with pytest.raises(SystemExit):
