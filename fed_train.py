@@ -4,62 +4,9 @@
     python fed_train.py --data synthetic-prostate -VN 2 --rounds 50
     python fed_train.py --test --ckpt experiments/.../best.pt
 """
-from __future__ import annotations
-
 import sys
 
-from datasets.imageio import DataError
-from federated.config import ConfigError, parse_config
-from federated.run import run_test, run_training
-
-
-def format_metrics(metrics: dict) -> str:
-    return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def _eps(by_accountant: dict) -> str:
-    return ", ".join(f"{v:.3f} ({k})" for k, v in by_accountant.items())
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(argv)
-    try:
-        if cfg.test:
-            report = run_test(cfg)
-            print(f"test ({report['checkpoint']}): {format_metrics(report['test'])}")
-            return 0
-        summary = run_training(cfg)
-    except (ConfigError, DataError) as err:
-        print(f"fed_train.py: error: {err}", file=sys.stderr)
-        return 2
-    primary = summary["primary_metric"]
-    timing = summary["timing"]
-    print(f"test {primary} {summary['test'][primary]:.4f} (mean over hospitals, best val round "
-          f"{summary['best_round']}) | {format_metrics(summary['test'])}")
-    if "privacy" in summary:
-        p = summary["privacy"]
-        eps = p["epsilon"]
-        print(f"privacy: z = {p['noise_multiplier']:.4g}, delta = {p['delta']:g}, q = {p['sample_rate']:g}, "
-              f"{p['rounds_charged']} rounds charged; final v = {summary['final_v']} sub-clients per hospital; "
-              f"epsilon per sub-client (= per patient) {_eps(eps['subclient'])}; "
-              f"per hospital {_eps(eps['hospital'])}")
-    if "sample_privacy" in summary:
-        p = summary["sample_privacy"]
-        print(f"sample-level DP-SGD: largest epsilon over hospitals (per patient) {_eps(p['epsilon_max'])} "
-              f"(delta = {p['delta']:g}, z = {p['noise_multiplier']:.4g})")
-    if "local_privacy" in summary:
-        p = summary["local_privacy"]
-        print(f"local update DP: largest epsilon per sub-client (= per patient) {_eps(p['epsilon_max'])}; "
-              f"per hospital {_eps(p['epsilon_hospital_max'])} (delta = {p['delta']:g}, z = {p['noise_multiplier']:.4g})")
-    if "fairness" in summary:
-        spd = {k: v for k, v in summary["fairness"].items() if k.startswith("spd_")}
-        print("fairness (test, pooled): " + ", ".join(f"{k} {v:+.4f}" for k, v in spd.items()))
-    print(f"{summary['rounds_run']} rounds in {summary['wall_s']:.1f} s; outside local training "
-          f"{100 * timing['outside_local_fraction']:.1f}% of round time "
-          f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, aggregation and bookkeeping "
-          f"{100 * timing['overhead_fraction']:.1f}%); results in {summary['run_dir']}")
-    return 0
-
+from federated.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

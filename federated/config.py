@@ -273,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accountant for per-round epsilon and calibration (the summary reports all three)")
     g.add_argument("--dp_mode", default="overhead", choices=("overhead", "bounded"),
                    help="overhead: report the epsilon of a fixed z; bounded: stop before a round exceeds --epsilon")
-    g.add_argument("--target_unit", default="subclient", choices=("subclient", "hospital"),
-                   help="unit that --epsilon refers to: a sub-client (the paper; also each patient) or a hospital")
+    g.add_argument("--target_unit", default="subclient", choices=("subclient", "hospital", "patient"),
+                   help="unit that --epsilon refers to: a sub-client (the paper's), a hospital (all its sub-clients) "
+                        "or a patient (records changed inside a sub-client: sensitivity 2C)")
     g.add_argument("--secure_rng", action="store_true",
                    help="draw DP noise from the OS's cryptographic source (what a deployment needs; not reproducible)")
     g.add_argument("--strict_dp", action="store_true",
@@ -402,6 +403,13 @@ def _validate_privacy(cfg: Config) -> None:
                 and cfg.adaptive_subclients),
            "--epsilon for --target_unit hospital needs a fixed -VN (future v is unknown with --ada_vn); "
            "use --dp_mode bounded instead")
+    # The noise std must not depend on who was sampled (a fixed denominator everywhere).
+    _check(not (cfg.weighted_avg and cfg.sample_rate < 1),
+           "--weighted_avg with -sr < 1 under client-level DP: the weights n_k / sum n would depend on which "
+           "hospitals were sampled, and so would the noise scale; drop --weighted_avg or use -sr 1")
+    _check(not (cfg.mode == "dpnova" and cfg.sample_rate < 1),
+           "--mode dpnova with -sr < 1: the server scales the noisy mean by tau_eff, a sum over the sampled "
+           "sub-clients, so the noise scale would depend on who was sampled; use -sr 1 or another --mode")
     _check(0 < cfg.clip_quantile < 1, f"--clip_quantile must be in (0, 1) (got {cfg.clip_quantile})")
     _check(cfg.clip_count_noise > 0 and cfg.norm_sum_noise > 0, "--clip_count_noise and --norm_sum_noise must be > 0")
 

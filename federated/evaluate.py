@@ -39,12 +39,22 @@ def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
                    data.prepare, pooled.attributes)
 
 
-def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task) -> dict[str, dict]:
-    """Metrics per hospital plus their unweighted mean over hospitals (the paper's report)."""
-    flat.set(params)
-    outputs = predict(model, es.images, es.prepare)
-    results = {name: task.score(out, tgt) for name, out, tgt in
-               zip(es.names, outputs.split(es.sizes), es.targets.split(es.sizes))}
+def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torch.Tensor], es: EvalSet,
+             task: Task) -> dict[str, dict]:
+    """Metrics per hospital plus their unweighted mean over hospitals (the paper's report).
+    `params`: one global parameter vector for every hospital, or one vector per hospital
+    (personalised models), in the order of `es.names`."""
+    if isinstance(params, torch.Tensor):
+        flat.set(params)
+        outputs = predict(model, es.images, es.prepare).split(es.sizes)
+    else:
+        if len(params) != len(es.names):
+            raise ValueError(f"{len(params)} parameter vectors for {len(es.names)} hospitals")
+        outputs = []
+        for p, images in zip(params, es.images.split(es.sizes)):
+            flat.set(p)
+            outputs.append(predict(model, images, es.prepare))
+    results = {name: task.score(out, tgt) for name, out, tgt in zip(es.names, outputs, es.targets.split(es.sizes))}
     metrics = next(iter(results.values())).keys()
     results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
     return results

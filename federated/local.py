@@ -89,6 +89,8 @@ class LocalTrainer:
         dropped as in the paper's loader, except that a sub-client smaller than one batch
         trains on all of its samples as a single batch.
         """
+        if len(data) == 0:  # a sub-client the hash left empty this round: it sends a zero update
+            return LocalResult(torch.zeros_like(global_params), 0, 0, 0.0), state
         self.flat.set(global_params)
         self._load_state(state)
         for group in self.optimizer.param_groups:

@@ -1,7 +1,9 @@
-"""The round loop (DESIGN.md, "Data flow of one round").
+"""The round loop (docs/design.md, "One round").
 
-global params -> each participating sub-client's local update (a delta) -> stack [K, P]
--> aggregate (the privacy seam) -> server step -> (intermediary rule) -> evaluate on
+global params -> each participating sub-client's local update (a delta, from its own keyed
+generator) -> stack [K, P] -> the release pipeline (federated/pipeline.py: messages,
+combine, finalize, server step; every release charged to the ledger) -> (intermediary
+rule) -> evaluate on
 every hospital's val set, keeping the best round's parameters; after the last round the
 test set is scored once, for the best round. All state that a later round depends on
 lives in RunState and is saved in last.pt, so --resume ends where an uninterrupted run ends.
@@ -16,23 +18,22 @@ import torch
 from tqdm import tqdm
 
 from datasets.base import Shard
-from federated.aggregate import RoundContext, round_weights
 from federated.config import Config
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
-from federated.local import LocalResult, OptimizerState, average_states, clone_state
+from federated.local import LocalResult, average_states, clone_state
+from federated.pipeline import Participants
 from federated.sampling import sample_hospitals
-from federated.server import ServerRound
 from federated.setup import Federation, check_subclients
 from federated.subclients import allocate_subclients, split_hospitals
+from privacy.events import UNITS
 from privacy.intermediary import max_subclients, next_subclients, split_factor
-from privacy.ledger import UNITS
 from privacy.sample_dp import charge_round
 from utils import io
 from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
-from utils.seeding import make_streams
+from utils.seeding import client_generator, make_streams
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -41,8 +42,9 @@ class RunState:
     params: torch.Tensor
     subclient_counts: list[int]
     subclient_indices: list[list[torch.Tensor]]
-    opt_states: list[list[OptimizerState | None]]
+    opt_states: list[list[list[dict] | None]]
     rng: dict[str, torch.Generator]
+    secret: bytes  # key of the sub-client assignment hash
     v: int = 1  # sub-clients per hospital requested (adaptive with --ada_vn / --init_vn)
     best: dict = field(default_factory=lambda: {"round": None})
     best_params: torch.Tensor | None = None
@@ -54,7 +56,7 @@ class RunState:
             "next_round": self.next_round, "params": self.params.cpu(),
             "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
             "opt_states": self.opt_states, "rng": {k: g.get_state() for k, g in self.rng.items()},
-            "v": self.v, "best": self.best,
+            "secret": self.secret, "v": self.v, "best": self.best,
             "best_params": None if self.best_params is None else self.best_params.cpu(),
             "rounds_since_best": self.rounds_since_best,
             "timing": self.timing,
@@ -68,19 +70,19 @@ class RunState:
             rng[name].set_state(gen_state)
         best_params = state["best_params"]
         return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
-                        state["subclient_indices"], state["opt_states"], rng, state["v"], state["best"],
-                        None if best_params is None else best_params.to(device),
+                        state["subclient_indices"], state["opt_states"], rng, state["secret"], state["v"],
+                        state["best"], None if best_params is None else best_params.to(device),
                         state["rounds_since_best"], state["timing"])
 
 
 def initial_state(fed: Federation) -> RunState:
     cfg = fed.cfg
-    rng = make_streams(cfg.seed)
+    rng = make_streams(cfg.seed, secure=cfg.secure_rng)
     counts = check_subclients(cfg, fed.data)
-    sizes = [len(h.train) for h in fed.data.hospitals]
-    indices = split_hospitals(sizes, counts, rng["split"])
+    indices = split_hospitals(fed.record_keys, counts)
     opt_states = [[None] * k for k in counts]
-    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng, v=cfg.virtual_clients)
+    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng, fed.secret,
+                    v=cfg.virtual_clients)
 
 
 def subclient_data(fed: Federation, state: RunState) -> list[list[Shard]]:
@@ -99,25 +101,19 @@ def is_probe_round(cfg: Config, round_idx: int) -> bool:
     return cfg.adaptive_subclients and round_idx == 0
 
 
-def aggregation_weights(cfg: Config, num_samples: list[int], state: RunState) -> torch.Tensor:
-    if cfg.private and cfg.client_sampling == "poisson" and cfg.sample_rate < 1 and not cfg.weighted_avg:
-        # Fixed denominator q * (all sub-clients): the realised K must not set the noise scale.
-        expected = cfg.sample_rate * sum(state.subclient_counts)
-        return torch.full((len(num_samples),), 1.0 / expected)
-    return round_weights(num_samples, weighted=cfg.weighted_avg)
-
-
 def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], members: list[tuple[int, int]],
-                  lr: float) -> tuple[torch.Tensor, list[LocalResult]]:
-    """Each member sub-client (hospital h, sub-client k) trains from the global params;
-    returns the stacked deltas [K, P] and the local results. Adam states are kept per
-    sub-client unless --reset_optimizer."""
+                  round_idx: int) -> tuple[torch.Tensor, list[LocalResult]]:
+    """Each member sub-client (hospital h, sub-client k) trains from the global params with
+    its own generator, keyed by (seed, round, h, k); returns the stacked deltas [K, P] and
+    the local results. Adam states are kept per sub-client unless --reset_optimizer."""
     deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
     results = []
     start = time.perf_counter()
+    lr = local_lr(fed.cfg, round_idx)
     for row, (h, k) in enumerate(members):
         opt_state = None if fed.cfg.reset_optimizer else state.opt_states[h][k]
-        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=state.rng["local"])
+        gen = client_generator(fed.cfg.seed, round_idx, h, k)
+        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=gen)
         state.opt_states[h][k] = None if fed.cfg.reset_optimizer else new_state
         deltas[row] = result.delta
         results.append(result)
@@ -134,50 +130,48 @@ def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -
 
 def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int) -> tuple[dict, dict]:
     """One communication round; updates `state` in place. Returns (train losses per
-    hospital, aggregation statistics)."""
+    hospital, round statistics)."""
     cfg = fed.cfg
     hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
     members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
-    deltas, results = local_updates(fed, state, shards, members, local_lr(cfg, round_idx))
-    if fed.sample_ledger is not None:  # DP-SGD steps each hospital took
-        charge_round(fed.sample_ledger, by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
-    if not members:
-        # Poisson sampling picked no hospital. The accountant's analysis counts this round
-        # like any other, so it is charged although nothing is released.
-        fed.aggregate.charge_idle_round(max(state.subclient_counts))
+    deltas, results = local_updates(fed, state, shards, members, round_idx)
+    if fed.trainer.sample_dp is not None:  # DP-SGD steps each hospital took
+        charge_round(fed.ledger, fed.trainer.sample_dp.noise_multiplier,
+                     by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
+    fed.pipeline.charge_round(max(state.subclient_counts))  # sampled-out rounds count too
+    if not members:  # Poisson sampling picked no hospital: nothing is released
         return {}, {}
-    weights = aggregation_weights(cfg, [r.num_samples for r in results], state)
-    rnd = ServerRound(round_idx, weights, torch.tensor([r.num_steps for r in results], dtype=torch.float32))
-    deltas = fed.server.precondition(deltas, rnd)  # done by each sub-client, before clipping
-    if fed.local_update_dp is not None:  # each sub-client privatises what it sends
-        deltas = fed.local_update_dp.privatize(deltas, [h for h, _ in members], state.rng["local_noise"])
-    ctx = RoundContext(round_idx, max(state.subclient_counts), state.rng["noise"])
-    result = fed.aggregate(deltas, weights, ctx)
-    if not is_probe_round(cfg, round_idx):
-        state.params = fed.server.step(state.params, result.update, rnd)
-    losses = by_hospital(fed, members, [r.loss for r in results])
+    part = Participants(members, [r.num_samples for r in results], [r.num_steps for r in results],
+                        [[len(s) for s in per_h] for per_h in shards],
+                        [client_generator(cfg.seed, round_idx, h, k, purpose="local_noise") for h, k in members])
+    state.params, stats = fed.pipeline.round(state.params, deltas, part, round_idx, state.rng["noise"],
+                                             step=not is_probe_round(cfg, round_idx))
+    losses = by_hospital(fed, [m for m, r in zip(members, results) if r.num_steps > 0],
+                         [r.loss for r in results if r.num_steps > 0])
     per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
-    per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
-    return per_hospital, fed.server.rule_stats(result.stats, rnd)
+    if per_hospital:
+        per_hospital[MEAN] = {"loss": sum(r["loss"] for r in per_hospital.values()) / len(per_hospital)}
+    return per_hospital, stats
 
 
 def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: int) -> dict:
     """The adaptive intermediary rule: choose v for the next round and re-split if it changed.
 
-    A re-split averages each hospital's sub-client Adam states and hands the average to
-    its new sub-clients, as the paper's code does."""
+    The rule reads the expected noise norm (public), never the realised noise. A re-split
+    averages each hospital's sub-client Adam states and hands the average to its new
+    sub-clients, as the paper's code does."""
     cfg = fed.cfg
     if not cfg.adaptive_subclients or (cfg.init_vn and round_idx > 0) or not stats:
         return {}
     sizes = [len(h.train) for h in fed.data.hospitals]
-    factor = split_factor(noise_norm=stats["noise_norm"], aggregate_norm=stats["aggregate_norm"],
+    factor = split_factor(noise_norm=stats["expected_noise_norm"], aggregate_norm=stats["aggregate_norm"],
                           norm_sum=max(stats["norm_sum"], 1e-12), num_hospitals=cfg.clients)
     variant = "stable" if cfg.ada_stable else "prog" if cfg.ada_prog else "default"
     new_v = next_subclients(state.v, factor, variant=variant, v_max=max_subclients(sizes, cfg.batch))
     if new_v != state.v:
         state.v = new_v
         counts = allocate_subclients(sizes, new_v, balance=cfg.balance_split)
-        state.subclient_indices = split_hospitals(sizes, counts, state.rng["split"])
+        state.subclient_indices = split_hospitals(fed.record_keys, counts)
         state.opt_states = [[clone_state(average_states(old)) for _ in range(k)]
                             for old, k in zip(state.opt_states, counts)]
         state.subclient_counts = counts
@@ -185,29 +179,27 @@ def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: i
 
 
 def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) -> list[dict]:
-    """Per-round privacy and intermediary log (hospital = "server", split = "privacy")."""
+    """Per-round privacy and intermediary log (hospital = "server", split = "privacy").
+    Only released or public quantities, and those the report declares as not covered."""
+    cfg = fed.cfg
     values = {"v": float(state.v), **{k: float(v) for k, v in stats.items()}}
-    ledger = getattr(fed.aggregate, "ledger", None)
-    if ledger is not None:
+    if fed.client_dp is not None:
         for unit in UNITS:
-            values[f"epsilon_{unit}"] = ledger.epsilon(unit, fed.cfg.accountant)
-    if fed.sample_ledger is not None:
-        values["epsilon_sample_max"] = fed.sample_ledger.max_epsilon(fed.cfg.accountant)
+            values[f"epsilon_{unit}"] = fed.ledger.epsilon(f"client/{unit}", cfg.accountant)
+    if fed.trainer.sample_dp is not None:
+        values["epsilon_sample_max"] = fed.ledger.max_epsilon("sample", "record", cfg.accountant)
     if fed.local_update_dp is not None:
-        values["epsilon_local_max"] = fed.local_update_dp.max_epsilon(fed.cfg.accountant)
-        values["epsilon_local_hospital_max"] = fed.local_update_dp.max_epsilon(fed.cfg.accountant, unit="hospital")
+        values["epsilon_local_max"] = fed.ledger.max_epsilon("local", "subclient", cfg.accountant)
+        values["epsilon_local_hospital_max"] = fed.ledger.max_epsilon("local", "hospital", cfg.accountant)
     return metric_rows(round_idx, "privacy", {"server": values})
 
 
 def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
+    client_dp = fed.client_dp.state_dict() if fed.client_dp is not None else None
+    local_dp = fed.local_update_dp.state_dict() if fed.local_update_dp is not None else None
     io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
-                   "server": fed.server.state_dict(), "aggregator": fed.aggregate.state_dict(),
-                   "local_dp": local_dp_state(fed)}, path)
-
-
-def local_dp_state(fed: Federation) -> dict | None:
-    part = fed.sample_ledger or fed.local_update_dp
-    return None if part is None else part.state_dict()
+                   "server": fed.server.state_dict(), "client_dp": client_dp, "local_dp": local_dp,
+                   "ledger": fed.ledger.state_dict()}, path)
 
 
 def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int, metrics: dict) -> None:
@@ -228,7 +220,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
                desc=f"{cfg.data} {cfg.mode}", unit="round", disable=not cfg.progress, dynamic_ncols=True)
     stopped_by_budget = False
     for r in bar:
-        if not fed.aggregate.within_budget(max(state.subclient_counts)):
+        if not fed.pipeline.within_budget(max(state.subclient_counts)):
             stopped_by_budget = True  # --dp_mode bounded: the next round would exceed --epsilon
             break
         round_start = time.perf_counter()
@@ -298,5 +290,6 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped
         "val_per_hospital": {k: v for k, v in best["val"].items() if k != MEAN},
         "test_per_hospital": {k: v for k, v in best["test"].items() if k != MEAN},
         "subclients_per_hospital": state.subclient_counts, "timing": timing,
+        "subclient_sizes": [[len(i) for i in per_h] for per_h in state.subclient_indices],
         **({"fairness": best["fairness"]} if "fairness" in best else {}),
     }

@@ -9,16 +9,29 @@ import torch
 
 from federated.config import Config, ConfigError
 from federated.evaluate import MEAN, eval_set, evaluate
-from federated.loop import RunState, initial_state, train
+from federated.loop import CHECKPOINT_VERSION, RunState, initial_state, train
 from federated.setup import build_federation
-from privacy.build import privacy_report
+from privacy.accountants import ACCOUNTANTS
+from privacy.events import UNITS
+from privacy.report import build_report, format_report
 from utils import io
 from utils.results import RunRecorder
 
-LOCAL_DP_NOT_COVERED = ("per-hospital training losses and val/test scores are reported without noise "
-                        "(the model they score is covered)")
 # Flags that may change between a run and its --resume (they do not alter the result).
 RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt"}
+
+
+def calibrated_over_rounds(cfg: Config) -> list[str]:
+    """Flags whose noise is calibrated over --rounds: changing --rounds on resume would
+    change a noise level that earlier rounds already used."""
+    flags = []
+    if cfg.private and cfg.epsilon is not None and cfg.dp_mode == "overhead":
+        flags.append("--epsilon")
+    if cfg.sample_epsilon is not None:
+        flags.append("--sample_epsilon")
+    if cfg.local_epsilon is not None:
+        flags.append("--local_epsilon")
+    return flags
 
 
 def run_dir(cfg: Config) -> Path:
@@ -31,10 +44,17 @@ def _load(path: Path) -> dict:
 
 def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
     current = cfg.to_dict()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    resumable = set(RESUMABLE_CHANGES)
+    if calibrated_over_rounds(cfg):
+        resumable.discard("rounds")
+    changed = sorted(k for k in current if k not in resumable and saved.get(k) != current[k])
     if changed:
         detail = ", ".join(f"--{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ConfigError(f"cannot resume {path}: flags differ from the checkpoint ({detail}); "
+        why = ""
+        if "rounds" in changed:
+            why = (f" ({' and '.join(calibrated_over_rounds(cfg))} calibrated the noise over the original --rounds, "
+                   "which the rounds already run have used)")
+        raise ConfigError(f"cannot resume {path}: flags differ from the checkpoint ({detail}){why}; "
                           "rerun with the original flags or start a new run with --exp")
 
 
@@ -46,6 +66,9 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
         if not last.exists():
             raise ConfigError(f"--resume: no checkpoint at {last}; run without --resume to start it")
         checkpoint = _load(last)
+        if checkpoint.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError(f"--resume: {last} was written by an older version of this repository (checkpoint "
+                              f"version {checkpoint.get('version')}, now {CHECKPOINT_VERSION}); start a new run")
         _check_resumable(checkpoint["config"], cfg, last)
         return folder, checkpoint
     if (folder / "config.json").exists():
@@ -66,56 +89,51 @@ def data_summary(data) -> str:
             f"val {span('val')} / test {span('test')} ({total} records)")
 
 
-def print_privacy_report(report: dict) -> None:
-    lines = [f"privacy ({report['mode']}):"]
-    lines += [f"  covered: {c}" for c in report["covered"]]
-    lines += [f"  NOT covered: {c}" for c in report["not_covered"]]
-    lines += [f"  note: {n}" for n in report["notes"]]
-    print("\n".join(lines), flush=True)
-
-
 def run_training(cfg: Config) -> dict:
     folder, checkpoint = prepare_run(cfg)
     started = time.perf_counter()
     fed = build_federation(cfg)
     print(data_summary(fed.data), flush=True)
-    report = None
-    if cfg.private:
-        report = privacy_report(cfg, fed.aggregate.z)
-        print_privacy_report(report)
-    if fed.sample_ledger is not None:
-        print(f"sample-level DP-SGD in every hospital (Opacus): z = {fed.sample_ledger.z:.4g}, per-sample clip "
-              f"{cfg.max_grad_norm}, delta = {cfg.sample_delta:g}; epsilon per hospital from its own steps")
-    if fed.local_update_dp is not None:
-        print(f"local update DP: each sub-client clips its update to {cfg.local_clip} and adds N(0, "
-              f"{fed.local_update_dp.noise_std:.4g}^2) per coordinate (z = {fed.local_update_dp.z:.4g}), "
-              f"calibrated over all {cfg.rounds} rounds; delta = {cfg.local_delta:g}")
-    if cfg.dp_level != "none" and not cfg.private:
-        print(f"  not covered: {LOCAL_DP_NOT_COVERED}")
+    mode = "strict" if cfg.strict_dp else "faithful (paper's code)"
+    print(format_report(build_report(mode=mode, accounts=fed.ledger.report(accountants=()), outputs=fed.outputs)),
+          flush=True)
     if checkpoint is None:
         state = initial_state(fed)
-        recorder = RunRecorder(folder)
+        recorder = RunRecorder(folder, outputs=fed.outputs)
     else:
         state = RunState.from_state_dict(checkpoint["state"], fed.device)
+        fed.set_secret(state.secret)
         fed.server.load_state_dict(checkpoint["server"])
-        fed.aggregate.load_state_dict(checkpoint["aggregator"])
-        if checkpoint.get("local_dp") is not None:
-            (fed.sample_ledger or fed.local_update_dp).load_state_dict(checkpoint["local_dp"])
-        recorder = RunRecorder(folder, resume_round=state.next_round - 1)
+        if fed.client_dp is not None:
+            fed.client_dp.load_state_dict(checkpoint["client_dp"])
+        if fed.local_update_dp is not None:
+            fed.local_update_dp.load_state_dict(checkpoint["local_dp"])
+        fed.ledger.load_state_dict(checkpoint["ledger"])
+        recorder = RunRecorder(folder, resume_round=state.next_round - 1, outputs=fed.outputs)
     recorder.write_config(cfg.to_dict())
     try:
         summary = train(fed, recorder, state)
     finally:
         recorder.close()
-    if cfg.private:
-        summary["privacy"] = {"noise_multiplier": fed.aggregate.z, "accountant": cfg.accountant,
-                              "target_unit": cfg.target_unit, "report": report,
-                              **fed.aggregate.ledger.report()}
-    local_notes = {"not_covered": [] if cfg.private else [LOCAL_DP_NOT_COVERED]}  # else: the privacy report's
-    if fed.sample_ledger is not None:
-        summary["sample_privacy"] = {**fed.sample_ledger.report(), **local_notes}
+    summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs)
+    if fed.client_dp is not None:
+        accounts = summary["privacy_report"]["accounts"]
+        summary["privacy"] = {"noise_multiplier": fed.client_dp.z, "accountant": cfg.accountant,
+                              "target_unit": cfg.target_unit, "delta": cfg.delta,
+                              "sample_rate": fed.client_dp.sampling.rate, "sampling": fed.client_dp.sampling.kind,
+                              "rounds_charged": fed.ledger.releases("client/subclient"),
+                              "epsilon": {u: accounts[f"client/{u}"]["epsilon"] for u in UNITS}}
+    if fed.trainer.sample_dp is not None:
+        accounts = {n.split("/", 1)[1]: a for n, a in summary["privacy_report"]["accounts"].items()
+                    if a["level"] == "sample"}
+        summary["sample_privacy"] = {"noise_multiplier": fed.trainer.sample_dp.noise_multiplier,
+                                     "delta": cfg.sample_delta,
+                                     "steps": {h: a["releases"] for h, a in accounts.items()},
+                                     "epsilon_per_hospital": {h: a["epsilon"] for h, a in accounts.items()},
+                                     "epsilon_max": {acc: max(a["epsilon"][acc] for a in accounts.values())
+                                                     for acc in ACCOUNTANTS}}
     if fed.local_update_dp is not None:
-        summary["local_privacy"] = {**fed.local_update_dp.report(), **local_notes}
+        summary["local_privacy"] = fed.local_update_dp.report()
     summary["wall_s"] = time.perf_counter() - started
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

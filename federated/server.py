@@ -82,7 +82,7 @@ class FedNovaServer(FedAvgServer):
     the noise std by tau_eff."""
 
     def precondition(self, deltas: torch.Tensor, rnd: ServerRound) -> torch.Tensor:
-        return deltas / rnd.local_steps.to(deltas)[:, None]
+        return deltas / rnd.local_steps.clamp(min=1).to(deltas)[:, None]
 
     def step(self, params: torch.Tensor, update: torch.Tensor, rnd: ServerRound) -> torch.Tensor:
         tau_eff = float((rnd.weights * rnd.local_steps).sum())

@@ -3,23 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from datasets import build_federated_data
-from datasets.base import FederatedData
-from federated.aggregate import MeanAggregator
+from datasets.base import SEGMENTATION, FederatedData
 from federated.config import AUTO_MODEL, Config, ConfigError
-from datasets.base import SEGMENTATION
 from federated.local import LocalTrainer
-from federated.server import FedAvgServer, build_server
-from federated.subclients import allocate_subclients
+from federated.pipeline import ReleasePipeline
+from federated.privacy_setup import build_client_dp, build_local_update_dp, build_sample_dp, declared_outputs
+from federated.server import build_server
+from federated.subclients import allocate_subclients, record_keys, split_hospitals
 from federated.task import Task, make_task
 from nets import build_model
-from privacy.build import build_client_dp, build_local_update_dp, build_sample_dp
-from privacy.local_update_dp import LocalUpdateDP
-from privacy.sample_dp import SampleLevelLedger
-from utils.seeding import make_generator, stream_seed
+from privacy.ledger import PrivacyLedger
+from privacy.report import Output
+from utils.seeding import make_generator, split_secret, stream_seed
 
 
 @dataclass
@@ -29,11 +29,29 @@ class Federation:
     task: Task
     model: nn.Module
     trainer: LocalTrainer
-    server: FedAvgServer  # or a subclass: FedAdam, FedNova, DP2-RMSProp
-    aggregate: object  # MeanAggregator or privacy.client_dp.ClientLevelDP
+    pipeline: ReleasePipeline
+    ledger: PrivacyLedger
+    outputs: list[Output]          # everything the run writes, with what protects it
     device: torch.device
-    sample_ledger: SampleLevelLedger | None = None  # --dp_level sample
-    local_update_dp: LocalUpdateDP | None = None    # --dp_level update_local
+    secret: bytes                  # key of the sub-client assignment hash
+    record_keys: list[np.ndarray]  # per hospital: the keyed hash of each training record
+
+    @property
+    def server(self):
+        return self.pipeline.server
+
+    @property
+    def client_dp(self):
+        return self.pipeline.client_dp
+
+    @property
+    def local_update_dp(self):
+        return self.pipeline.local_dp
+
+    def set_secret(self, secret: bytes) -> None:
+        if secret != self.secret:
+            self.secret = secret
+            self.record_keys = [record_keys(h.train, secret) for h in self.data.hospitals]
 
 
 def select_device(gpu: str) -> torch.device:
@@ -43,7 +61,7 @@ def select_device(gpu: str) -> torch.device:
 
 
 def check_subclients(cfg: Config, data: FederatedData) -> list[int]:
-    """Sub-clients per hospital; refuses a split that would leave a sub-client empty."""
+    """Sub-clients per hospital; refuses a split that would leave a sub-client empty on average."""
     sizes = [len(h.train) for h in data.hospitals]
     counts = allocate_subclients(sizes, cfg.virtual_clients, balance=cfg.balance_split)
     for hospital, n, k in zip(data.hospitals, sizes, counts):
@@ -57,24 +75,29 @@ def check_subclients(cfg: Config, data: FederatedData) -> list[int]:
 def build_federation(cfg: Config) -> Federation:
     device = select_device(cfg.gpu)
     data = build_federated_data(cfg, make_generator(cfg.seed, "data"))
-    check_subclients(cfg, data)
+    counts = check_subclients(cfg, data)
+    secret = split_secret(cfg.seed, secure=cfg.secure_rng)
+    keys = [record_keys(h.train, secret) for h in data.hospitals]
+    sizes = [[len(idx) for idx in per_h] for per_h in split_hospitals(keys, counts)]
     torch.manual_seed(stream_seed(cfg.seed, "model"))  # model initialisation
     model_name = cfg.model
     if model_name == AUTO_MODEL:
         model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
     model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task)
-    sample_settings, sample_ledger = build_sample_dp(cfg, data, model, model_name)
-    local_update_dp = build_local_update_dp(cfg, data)
+    ledger = PrivacyLedger()
+    sample_settings = build_sample_dp(cfg, data, model, model_name, ledger, sizes)
+    local_update_dp = build_local_update_dp(cfg, data, ledger)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
                            sample_dp=sample_settings)
-    aggregate = MeanAggregator()
+    client_dp = None
     if cfg.private:
-        aggregate = build_client_dp(cfg)
-        if not aggregate.within_budget(max(check_subclients(cfg, data))):
+        client_dp = build_client_dp(cfg, ledger, counts)
+        if not client_dp.within_budget(max(counts)):
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
-    return Federation(cfg, data.to(device), task, model, trainer, server, aggregate, device,
-                      sample_ledger, local_update_dp)
+    pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp)
+    return Federation(cfg, data.to(device), task, model, trainer, pipeline, ledger, declared_outputs(cfg), device,
+                      secret, keys)
 

@@ -1,13 +1,22 @@
 """Hospitals and their sub-clients ("intermediaries", Jiang et al., MICCAI 2023, Sec. 2.2).
 
 Each hospital's training set is cut into sub-clients that train and are clipped as
-separate units. The split is a random permutation cut into equal parts (sizes differ by
-at most one), so it covers the hospital's data exactly once. The paper's code drops the
-remainder when the size is not divisible; we keep every sample.
+separate units. A record's sub-client is chosen by a keyed hash of the record's content:
+sub-client = H_key(record) mod v. Adding or removing one record therefore changes one
+sub-client of one hospital and leaves every other record where it was, which the patient
+unit of the privacy ledger relies on (a split seeded by the hospitals' sizes would move
+many records when one is added). The key is secret (from the seed, or from the OS under
+--secure_rng). Sizes follow a multinomial, so sub-clients differ a little in size; the
+paper's code cuts equal parts and drops the remainder.
 """
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
+
+from datasets.base import Split
 
 
 def allocate_subclients(train_sizes: list[int], per_hospital: int, *, balance: bool) -> list[int]:
@@ -27,13 +36,26 @@ def allocate_subclients(train_sizes: list[int], per_hospital: int, *, balance: b
     return counts
 
 
-def split_indices(n: int, parts: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """A random partition of range(n) into `parts` near-equal index sets."""
-    if not 1 <= parts <= n:
-        raise ValueError(f"cannot split {n} samples into {parts} sub-clients")
-    return list(torch.tensor_split(torch.randperm(n, generator=gen), parts))
+def record_keys(split: Split, secret: bytes) -> np.ndarray:
+    """A 64-bit keyed hash (BLAKE2b) of each record's image and target."""
+    images = split.images.detach().cpu().contiguous().numpy()
+    targets = split.targets.detach().cpu().contiguous().numpy()
+    keys = np.empty(len(split), dtype=np.uint64)
+    for i in range(len(split)):
+        h = hashlib.blake2b(images[i].tobytes(), key=secret, digest_size=8)
+        h.update(targets[i].tobytes())
+        keys[i] = int.from_bytes(h.digest(), "little")
+    return keys
 
 
-def split_hospitals(train_sizes: list[int], counts: list[int], gen: torch.Generator) -> list[list[torch.Tensor]]:
+def assign(keys: np.ndarray, parts: int) -> list[torch.Tensor]:
+    """Index sets of the `parts` sub-clients: record i goes to keys[i] mod parts."""
+    if parts < 1:
+        raise ValueError(f"cannot split into {parts} sub-clients")
+    which = keys % np.uint64(parts)
+    return [torch.from_numpy(np.nonzero(which == k)[0]).long() for k in range(parts)]
+
+
+def split_hospitals(keys: list[np.ndarray], counts: list[int]) -> list[list[torch.Tensor]]:
     """Sub-client index sets for every hospital: result[h][k] indexes hospital h's train set."""
-    return [split_indices(n, k, gen) for n, k in zip(train_sizes, counts)]
+    return [assign(k, c) for k, c in zip(keys, counts)]

@@ -1,60 +1,88 @@
-"""The privacy ledger: every release, per protected unit (DESIGN.md, invariants 2-4).
+"""The privacy ledger: one record of every release, for every unit and every level.
 
-Two units are tracked:
-- "subclient": one sub-client (intermediary). Each patient belongs to exactly one
-  sub-client, so this is also the patient-level guarantee. A release with noise
-  multiplier z protects it with multiplier z.
-- "hospital": a hospital contributes v_t sub-clients, i.e. v_t clipped updates, so its
-  sensitivity is v_t times larger and the same release protects it with z / v_t
-  (Jiang et al., MICCAI 2023, Sec. 2.2). The largest v_t among hospitals is charged.
-The epsilon reported is read back from this ledger, never from a target.
+An account is one protected unit at one level of DP, with its own history of Gaussian
+releases (noise multiplier, sample rate), sampling scheme, neighbouring relation and delta:
+
+- client level: "client/hospital", "client/subclient", "client/patient" (privacy/events.py)
+- sample level (DP-SGD inside each hospital): "sample/<hospital>", one record added or removed
+- local update DP: "local/<hospital>/subclient" and "local/<hospital>/hospital"
+
+Every epsilon the run reports is read back from here (never from a target), and the
+privacy report's accounting part is generated from the accounts. The ledger is saved in
+every checkpoint, so a resumed run continues the same histories.
 """
 from __future__ import annotations
 
-from privacy.accountants import ACCOUNTANTS, Sampling, epsilon, sampling_note
+from dataclasses import asdict, dataclass, field
 
-UNITS = ("subclient", "hospital")
+from privacy.accountants import ACCOUNTANTS, Sampling, approximation_note, epsilon
+
+
+@dataclass
+class Account:
+    level: str        # "client", "sample" or "local"
+    unit: str         # "hospital", "subclient", "patient" or "record"
+    adjacency: str    # in words, for the report
+    relation: str     # "add_remove" or "replace"
+    sampling: Sampling
+    delta: float
+    history: list[tuple[float, float]] = field(default_factory=list)
 
 
 class PrivacyLedger:
-    def __init__(self, *, delta: float, sampling: Sampling):
-        self.delta = delta
-        self.sampling = sampling
-        self.history: dict[str, list[tuple[float, float]]] = {u: [] for u in UNITS}
-        self.rounds_charged = 0
+    def __init__(self):
+        self.accounts: dict[str, Account] = {}
 
-    def releases_for(self, multiplier: float, subclients_per_hospital: int) -> dict[str, tuple[float, float]]:
-        """One Gaussian release seen from each unit: (noise multiplier, sample rate)."""
-        q = self.sampling.rate
-        return {"subclient": (multiplier, q), "hospital": (multiplier / subclients_per_hospital, q)}
+    def open(self, name: str, *, level: str, unit: str, adjacency: str, relation: str, sampling: Sampling,
+             delta: float) -> None:
+        if name in self.accounts:
+            raise ValueError(f"privacy account {name!r} is opened twice")
+        self.accounts[name] = Account(level, unit, adjacency, relation, sampling, delta)
 
-    def charge(self, releases: list[dict[str, tuple[float, float]]]) -> None:
-        """Record one round's releases (the update, and in strict mode the clip count and norm sum)."""
-        for release in releases:
-            for unit in UNITS:
-                self.history[unit].append(release[unit])
-        self.rounds_charged += 1
+    def charge(self, name: str, multiplier: float, *, rate: float | None = None, count: int = 1) -> None:
+        """Record `count` releases with noise `multiplier` (std / neighbouring distance)."""
+        account = self.accounts[name]
+        q = account.sampling.rate if rate is None else rate
+        account.history.extend([(float(multiplier), float(q))] * count)
 
-    def epsilon(self, unit: str, accountant: str = "rdp", extra: list[dict] | None = None) -> float:
-        """Epsilon spent so far by `unit`; with `extra`, as if those releases were added."""
-        history = self.history[unit] + [r[unit] for r in extra or []]
-        return epsilon(history, delta=self.delta, accountant=accountant, sampling=self.sampling)
+    def releases(self, name: str) -> int:
+        return len(self.accounts[name].history)
+
+    def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[float] | None = None) -> float:
+        """Epsilon spent so far by account `name`; with `extra` multipliers, as if one
+        more release of each were charged."""
+        a = self.accounts[name]
+        history = a.history + [(m, a.sampling.rate) for m in extra or []]
+        return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation)
+
+    def names(self, level: str | None = None) -> list[str]:
+        return [n for n, a in self.accounts.items() if level is None or a.level == level]
+
+    def max_epsilon(self, level: str, unit: str, accountant: str = "rdp") -> float:
+        """The largest epsilon among the accounts of (level, unit), e.g. over hospitals."""
+        values = [self.epsilon(n, accountant) for n, a in self.accounts.items() if (a.level, a.unit) == (level, unit)]
+        return max(values, default=0.0)
 
     def report(self, accountants=ACCOUNTANTS) -> dict:
-        """Final epsilon of both units under each accountant, with delta, q and rounds."""
-        return {
-            "delta": self.delta, "sample_rate": self.sampling.rate, "sampling": self.sampling.kind,
-            "rounds_charged": self.rounds_charged,
-            "epsilon": {u: {a: self.epsilon(u, a) for a in accountants} for u in UNITS},
-            "notes": [n for a in accountants if (n := sampling_note(self.sampling, a))],
-        }
+        """Every account: unit, adjacency, sampling, releases and epsilon under each accountant."""
+        out = {}
+        for name, a in self.accounts.items():
+            notes = [n for acc in accountants if (n := approximation_note(a.sampling, a.relation, acc))]
+            out[name] = {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
+                         "sampling": a.sampling.kind, "sample_rate": a.sampling.rate, "delta": a.delta,
+                         "releases": len(a.history),
+                         "epsilon": {acc: self.epsilon(name, acc) for acc in accountants}, "notes": notes}
+        return out
 
     def state_dict(self) -> dict:
-        return {"delta": self.delta, "sampling": vars(self.sampling), "rounds_charged": self.rounds_charged,
-                "history": {u: list(h) for u, h in self.history.items()}}
+        return {name: {**asdict(a), "sampling": asdict(a.sampling), "history": [list(e) for e in a.history]}
+                for name, a in self.accounts.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.delta = state["delta"]
-        self.sampling = Sampling(**state["sampling"])
-        self.rounds_charged = state["rounds_charged"]
-        self.history = {u: [tuple(e) for e in h] for u, h in state["history"].items()}
+        saved = {}
+        for name, a in state.items():
+            saved[name] = Account(a["level"], a["unit"], a["adjacency"], a["relation"], Sampling(**a["sampling"]),
+                                  a["delta"], [tuple(e) for e in a["history"]])
+        if set(saved) != set(self.accounts):
+            raise ValueError(f"checkpoint ledger has accounts {sorted(saved)}, this run {sorted(self.accounts)}")
+        self.accounts = saved

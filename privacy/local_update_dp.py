@@ -7,67 +7,66 @@ the sub-client's whole dataset against anything it sends, under replace-one adja
 or calibrated by the accountant so that all `--rounds` releases together stay within
 `--local_epsilon` (not a per-round epsilon, which would compose to rounds x epsilon).
 No sampling amplification is claimed: which rounds a hospital joins is not secret from it.
-Two units, as the client-level ledger: a sub-client (and so each of its patients) is
-charged one release per round it sends; a hospital with v sub-clients sends v releases a
-round about its data, and is charged all of them (their composition).
+Accounts in the shared ledger, per hospital: "local/<h>/subclient" (one release per round
+in which its sub-clients send; a patient is inside one sub-client, so this is also the
+patient's) and "local/<h>/hospital" (all v messages of a round composed).
 """
 from __future__ import annotations
 
 import torch
 
-from privacy.accountants import ACCOUNTANTS, Sampling, calibrate_noise, epsilon
+from privacy.accountants import EVERY_ROUND, calibrate, epsilon
+from privacy.ledger import PrivacyLedger
 from privacy.mechanism import clip, gaussian_noise, update_norms
 
-EVERY_ROUND = Sampling("all", 1.0, 1, 1)
+ADJACENCY = {"subclient": "one sub-client's data replaced (also each of its patients); the server is not trusted",
+             "hospital": "one hospital's data replaced: all v messages it sends a round, composed"}
 
 
 def local_noise_multiplier(*, target_epsilon: float, rounds: int, delta: float, accountant: str) -> float:
-    return calibrate_noise(target_epsilon, rounds=rounds, delta=delta, accountant=accountant, sampling=EVERY_ROUND)
+    def spent(z: float) -> float:
+        return epsilon([(z, 1.0)] * rounds, delta=delta, accountant=accountant, sampling=EVERY_ROUND,
+                       relation="replace")
+    return calibrate(target_epsilon, spent, what="--local_epsilon")
 
 
 class LocalUpdateDP:
     def __init__(self, *, noise_multiplier: float, clip_bound: float, delta: float, secure: bool,
-                 hospitals: list[str]):
+                 hospitals: list[str], ledger: PrivacyLedger):
         self.z, self.clip_bound, self.delta, self.secure = noise_multiplier, clip_bound, delta, secure
-        self.hospitals = hospitals
-        self.rounds = {h: 0 for h in hospitals}    # rounds in which the hospital's sub-clients sent
-        self.messages = {h: 0 for h in hospitals}  # noised updates the hospital sent in all
+        self.hospitals, self.ledger = hospitals, ledger
+        for h in hospitals:
+            for unit in ("subclient", "hospital"):
+                ledger.open(f"local/{h}/{unit}", level="local", unit=unit, adjacency=ADJACENCY[unit],
+                            relation="replace", sampling=EVERY_ROUND, delta=delta)
 
     @property
     def noise_std(self) -> float:
         return self.z * 2 * self.clip_bound
 
-    def privatize(self, deltas: torch.Tensor, senders: list[int], gen: torch.Generator) -> torch.Tensor:
-        """Clip each row and add its own Gaussian noise (each row = one sub-client's message)."""
+    def privatize(self, deltas: torch.Tensor, senders: list[int], gens: list[torch.Generator]) -> torch.Tensor:
+        """Clip each row and add its own Gaussian noise, drawn from that sub-client's own
+        generator (each row = one sub-client's message)."""
         clipped = clip(deltas, update_norms(deltas), self.clip_bound)
         noise = torch.stack([gaussian_noise(deltas.shape[1], self.noise_std, gen, secure=self.secure,
-                                            device=deltas.device) for _ in range(deltas.shape[0])])
-        for h in senders:
-            self.messages[self.hospitals[h]] += 1
+                                            device=deltas.device) for gen in gens]) if len(gens) else clipped
         for h in set(senders):
-            self.rounds[self.hospitals[h]] += 1
-        return clipped + noise
-
-    def epsilon(self, hospital: str, accountant: str = "rdp", *, unit: str = "subclient") -> float:
-        """Epsilon spent by a sub-client of `hospital` (each sends once a round) or by the
-        hospital as a whole (all its sub-clients' messages composed)."""
-        count = self.rounds[hospital] if unit == "subclient" else self.messages[hospital]
-        return epsilon([(self.z, 1.0)] * count, delta=self.delta, accountant=accountant, sampling=EVERY_ROUND)
+            name = self.hospitals[h]
+            self.ledger.charge(f"local/{name}/subclient", self.z)
+            self.ledger.charge(f"local/{name}/hospital", self.z, count=senders.count(h))
+        return clipped + noise if len(gens) else clipped
 
     def max_epsilon(self, accountant: str = "rdp", *, unit: str = "subclient") -> float:
-        return max(self.epsilon(h, accountant, unit=unit) for h in self.hospitals)
+        return self.ledger.max_epsilon("local", unit, accountant)
 
-    def report(self, accountants=ACCOUNTANTS) -> dict:
+    def report(self, accountants=("rdp", "prv", "pld")) -> dict:
         return {"noise_multiplier": self.z, "noise_std": self.noise_std, "clip": self.clip_bound,
-                "delta": self.delta, "rounds": dict(self.rounds), "messages": dict(self.messages),
-                "epsilon_per_hospital": {h: {a: self.epsilon(h, a, unit="hospital") for a in accountants}
-                                         for h in self.hospitals},
-                # the sub-client (= patient) unit, and the hospital as a whole
+                "delta": self.delta,
                 "epsilon_max": {a: self.max_epsilon(a) for a in accountants},
                 "epsilon_hospital_max": {a: self.max_epsilon(a, unit="hospital") for a in accountants}}
 
     def state_dict(self) -> dict:
-        return {"z": self.z, "rounds": dict(self.rounds), "messages": dict(self.messages)}
+        return {"z": self.z}
 
     def load_state_dict(self, state: dict) -> None:
-        self.z, self.rounds, self.messages = state["z"], dict(state["rounds"]), dict(state["messages"])
+        self.z = state["z"]

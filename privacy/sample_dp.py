@@ -7,11 +7,8 @@ clipping, `--grad_sample_mode ghost`), clip each to `--max_grad_norm`,
 sum, add N(0, (z C)^2) and divide by the expected batch size (DPOptimizer; Abadi et al.,
 CCS 2016, Alg. 1). Local Adam then steps on the noised gradient.
 
-Accounting: every hospital has its own history of (z, q) per step actually taken. A
-patient belongs to one sub-client, so a round charges each hospital with the largest q
-and the most steps among its sub-clients that took part (exact with one sub-client,
-conservative with several). Epsilon comes from the shared accountants (Opacus RDP/PRV,
-dp-accounting PLD). With -N 1 this is plain centralised DP-SGD.
+Accounting: every hospital has its own account in the shared ledger ("sample/<hospital>")
+with one (z, q) entry per step actually taken. With -N 1 this is plain centralised DP-SGD.
 """
 from __future__ import annotations
 
@@ -20,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from opacus.accountants.utils import get_noise_multiplier
-
-from privacy.accountants import ACCOUNTANTS, Sampling, epsilon
+from privacy.accountants import Sampling, calibrate, epsilon
+from privacy.ledger import PrivacyLedger
 
 POISSON = Sampling("poisson", 1.0, 1, 1)  # per-step rates live in the history itself
+RECORD_ADJACENCY = "one record (a patient's image) added to or removed from a hospital's training data"
 
 
 @dataclass(frozen=True)
@@ -54,46 +51,43 @@ class PerSampleLoss(nn.Module):
         return per_sample if self.reduction == "none" else per_sample.mean()
 
 
-def sample_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                            accountant: str) -> float:
-    """z that keeps `steps` DP-SGD steps at rate `sample_rate` within `target_epsilon` (Opacus)."""
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                      steps=steps, accountant="prv" if accountant == "prv" else "rdp"))
+def opacus_steps_per_epoch(sample_rate: float) -> int:
+    """Logical batches Opacus's DPDataLoader draws per epoch: int(1 / q)."""
+    return int(1 / sample_rate)
 
 
-class SampleLevelLedger:
-    """Per-hospital history of DP-SGD steps: [(z, q), ...] one entry per step taken."""
+def sample_noise_multiplier(*, target_epsilon: float, delta: float, subclient_sizes: list[list[int]], batch: int,
+                            steps_per_round: int, rounds: int, accountant: str) -> float:
+    """The smallest z that keeps every hospital within `target_epsilon` over all planned
+    rounds, charged as `charge_round` charges it: each round with the largest rate
+    q = batch / n and the most steps among the hospital's sub-clients, where a sub-client
+    of n records takes the int(1 / q) steps per epoch that Opacus really draws
+    (`steps_per_round` = local epochs). subclient_sizes[h] lists hospital h's sub-clients."""
+    plans = set()
+    for sizes in subclient_sizes:
+        rates = [min(1.0, batch / n) for n in sizes if n > 0]
+        if rates:
+            plans.add((max(rates), max(opacus_steps_per_epoch(q) for q in rates) * steps_per_round * rounds))
 
-    def __init__(self, *, hospitals: list[str], noise_multiplier: float, delta: float):
-        self.hospitals = hospitals
-        self.z = noise_multiplier
-        self.delta = delta
-        self.history: dict[str, list[tuple[float, float]]] = {h: [] for h in hospitals}
-
-    def charge(self, hospital: str, *, sample_rate: float, steps: int) -> None:
-        self.history[hospital].extend([(self.z, sample_rate)] * steps)
-
-    def epsilon(self, hospital: str, accountant: str = "rdp") -> float:
-        return epsilon(self.history[hospital], delta=self.delta, accountant=accountant, sampling=POISSON)
-
-    def max_epsilon(self, accountant: str = "rdp") -> float:
-        return max(self.epsilon(h, accountant) for h in self.hospitals)
-
-    def report(self, accountants=ACCOUNTANTS) -> dict:
-        return {"noise_multiplier": self.z, "delta": self.delta,
-                "steps": {h: len(v) for h, v in self.history.items()},
-                "epsilon_per_hospital": {h: {a: self.epsilon(h, a) for a in accountants} for h in self.hospitals},
-                "epsilon_max": {a: self.max_epsilon(a) for a in accountants}}
-
-    def state_dict(self) -> dict:
-        return {"z": self.z, "delta": self.delta, "history": {h: list(v) for h, v in self.history.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.z, self.delta = state["z"], state["delta"]
-        self.history = {h: [tuple(e) for e in v] for h, v in state["history"].items()}
+    def spent(z: float) -> float:
+        return max(epsilon([(z, q)] * steps, delta=delta, accountant=accountant, sampling=POISSON)
+                   for q, steps in plans)
+    return calibrate(target_epsilon, spent, what="--sample_epsilon")
 
 
-def charge_round(ledger: SampleLevelLedger, steps_taken: dict[str, list[tuple[float, int]]]) -> None:
-    """steps_taken: hospital -> [(q, steps) per sub-client that trained this round]."""
+def open_sample_accounts(ledger: PrivacyLedger, hospitals: list[str], *, delta: float) -> None:
+    for h in hospitals:
+        ledger.open(f"sample/{h}", level="sample", unit="record", adjacency=RECORD_ADJACENCY, relation="add_remove",
+                    sampling=POISSON, delta=delta)
+
+
+def charge_round(ledger: PrivacyLedger, noise_multiplier: float, steps_taken: dict[str, list[tuple[float, int]]]) -> None:
+    """steps_taken: hospital -> [(q, steps) per sub-client that trained this round]. A record
+    is in one sub-client; charging each hospital with its largest q and most steps is exact
+    with one sub-client and conservative with several."""
     for hospital, runs in steps_taken.items():
-        ledger.charge(hospital, sample_rate=max(q for q, _ in runs), steps=max(s for _, s in runs))
+        runs = [(q, s) for q, s in runs if s > 0]
+        if not runs:
+            continue
+        ledger.charge(f"sample/{hospital}", noise_multiplier, rate=max(q for q, _ in runs),
+                      count=max(s for _, s in runs))

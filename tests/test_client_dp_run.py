@@ -5,25 +5,27 @@ import torch
 import torch.nn as nn
 
 import federated.loop as loop
-from federated.aggregate import RoundContext
 from federated.config import parse_config
 from federated.flat import FlatState
+from federated.privacy_setup import build_client_dp
 from federated.setup import build_federation
-from privacy.build import build_client_dp
+from privacy.client_dp import RoundPlan
+from privacy.ledger import PrivacyLedger
 from tests.test_loop import _run, crash_in_round
 
 DP = ["--mode", "dpsgd", "--adaclip", "--noise_multiplier", "1.0", "--delta", "0.01"]
 
 
-def test_dp_run_reports_both_units_under_three_accountants(tiny_args):
+def test_dp_run_reports_three_units_under_three_accountants(tiny_args):
     s = _run(tiny_args + DP + ["--ada_vn"])["summary"]
     p = s["privacy"]
     assert p["rounds_charged"] == 3 and p["delta"] == 0.01 and p["sample_rate"] == 1.0
-    for unit in ("subclient", "hospital"):
+    for unit in ("subclient", "hospital", "patient"):
         assert set(p["epsilon"][unit]) == {"rdp", "prv", "pld"}
         assert p["epsilon"][unit]["pld"] <= p["epsilon"][unit]["rdp"]
     assert p["epsilon"]["hospital"]["rdp"] >= p["epsilon"]["subclient"]["rdp"]
-    assert any("median" in item for item in p["report"]["not_covered"])
+    assert p["epsilon"]["patient"]["rdp"] > p["epsilon"]["subclient"]["rdp"]
+    assert any("median" in item for item in s["privacy_report"]["not_covered"])
     assert s["final_v"] >= 1
 
 
@@ -34,6 +36,7 @@ def test_per_round_privacy_log_ends_at_the_reported_epsilon(tiny_args):
     eps = out["summary"]["privacy"]["epsilon"]
     assert last["epsilon_subclient"] == pytest.approx(eps["subclient"]["rdp"])
     assert last["epsilon_hospital"] == pytest.approx(eps["hospital"]["rdp"])
+    assert last["epsilon_patient"] == pytest.approx(eps["patient"]["rdp"])
     assert last["v"] == 2.0
 
 
@@ -44,7 +47,7 @@ def test_probe_round_is_charged_and_its_aggregate_discarded(tiny_args):
     before = state.params.clone()
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     assert torch.equal(state.params, before)
-    assert fed.aggregate.ledger.rounds_charged == 1
+    assert fed.ledger.releases("client/subclient") == 1
     loop.run_round(fed, state, loop.subclient_data(fed, state), 1)
     assert not torch.equal(state.params, before)
 
@@ -56,7 +59,7 @@ def test_resplit_hands_each_hospital_its_averaged_optimizer_state(tiny_args):
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     old = [[s[0]["exp_avg"].clone() for s in per_h] for per_h in state.opt_states]
     # a tiny noise-to-norm ratio gives a factor < 1: v drops from 2 to 1
-    loop.adapt_subclients(fed, state, {"noise_norm": 1e-6, "aggregate_norm": 1.0, "norm_sum": 1.0}, 1)
+    loop.adapt_subclients(fed, state, {"expected_noise_norm": 1e-6, "aggregate_norm": 1.0, "norm_sum": 1.0}, 1)
     assert state.v == 1 and state.subclient_counts == [1, 1, 1]
     assert sorted(state.subclient_indices[0][0].tolist()) == list(range(16))
     expected = torch.stack(old[0]).mean(0)
@@ -68,7 +71,7 @@ def test_ledger_survives_a_crash_and_resume(tiny_args, monkeypatch):
     full = _run(args, "--exp", "full")
     crash_in_round(args + ["--exp", "resumed"], monkeypatch)
     checkpoint = torch.load(full["dir"].parent / "resumed" / "last.pt", weights_only=False)
-    assert checkpoint["aggregator"]["ledger"]["rounds_charged"] == 2
+    assert len(checkpoint["ledger"]["client/subclient"]["history"]) == 2
     resumed = _run(args, "--exp", "resumed", "--resume")
     assert resumed["metrics"] == full["metrics"]
     assert resumed["summary"]["privacy"]["epsilon"] == full["summary"]["privacy"]["epsilon"]
@@ -95,9 +98,9 @@ def test_batchnorm_running_statistics_are_privatised():
     assert running
     offsets = torch.cumsum(torch.tensor([0] + [t.numel() for t in flat.tensors]), 0)
     cfg = parse_config(["--mode", "dpsgd", "--noise_multiplier", "1.0", "--S", "1.0"])
-    dp = build_client_dp(cfg)
+    dp = build_client_dp(cfg, PrivacyLedger(), [1])
     deltas = torch.zeros(5, flat.numel)
-    out = dp(deltas, torch.full((5,), 0.2), RoundContext(0, 1, torch.Generator().manual_seed(0)))
+    out = dp.release(deltas, torch.full((5,), 0.2), RoundPlan(0, 1, 0.2, torch.Generator().manual_seed(0)))
     for i in running:
         assert out.update[offsets[i]:offsets[i + 1]].abs().sum() > 0  # noised like every other coordinate
 
@@ -122,13 +125,12 @@ def test_a_round_without_participants_is_still_charged(tiny_args):
     fed = build_federation(cfg)
     state = loop.initial_state(fed)
     shards = loop.subclient_data(fed, state)
-    idle = []
-    real_idle = fed.aggregate.charge_idle_round
-    fed.aggregate.charge_idle_round = lambda v: (idle.append(v), real_idle(v))
+    idle = 0
     for r in range(12):
-        loop.run_round(fed, state, shards, r)
+        _, stats = loop.run_round(fed, state, shards, r)
+        idle += not stats
     assert idle  # P(no hospital of 3 sampled at q = 0.3) = 0.34 a round; seed 0 has such rounds
-    assert fed.aggregate.ledger.rounds_charged == 12  # whether or not anyone was sampled
+    assert fed.ledger.releases("client/subclient") == 12  # whether or not anyone was sampled
 
 
 def test_strict_mode_reports_nothing_unnoised(tiny_args):
@@ -138,31 +140,33 @@ def test_strict_mode_reports_nothing_unnoised(tiny_args):
     assert ",train," not in out["metrics"]  # no training losses leave a hospital
     assert ",clipped_fraction," not in out["metrics"]
     assert s["best_round"] == 3  # the final model, not one picked on unnoised val scores
-    not_covered = s["privacy"]["report"]["not_covered"]
-    assert len(not_covered) == 2  # only the final test scores and the seeded noise source remain
-    assert "test scores" in not_covered[0] and "seeded generator" in not_covered[1]
+    not_covered = [item.split(":")[0] for item in s["privacy_report"]["not_covered"]]
+    # what remains: scores of the final model, diagnostics, the seeded randomness and simulation artefacts
+    assert not_covered == ["randomness", "validation scores", "test scores", "hospital sizes", "checkpoint last.pt"]
     # update + norm sum + clip count, every round
     assert s["privacy"]["rounds_charged"] == 4
 
 
 def test_faithful_mode_lists_the_unnoised_reports(tiny_args):
     s = _run(tiny_args + DP)["summary"]
-    assert any("training losses, validation scores" in item and "test scores" in item for item in s["privacy"]["report"]["not_covered"])
+    not_covered = " ".join(s["privacy_report"]["not_covered"])
+    assert "training losses" in not_covered and "validation scores" in not_covered and "test scores" in not_covered
 
 
 def test_idle_round_in_strict_mode_charges_every_planned_release(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0"])
-    dp = build_client_dp(cfg)
-    dp.charge_idle_round(2)
-    assert dp.ledger.history["subclient"] == [(1.0, 1.0), (5.0, 1.0), (5.0, 1.0)]  # update, norm sum, count
-    assert dp.ledger.history["hospital"][0] == (0.5, 1.0)
+    dp = build_client_dp(cfg, PrivacyLedger(), [2])
+    dp.charge_round(2)
+    z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum, count: one Gaussian
+    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0)]
+    assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0)]
 
 
 def test_strict_flags_reach_the_mechanism(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0",
                                     "--S", "3", "--clip_quantile", "0.7", "--clip_lr", "0.1",
                                     "--clip_count_noise", "2.5", "--norm_sum_noise", "4.0"])
-    dp = build_client_dp(cfg)
+    dp = build_client_dp(cfg, PrivacyLedger(), [1])
     policy = dp.clip_policy
     assert (policy.bound, policy.quantile, policy.lr, policy.count_noise) == (3.0, 0.7, 0.1, 2.5)
-    assert [r["subclient"][0] for r in dp.planned_releases(1)] == [1.0, 4.0, 2.5]
+    assert [r.std / r.sensitivity["subclient"] for r in dp.planned_releases(1)] == [1.0, 4.0, 2.5]

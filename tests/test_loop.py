@@ -155,13 +155,13 @@ def test_round_update_is_the_mean_of_local_deltas(tiny_args):
     fed = build_federation(cfg)
     captured = {}
 
-    real = fed.aggregate
+    real = fed.pipeline.round
 
-    def capture(deltas, weights, ctx):
-        captured["deltas"], captured["weights"] = deltas.clone(), weights.clone()
-        return real(deltas, weights, ctx)
+    def capture(params, deltas, part, round_idx, noise_gen, **kw):
+        captured["deltas"] = deltas.clone()
+        return real(params, deltas, part, round_idx, noise_gen, **kw)
 
-    fed.aggregate = capture
+    fed.pipeline.round = capture
     state = loop.initial_state(fed)
     before = state.params.clone()
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)

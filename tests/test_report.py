@@ -18,7 +18,8 @@ def _fake_run(root, mode, seed, metric, *, z=None, ada=False, eps=(3.0, 3.0), fi
         summary = {"test": {"acc": 0.5, "auc": metric}, "primary_metric": "auc", "final_v": 2 if ada else 1}
         if z is not None:
             summary["privacy"] = {"epsilon": {unit: {acc: e for acc in ("rdp", "prv", "pld")}
-                                              for unit, e in zip(("subclient", "hospital"), eps)}}
+                                              for unit, e in zip(("subclient", "hospital", "patient"),
+                                                                 (*eps, 3 * eps[0]))}}
         (d / "summary.json").write_text(json.dumps(summary))
 
 
@@ -35,12 +36,12 @@ def test_cells_average_seeds_and_list_every_missing_cell(tmp_path):
     rows = _rows(report([str(tmp_path)], out=None))
     # 4 optimizers x (no DP + one noise level x 2 settings)
     assert len(rows) == 12
-    assert rows[0] == "| – | DP-FedAvg | no DP | 2/2 | 0.8500 ± 0.0707 | 0.5000 ± 0.0000 | - | - | 1.0 |"
+    assert rows[0] == "| – | DP-FedAvg | no DP | 2/2 | 0.8500 ± 0.0707 | 0.5000 ± 0.0000 | - | - | - | 1.0 |"
     assert rows[1].startswith("| – | DP-FedAdam | no DP | 0/2 (missing seed 0 1) | missing")
     dp = next(r for r in rows if "DP-FedAvg | DP |" in r)
     assert "1/2 (unfinished seed 1)" in dp and "0.7000 ± 0.0000" in dp
     ours = next(r for r in rows if "DP-FedAdam | DP + intermediaries" in r)
-    assert "1/2 (missing seed 1)" in ours and "| 3.00 ± 0.00 | 9.00 ± 0.00 | 2.0 |" in ours
+    assert "1/2 (missing seed 1)" in ours and "| 3.00 ± 0.00 | 9.00 ± 0.00 | 9.00 ± 0.00 | 2.0 |" in ours
     assert sum("missing |" in r for r in rows) == 9  # the nine cells with no finished run
 
 

@@ -121,18 +121,18 @@ def test_dpnova_clips_the_normalised_updates(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpnova", "--noise_multiplier", "0.5", "-VN", "2", "--batch", "4"])
     fed = build_federation(cfg)
     seen = {}
-    real_update, real_aggregate = fed.trainer.update, fed.aggregate
+    real_update, real_release = fed.trainer.update, fed.client_dp.release
 
     def spy_update(*args, **kwargs):
         result, opt = real_update(*args, **kwargs)
         seen.setdefault("raw", []).append((result.delta.clone(), result.num_steps))
         return result, opt
 
-    def spy_aggregate(deltas, weights, ctx):
-        seen["sent"] = deltas.clone()
-        return real_aggregate(deltas, weights, ctx)
+    def spy_release(messages, weights, plan):
+        seen["sent"] = messages.clone()
+        return real_release(messages, weights, plan)
 
-    fed.trainer.update, fed.aggregate = spy_update, spy_aggregate
+    fed.trainer.update, fed.client_dp.release = spy_update, spy_release
     state = loop.initial_state(fed)
     _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     expected = torch.stack([d / s for d, s in seen["raw"]])

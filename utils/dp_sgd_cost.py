@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from utils.seeding import client_generator
 from federated.config import parse_config
 from federated.loop import initial_state, subclient_data
 from federated.setup import build_federation
@@ -29,7 +30,7 @@ def epoch_seconds(argv: list[str], epochs: int) -> tuple[list[float], str]:
         if fed.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fed.trainer.update(state.params, shard, None, lr=fed.cfg.lr, gen=state.rng["local"])
+        fed.trainer.update(state.params, shard, None, lr=fed.cfg.lr, gen=client_generator(fed.cfg.seed, i, 0, 0))
         if fed.device.type == "cuda":
             torch.cuda.synchronize()
         if i:  # the first epoch is a warm-up

@@ -5,7 +5,7 @@
 Every run folder below the given paths (one holding config.json) is placed in a cell:
 task x noise level x server optimizer x {no DP, DP, DP + intermediaries}. A cell reports
 the test metrics as mean +- sample std over its seeds and the epsilon spent per
-sub-client and per hospital (RDP, the paper's accountant; the CSV adds PRV and PLD).
+sub-client, per hospital and per patient (RDP, the paper's accountant; the CSV adds PRV and PLD).
 Every cell of the grid the sweep implies is listed: the four optimizers, every noise
 level seen for the task and the seeds seen for it; a cell without a finished run says
 `missing`, and one with fewer seeds says which are missing or unfinished.
@@ -32,7 +32,7 @@ OPTIMIZER_OF_MODE = {mode: name for name, *modes in OPTIMIZERS for mode in modes
 PRIVATE_MODES = {private for _, _, private in OPTIMIZERS}
 SETTINGS = ("no DP", "DP", "DP + intermediaries")
 ACCOUNTANTS = ("rdp", "prv", "pld")
-UNITS = ("subclient", "hospital")
+UNITS = ("subclient", "hospital", "patient")
 # Flags that do not make a different experiment (seed: the repetition inside a cell).
 NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
 CELL_FLAGS = {"mode", "noise_multiplier", "epsilon", "ada_vn", "init_vn", "ada_stable", "ada_prog"}
@@ -167,7 +167,7 @@ def markdown(by_task: dict[str, list[dict]], metrics: dict[str, list[str]]) -> s
     lines = []
     for task, rows in by_task.items():
         header = ["noise", "optimizer", "setting", "seeds", *metrics[task], "ε sub-client (RDP)",
-                  "ε hospital (RDP)", "final v"]
+                  "ε hospital (RDP)", "ε patient (RDP)", "final v"]
         lines += [f"**{task}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             seeds = f"{row['seeds']}/{row['seeds_expected']}"
@@ -177,11 +177,11 @@ def markdown(by_task: dict[str, list[dict]], metrics: dict[str, list[str]]) -> s
                 seeds += f" (unfinished seed {row['unfinished_seeds']})"
             noise = "–" if row["z"] == "" else f"z = {row['z']:g}"
             if row["seeds"] == 0:
-                values = ["missing"] * len(metrics[task]) + ["missing"] * 3
+                values = ["missing"] * len(metrics[task]) + ["missing"] * 4
             else:
                 values = [_pm(row, m) for m in metrics[task]]
                 values += [_pm(row, "eps_subclient_rdp", 2), _pm(row, "eps_hospital_rdp", 2),
-                           f"{row['final_v_mean']:.1f}"]
+                           _pm(row, "eps_patient_rdp", 2), f"{row['final_v_mean']:.1f}"]
             lines.append("| " + " | ".join([noise, row["optimizer"], row["setting"], seeds, *values]) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -198,7 +198,7 @@ def plot(by_task: dict[str, list[dict]], metrics: dict[str, list[str]], path: Pa
     colours = dict(zip([o[0] for o in OPTIMIZERS], ["C0", "C1", "C2", "C3"]))
     for ax_row, (task, rows) in zip(axes, by_task.items()):
         metric = metrics[task][0] if metrics[task] else None
-        for ax, unit in zip(ax_row, UNITS):
+        for ax, unit in zip(ax_row, ("subclient", "hospital")):
             for name, *_ in OPTIMIZERS:
                 for setting, style in (("DP", "-"), ("DP + intermediaries", "--")):
                     pts = sorted((r[f"eps_{unit}_rdp_mean"], r[f"{metric}_mean"]) for r in rows
@@ -213,7 +213,7 @@ def plot(by_task: dict[str, list[dict]], metrics: dict[str, list[str]], path: Pa
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel(f"ε per {'sub-client (= per patient)' if unit == 'subclient' else 'hospital'} (RDP)")
+            ax.set_xlabel(f"ε per {'sub-client' if unit == 'subclient' else 'hospital'} (RDP)")
             ax.set_ylabel(f"test {metric}")
             ax.set_title(f"{task}: dotted = no DP")
         ax_row[0].legend(fontsize=7)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from privacy.report import Output, undeclared
 from utils import io
 
 METRIC_FIELDS = ["round", "hospital", "split", "metric", "value"]
@@ -21,8 +22,9 @@ def metric_rows(round_idx: int, split: str, per_hospital: dict[str, dict]) -> li
 class RunRecorder:
     """Owns the files of one run folder; every write is atomic."""
 
-    def __init__(self, run_dir: Path, *, resume_round: int | None = None):
+    def __init__(self, run_dir: Path, *, outputs: list[Output], resume_round: int | None = None):
         self.dir = Path(run_dir)
+        self.outputs = outputs  # what the privacy report declares: nothing else may be logged
         self.dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         if resume_round is not None and self.metrics_path.exists():
@@ -42,7 +44,13 @@ class RunRecorder:
         io.write_json(self.dir / "config.json", config)
 
     def log(self, rows: list[dict]) -> None:
-        """Append rows, mirror them to TensorBoard, and rewrite metrics.csv atomically."""
+        """Append rows, mirror them to TensorBoard, and rewrite metrics.csv atomically.
+        A metric that no declared output covers is refused: it would leave the run without
+        a line in its privacy report."""
+        for r in rows:
+            if undeclared(self.outputs, r["split"], r["metric"]):
+                raise RuntimeError(f"metric {r['split']}/{r['metric']} is not declared in the run's outputs "
+                                   "(federated/privacy_setup.py: declared_outputs); declare it before logging it")
         self.rows.extend(rows)
         for r in rows:
             if not math.isnan(r["value"]):

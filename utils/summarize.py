@@ -1,11 +1,11 @@
 """Mean +- std of test metrics over runs (e.g. seeds), from their summary.json files.
 
     python -m utils.summarize experiments/synthetic-ich/seed*/RUN_NAME
-    python -m utils.summarize --table experiments/dp_table     # one Markdown row per setting
+    python -m utils.summarize --table experiments/intermediary_study   # one Markdown row per setting
 
 With --table, every finished run below the folder is grouped by its configuration minus
 the seed; each group becomes a row with the test metrics as mean +- sample std over seeds,
-the final intermediary count and the final epsilon of both units (RDP, as the run's
+the final intermediary count and the final epsilon of the three units (RDP, as the run's
 ledger reports it).
 """
 from __future__ import annotations
@@ -57,10 +57,10 @@ def _row(runs: list[tuple[dict, dict]]) -> tuple[tuple, list[str]]:
     privacy = [s.get("privacy") for s in summaries]
     private = privacy[0] is not None
     eps = {u: mean_std([p["epsilon"][u]["rdp"] for p in privacy]) if private else "-"
-           for u in ("subclient", "hospital")}
+           for u in ("subclient", "hospital", "patient")}
     setting = (f"z={config['noise_multiplier']}" if private else "no DP") + (", ada_vn" if config.get("ada_vn") else "")
     cells = [config["data"], setting, str(len(runs)), *summarize(summaries).values(),
-             f"{np.mean([s['final_v'] for s in summaries]):.1f}", eps["subclient"], eps["hospital"]]
+             f"{np.mean([s['final_v'] for s in summaries]):.1f}", eps["subclient"], eps["hospital"], eps["patient"]]
     order = (config["data"], config["noise_multiplier"] or 0.0, bool(config.get("ada_vn")))
     return order, cells
 
@@ -75,7 +75,7 @@ def table(root: Path) -> str:
         rows = sorted(by_task[task])
         metrics = rows[0][1]
         header = ["task", "setting", "seeds", *[f"test {m}" for m in metrics], "final v",
-                  "eps sub-client (RDP)", "eps hospital (RDP)"]
+                  "eps sub-client (RDP)", "eps hospital (RDP)", "eps patient (RDP)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for (_, cells), _ in rows]
         lines.append("")

@@ -51,7 +51,7 @@ def _run_one(job: tuple[list[str], str, int]) -> tuple[str, int, float]:
     argv, log_path, threads = job
     import torch
 
-    import fed_train
+    from federated import cli
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -59,7 +59,7 @@ def _run_one(job: tuple[list[str], str, int]) -> tuple[str, int, float]:
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print("python fed_train.py " + shlex.join(argv), flush=True)
         try:
-            code = fed_train.main(argv + ["--no_progress"])
+            code = cli.main(argv + ["--no_progress"])
         except SystemExit as exc:  # argparse errors
             code = exc.code if isinstance(exc.code, int) else 2
         except Exception:  # keep the sweep going; the log holds the traceback

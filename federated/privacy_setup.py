@@ -1,0 +1,186 @@
+"""Wire the privacy parts from a Config: the client-level release, DP-SGD, local update DP,
+the one ledger they all charge, and the declared list of everything the run writes."""
+from __future__ import annotations
+
+import torch.nn as nn
+from opacus.validators import ModuleValidator
+
+from datasets.base import SEGMENTATION, FederatedData
+from federated.config import Config, ConfigError
+from privacy.accountants import Sampling, calibrate, epsilon
+from privacy.client_dp import ClientLevelDP, round_releases
+from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
+from privacy.events import combined_multiplier, relation
+from privacy.ledger import PrivacyLedger
+from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
+from privacy.report import Output
+from privacy.sample_dp import SampleDPSettings, open_sample_accounts, sample_noise_multiplier
+
+
+def sampling_of(cfg: Config) -> Sampling:
+    n, q = cfg.clients, cfg.sample_rate
+    if q >= 1:
+        return Sampling("all", 1.0, n, n)
+    if cfg.client_sampling == "fixed":
+        m = max(1, int(n * q))
+        return Sampling("fixed", m / n, n, m)
+    return Sampling("poisson", q, n, max(1, round(n * q)))
+
+
+def _count_noise(cfg: Config) -> float | None:
+    return cfg.clip_count_noise if cfg.strict_dp and cfg.adaclip else None
+
+
+def client_noise_multiplier(cfg: Config, counts: list[int]) -> float:
+    """--noise_multiplier, or the z that --epsilon calibrates for the planned rounds (the
+    probe round of --ada_vn / --init_vn included), with the round's releases composed as
+    they are charged and the hospital unit at the real largest sub-client count."""
+    if cfg.noise_multiplier is not None:
+        return cfg.noise_multiplier
+    sampling, unit = sampling_of(cfg), cfg.target_unit
+
+    def spent(z: float) -> float:
+        releases = round_releases(z=z, sampling=sampling, subclients=max(counts),
+                                  norm_sum_noise=cfg.norm_sum_noise if cfg.strict_dp else None,
+                                  count_noise=_count_noise(cfg))
+        m = combined_multiplier(releases, unit)
+        return epsilon([(m, sampling.rate)] * cfg.rounds, delta=cfg.delta, accountant=cfg.accountant,
+                       sampling=sampling, relation=relation(unit, sampling))
+    try:
+        return calibrate(cfg.epsilon, spent, what=f"--epsilon (--target_unit {unit}, {cfg.rounds} rounds)")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def build_client_dp(cfg: Config, ledger: PrivacyLedger, counts: list[int]) -> ClientLevelDP:
+    if cfg.noclip:
+        clip_policy = NoClip()
+    elif cfg.adaclip and cfg.strict_dp:
+        clip_policy = QuantileClip(cfg.S, quantile=cfg.clip_quantile, lr=cfg.clip_lr, count_noise=cfg.clip_count_noise)
+    elif cfg.adaclip:
+        clip_policy = MedianClip()
+    else:
+        clip_policy = FixedClip(cfg.S)
+    budget = cfg.epsilon if cfg.dp_mode == "bounded" else None
+    return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, counts), clip_policy=clip_policy,
+                         noise_scale_when_unclipped=cfg.S, ledger=ledger, sampling=sampling_of(cfg), delta=cfg.delta,
+                         secure=cfg.secure_rng, strict=cfg.strict_dp, norm_sum_noise=cfg.norm_sum_noise,
+                         budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant)
+
+
+def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_name: str, ledger: PrivacyLedger,
+                    subclient_sizes: list[list[int]]) -> SampleDPSettings | None:
+    """--dp_level sample: the DP-SGD settings for the local trainer; opens its accounts."""
+    if cfg.dp_level != "sample":
+        return None
+    problems = ModuleValidator.validate(model, strict=False)
+    if problems:
+        raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "
+                          "gradients need layers that do not mix samples: use a GroupNorm model such as "
+                          "dpresnet, resnet9, cnn or unet_small")
+    if cfg.grad_sample_mode == "ghost" and data.task == SEGMENTATION:
+        raise ConfigError("--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss "
+                          "(DiceCE) does not provide here; use --grad_sample_mode hooks")
+    z = cfg.sample_noise
+    if z is None:
+        try:
+            z = sample_noise_multiplier(target_epsilon=cfg.sample_epsilon, delta=cfg.sample_delta,
+                                        subclient_sizes=subclient_sizes, batch=cfg.batch,
+                                        steps_per_round=cfg.local_epochs, rounds=cfg.rounds, accountant=cfg.accountant)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    open_sample_accounts(ledger, [h.name for h in data.hospitals], delta=cfg.sample_delta)
+    return SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode)
+
+
+def build_local_update_dp(cfg: Config, data: FederatedData, ledger: PrivacyLedger) -> LocalUpdateDP | None:
+    """--dp_level update_local: z given, or calibrated over all --rounds for --local_epsilon."""
+    if cfg.dp_level != "update_local":
+        return None
+    z = cfg.local_noise
+    if z is None:
+        try:
+            z = local_noise_multiplier(target_epsilon=cfg.local_epsilon, rounds=cfg.rounds, delta=cfg.local_delta,
+                                       accountant=cfg.accountant)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return LocalUpdateDP(noise_multiplier=z, clip_bound=cfg.local_clip, delta=cfg.local_delta, secure=cfg.secure_rng,
+                         hospitals=[h.name for h in data.hospitals], ledger=ledger)
+
+
+def declared_outputs(cfg: Config) -> list[Output]:
+    """Everything the run writes besides the declared releases, with what protects it.
+    The recorder refuses a metric that no entry here declares."""
+    private, strict = cfg.private, cfg.strict_dp
+    nc, pp, cov = "not covered", "post-processing", "covered"
+    out = []
+    if private:
+        out.append(Output("model updates", cov, "each sub-client's whole update (every floating tensor, "
+                          "normalisation buffers included) is clipped and the server adds Gaussian noise to the sum"))
+        out.append(Output("epsilon per round", pp, "read from the ledger", (("privacy", "epsilon_*"),)))
+        out.append(Output("aggregate norm", pp, "norm of the released (noised) aggregate",
+                          (("privacy", "aggregate_norm"),)))
+        clip_status, clip_what = {
+            "fixed": (pp, "the fixed clip bound --S and the noise std it sets (public)"),
+            "median": (nc, "--adaclip: the clip bound is the median of the round's unprotected update norms, and the "
+                           "noise std and expected noise norm are proportional to it"),
+            "quantile": (pp, "--adaclip --strict_dp: the clip bound follows a noised count of unclipped updates "
+                             "(charged to the ledger)"),
+            "none": (nc, "--noclip: updates are not clipped, so no finite epsilon holds"),
+        }[_clip_kind(cfg)]
+        out.append(Output("clip bound", clip_status, clip_what, (("privacy", "clip_bound"), ("privacy", "noise_std"),
+                                                                ("privacy", "expected_noise_norm"))))
+        if strict:
+            out.append(Output("intermediary statistic", cov, f"sum of clipped update norms released with noise "
+                              f"multiplier {cfg.norm_sum_noise}, charged with the update",
+                              (("privacy", "norm_sum"),)))
+            out.append(Output("intermediary count", pp, "v and the split factor, from released quantities only "
+                              "(the expected noise norm, not the realised noise)",
+                              (("privacy", "v"), ("privacy", "split_factor"))))
+        else:
+            out.append(Output("norm statistics", nc, "the sum of unprotected update norms, the clipped fraction and "
+                              "the sum of clipped norms are logged every round",
+                              (("privacy", "norm_sum"), ("privacy", "clipped_fraction"),
+                               ("privacy", "clipped_norm_sum"))))
+            out.append(Output("intermediary count", nc if cfg.adaptive_subclients else pp,
+                              "--ada_vn/--init_vn: v follows the unprotected norm sum" if cfg.adaptive_subclients
+                              else "v is fixed by -VN", (("privacy", "v"), ("privacy", "split_factor"))))
+        if cfg.mode == "dpnova":
+            out.append(Output("step normalisation", nc, "--mode dpnova: each update is divided by its local step "
+                              "count and the server scales by tau_eff; step counts follow from sub-client sizes"))
+        if cfg.weighted_avg:
+            out.append(Output("aggregation weights", nc, "--weighted_avg: weights use sub-client sample counts"))
+        if not cfg.secure_rng:
+            out.append(Output("randomness", nc, "noise, client sampling and the sub-client assignment key come from "
+                              "--seed (reproducible, predictable); --secure_rng draws them from the OS"))
+    else:
+        out.append(Output("model updates", nc, "no client-level DP: updates are averaged without noise"))
+        out.append(Output("round statistics", nc, "v, update norms and the aggregate norm",
+                          (("privacy", "v"), ("privacy", "norm_sum"), ("privacy", "aggregate_norm"),
+                           ("privacy", "split_factor"))))
+    if cfg.dp_level == "sample":
+        out.append(Output("DP-SGD", cov, "local steps clip per-sample gradients and add noise (Opacus); "
+                           "sample-level accounts per hospital", (("privacy", "epsilon_sample_max"),)))
+    if cfg.dp_level == "update_local":
+        out.append(Output("local update DP", cov, "each sub-client clips its update and adds noise before sending",
+                          (("privacy", "epsilon_local_*"),)))
+    if not strict:
+        out.append(Output("training losses", nc, "per-hospital training losses, every round", (("train", "loss"),)))
+    out.append(Output("validation scores", nc, "per-hospital validation scores, every round" +
+                      (" (diagnostics only: the final model is kept)" if strict else "; they pick the best round"),
+                      (("val", "*"),)))
+    out.append(Output("test scores", nc, "per-hospital test scores of the final model, and fairness metrics",
+                      (("test", "*"), ("test_fairness", "*"))))
+    out.append(Output("hospital sizes", nc, "records per hospital and sub-client counts (printed and in the summary)"))
+    out.append(Output("checkpoint last.pt", nc, "a simulation artefact of the server side: every sub-client's "
+                      "optimizer moments, the RNG states and the sub-client assignment key; a deployment keeps "
+                      "these at the hospitals"))
+    return out
+
+
+def _clip_kind(cfg: Config) -> str:
+    if cfg.noclip:
+        return "none"
+    if cfg.adaclip:
+        return "quantile" if cfg.strict_dp else "median"
+    return "fixed"

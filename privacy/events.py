@@ -1,0 +1,90 @@
+"""What one round releases, seen from each protected unit.
+
+A round of client-level DP releases one or more Gaussians computed on the same sampled set
+of hospitals: the noised sum of clipped updates, and under --strict_dp the noised sum of
+clipped norms (the intermediary statistic) and the noised count of unclipped updates (the
+adaptive clip bound). Each release declares its noise std and how far one unit can move
+what it releases (its sensitivity for that unit). Gaussians released together on the same
+sample compose into one Gaussian whose multiplier is
+
+    z_eff = (sum_i (sensitivity_i / std_i)^2)^(-1/2),
+
+which is then subsampled once (not once per release: the releases share the sample).
+
+Three units (the run's report states each one's adjacency):
+
+- hospital: present or absent with all its v sub-clients (v clipped updates, so v times the
+  sub-client's sensitivity; Jiang et al., MICCAI 2023, Sec. 2.2). The largest v over all
+  hospitals is charged, whoever was sampled.
+- sub-client: present or absent (its clipped update moves the sum by at most C).
+- patient: changes inside a sub-client that stays present, so its clipped update can move
+  from one point of the C-ball to another: distance 2C (norm sum and count move by C and 1).
+
+Under fixed-size sampling the number of hospitals is public, so every unit is analysed
+under replacement (a replaced sub-client also moves the sum by 2C).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from privacy.accountants import Sampling
+
+UNITS = ("hospital", "subclient", "patient")
+
+ADJACENCY = {
+    "hospital": "one hospital added or removed with all its sub-clients (replaced under fixed-size sampling); "
+                "charged with the largest sub-client count v over hospitals",
+    "subclient": "one sub-client added or removed (replaced under fixed-size sampling)",
+    "patient": "one patient's records changed inside a sub-client that stays present (its clipped update moves "
+               "by up to 2C); records are assigned to sub-clients by a keyed hash, so other records stay put",
+}
+
+
+def relation(unit: str, sampling: Sampling) -> str:
+    """The neighbouring relation under which `unit` is accounted."""
+    if unit == "patient" or sampling.kind == "fixed":
+        return "replace"
+    return "add_remove"
+
+
+@dataclass(frozen=True)
+class GaussianRelease:
+    """One Gaussian release: its noise std and each unit's sensitivity (L2 distance
+    between what the release computes on two neighbouring datasets)."""
+    name: str
+    std: float
+    sensitivity: dict[str, float]
+
+
+def update_release(*, std: float, clip: float, subclients: int, sampling: Sampling) -> GaussianRelease:
+    """The noised sum of clipped updates (std on the sum, before any denominator)."""
+    move = 2.0 if sampling.kind == "fixed" else 1.0  # replacing a participant moves it across the C-ball
+    return GaussianRelease("update", std, {"hospital": move * subclients * clip, "subclient": move * clip,
+                                           "patient": 2.0 * clip})
+
+
+def norm_sum_release(*, std: float, clip: float, subclients: int) -> GaussianRelease:
+    """The noised sum of clipped update norms (each in [0, C])."""
+    return GaussianRelease("norm_sum", std, {"hospital": subclients * clip, "subclient": clip, "patient": clip})
+
+
+def count_release(*, std: float, subclients: int) -> GaussianRelease:
+    """The noised count of unclipped updates (each sub-client adds 0 or 1)."""
+    return GaussianRelease("clip_count", std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
+
+
+def combined_multiplier(releases: list[GaussianRelease], unit: str) -> float:
+    """The multiplier of the one Gaussian that releases on the same sample compose into;
+    0 when a release has no noise or no finite sensitivity (no guarantee)."""
+    mu_squared = 0.0
+    for r in releases:
+        s = r.sensitivity[unit]
+        if r.std <= 0 or math.isinf(s):
+            return 0.0
+        mu_squared += (s / r.std) ** 2
+    return math.inf if mu_squared == 0 else 1.0 / math.sqrt(mu_squared)
+
+
+def round_multipliers(releases: list[GaussianRelease]) -> dict[str, float]:
+    return {unit: combined_multiplier(releases, unit) for unit in UNITS}
