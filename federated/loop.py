@@ -196,10 +196,9 @@ def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) 
 
 def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
     client_dp = fed.client_dp.state_dict() if fed.client_dp is not None else None
-    local_dp = fed.local_update_dp.state_dict() if fed.local_update_dp is not None else None
     io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
-                   "server": fed.server.state_dict(), "client_dp": client_dp, "local_dp": local_dp,
-                   "ledger": fed.ledger.state_dict()}, path)
+                   "server": fed.server.state_dict(), "client_dp": client_dp, "ledger": fed.ledger.state_dict()},
+                  path)
 
 
 def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int, metrics: dict) -> None:

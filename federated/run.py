@@ -106,8 +106,6 @@ def run_training(cfg: Config) -> dict:
         fed.server.load_state_dict(checkpoint["server"])
         if fed.client_dp is not None:
             fed.client_dp.load_state_dict(checkpoint["client_dp"])
-        if fed.local_update_dp is not None:
-            fed.local_update_dp.load_state_dict(checkpoint["local_dp"])
         fed.ledger.load_state_dict(checkpoint["ledger"])
         recorder = RunRecorder(folder, resume_round=state.next_round - 1, outputs=fed.outputs)
     recorder.write_config(cfg.to_dict())

@@ -45,9 +45,9 @@ def round_releases(*, z: float, sampling: Sampling, subclients: int, clipped: bo
     """The Gaussians one round releases, in units of the clip bound (C = 1; only the ratio
     of std to sensitivity matters): the update, and with --strict_dp the norm sum and,
     with --adaclip, the clip count."""
-    releases = [update_release(std=z, clip=1.0 if clipped else math.inf, subclients=subclients, sampling=sampling)]
+    releases = [update_release(std=z, subclients=subclients, sampling=sampling, clipped=clipped)]
     if norm_sum_noise is not None:
-        releases.append(norm_sum_release(std=norm_sum_noise, clip=1.0, subclients=subclients))
+        releases.append(norm_sum_release(std=norm_sum_noise, subclients=subclients))
     if count_noise is not None:
         releases.append(count_release(std=count_noise, subclients=subclients))
     return releases

@@ -50,28 +50,28 @@ def relation(unit: str, sampling: Sampling) -> str:
 
 @dataclass(frozen=True)
 class GaussianRelease:
-    """One Gaussian release: its noise std and each unit's sensitivity (L2 distance
-    between what the release computes on two neighbouring datasets)."""
-    name: str
+    """One Gaussian release in units of the clip bound C: its noise std and each unit's
+    sensitivity (L2 distance between what it computes on two neighbouring datasets)."""
     std: float
     sensitivity: dict[str, float]
 
 
-def update_release(*, std: float, clip: float, subclients: int, sampling: Sampling) -> GaussianRelease:
-    """The noised sum of clipped updates (std on the sum, before any denominator)."""
+def update_release(*, std: float, subclients: int, sampling: Sampling, clipped: bool = True) -> GaussianRelease:
+    """The noised sum of clipped updates; without clipping no sensitivity bound exists."""
+    if not clipped:
+        return GaussianRelease(std, dict.fromkeys(UNITS, math.inf))
     move = 2.0 if sampling.kind == "fixed" else 1.0  # replacing a participant moves it across the C-ball
-    return GaussianRelease("update", std, {"hospital": move * subclients * clip, "subclient": move * clip,
-                                           "patient": 2.0 * clip})
+    return GaussianRelease(std, {"hospital": move * subclients, "subclient": move, "patient": 2.0})
 
 
-def norm_sum_release(*, std: float, clip: float, subclients: int) -> GaussianRelease:
+def norm_sum_release(*, std: float, subclients: int) -> GaussianRelease:
     """The noised sum of clipped update norms (each in [0, C])."""
-    return GaussianRelease("norm_sum", std, {"hospital": subclients * clip, "subclient": clip, "patient": clip})
+    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
 
 
 def count_release(*, std: float, subclients: int) -> GaussianRelease:
-    """The noised count of unclipped updates (each sub-client adds 0 or 1)."""
-    return GaussianRelease("clip_count", std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
+    """The noised count of unclipped updates (each sub-client adds 0 or 1; here C plays no part)."""
+    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
 
 
 def combined_multiplier(releases: list[GaussianRelease], unit: str) -> float:
@@ -83,7 +83,7 @@ def combined_multiplier(releases: list[GaussianRelease], unit: str) -> float:
         if r.std <= 0 or math.isinf(s):
             return 0.0
         mu_squared += (s / r.std) ** 2
-    return math.inf if mu_squared == 0 else 1.0 / math.sqrt(mu_squared)
+    return 1.0 / math.sqrt(mu_squared)
 
 
 def round_multipliers(releases: list[GaussianRelease]) -> dict[str, float]:

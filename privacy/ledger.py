@@ -55,13 +55,9 @@ class PrivacyLedger:
         history = a.history + [(m, a.sampling.rate) for m in extra or []]
         return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation)
 
-    def names(self, level: str | None = None) -> list[str]:
-        return [n for n, a in self.accounts.items() if level is None or a.level == level]
-
     def max_epsilon(self, level: str, unit: str, accountant: str = "rdp") -> float:
         """The largest epsilon among the accounts of (level, unit), e.g. over hospitals."""
-        values = [self.epsilon(n, accountant) for n, a in self.accounts.items() if (a.level, a.unit) == (level, unit)]
-        return max(values, default=0.0)
+        return max(self.epsilon(n, accountant) for n, a in self.accounts.items() if (a.level, a.unit) == (level, unit))
 
     def report(self, accountants=ACCOUNTANTS) -> dict:
         """Every account: unit, adjacency, sampling, releases and epsilon under each accountant."""

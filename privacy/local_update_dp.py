@@ -24,9 +24,8 @@ ADJACENCY = {"subclient": "one sub-client's data replaced (also each of its pati
 
 
 def local_noise_multiplier(*, target_epsilon: float, rounds: int, delta: float, accountant: str) -> float:
-    def spent(z: float) -> float:
-        return epsilon([(z, 1.0)] * rounds, delta=delta, accountant=accountant, sampling=EVERY_ROUND,
-                       relation="replace")
+    def spent(z: float) -> float:  # one unsampled Gaussian a round (the relation plays no part at q = 1)
+        return epsilon([(z, 1.0)] * rounds, delta=delta, accountant=accountant, sampling=EVERY_ROUND)
     return calibrate(target_epsilon, spent, what="--local_epsilon")
 
 
@@ -49,12 +48,12 @@ class LocalUpdateDP:
         generator (each row = one sub-client's message)."""
         clipped = clip(deltas, update_norms(deltas), self.clip_bound)
         noise = torch.stack([gaussian_noise(deltas.shape[1], self.noise_std, gen, secure=self.secure,
-                                            device=deltas.device) for gen in gens]) if len(gens) else clipped
+                                            device=deltas.device) for gen in gens])
         for h in set(senders):
             name = self.hospitals[h]
             self.ledger.charge(f"local/{name}/subclient", self.z)
             self.ledger.charge(f"local/{name}/hospital", self.z, count=senders.count(h))
-        return clipped + noise if len(gens) else clipped
+        return clipped + noise
 
     def max_epsilon(self, accountant: str = "rdp", *, unit: str = "subclient") -> float:
         return self.ledger.max_epsilon("local", unit, accountant)
@@ -64,9 +63,3 @@ class LocalUpdateDP:
                 "delta": self.delta,
                 "epsilon_max": {a: self.max_epsilon(a) for a in accountants},
                 "epsilon_hospital_max": {a: self.max_epsilon(a, unit="hospital") for a in accountants}}
-
-    def state_dict(self) -> dict:
-        return {"z": self.z}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.z = state["z"]

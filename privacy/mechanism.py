@@ -44,12 +44,3 @@ def gaussian_noise(numel: int, std: float, gen: torch.Generator, *, secure: bool
     radius = np.sqrt(-2.0 * np.log(u1))
     z = np.concatenate([radius * np.cos(2 * np.pi * u2), radius * np.sin(2 * np.pi * u2)])[:numel]
     return torch.from_numpy(std * z).float().to(device)
-
-
-def noisy_weighted_sum(clipped: torch.Tensor, weights: torch.Tensor, *, bound: float, noise_multiplier: float,
-                       gen: torch.Generator, secure: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """sum_k w_k * clipped_k + N(0, (z * C * max_k w_k)^2): returns (aggregate, noise, std)."""
-    weights = weights.to(clipped)
-    std = noise_multiplier * bound * float(weights.max())
-    noise = gaussian_noise(clipped.shape[1], std, gen, secure=secure, device=clipped.device)
-    return weights @ clipped + noise, noise, std

@@ -112,6 +112,8 @@ def test_local_update_dp_noise_has_the_calibrated_std(tmp_path):
     expected = z * 2 * 0.5
     for row in rows:  # each hospital's message separately
         assert row.std().item() == pytest.approx(expected, rel=0.02)
+    report = fed.local_update_dp.report()
+    assert (report["noise_std"], report["clip"]) == (pytest.approx(expected), 0.5)
     assert not torch.allclose(rows[0], rows[1])  # independent noise per sender
 
 
@@ -184,3 +186,68 @@ def test_dp_sgd_refuses_batchnorm_models(tmp_path):
                         "--save_path", str(tmp_path)])
     with pytest.raises(ConfigError, match="GroupNorm model"):
         build_federation(cfg)
+
+
+# --- pinned by mutation testing -------------------------------------------------------------
+def test_sample_calibration_charges_the_largest_rate_and_the_most_steps():
+    from privacy.accountants import Sampling, epsilon
+    from privacy.sample_dp import sample_noise_multiplier
+    # a one-record sub-client (q = 1, one step an epoch) next to an empty one and a 64-record one
+    # (q = 1/4, four steps)
+    z = sample_noise_multiplier(target_epsilon=3.0, delta=1e-5, subclient_sizes=[[1, 0, 64]], batch=16,
+                                steps_per_round=1, rounds=2, accountant="rdp")
+    spent = lambda z: epsilon([(z, 1.0)] * 8, delta=1e-5, accountant="rdp",  # noqa: E731
+                              sampling=Sampling("poisson", 1.0, 1, 1))
+    assert spent(z) <= 3.0 < spent(z * 0.995)
+    with pytest.raises(ValueError, match="^--sample_epsilon 1e-09 is not reachable"):
+        sample_noise_multiplier(target_epsilon=1e-9, delta=1e-5, subclient_sizes=[[4]], batch=8, steps_per_round=1,
+                                rounds=1000, accountant="rdp")
+
+
+def test_sample_charge_skips_subclients_that_took_no_step():
+    from privacy.ledger import PrivacyLedger
+    from privacy.sample_dp import charge_round, open_sample_accounts
+    ledger = PrivacyLedger()
+    open_sample_accounts(ledger, ["h0", "h1"], delta=1e-5)
+    charge_round(ledger, 1.0, {"h0": [(1.0, 0)], "h1": [(1.0, 0), (0.75, 1), (0.5, 2)]})
+    assert ledger.releases("sample/h0") == 0
+    assert ledger.accounts["sample/h1"].history == [(1.0, 0.75)] * 2  # the largest rate, the most steps
+    report = ledger.report()["sample/h1"]
+    assert report["unit"] == "record" and "record" in report["adjacency"]
+
+
+def test_local_noise_calibration_names_its_flag():
+    from privacy.local_update_dp import local_noise_multiplier
+    with pytest.raises(ValueError, match="^--local_epsilon 1e-09 is not reachable"):
+        local_noise_multiplier(target_epsilon=1e-9, rounds=1000, delta=1e-5, accountant="rdp")
+
+
+def test_per_sample_loss_returns_the_batch_mean_unless_asked_per_sample():
+    from privacy.sample_dp import PerSampleLoss
+    loss = PerSampleLoss(torch.nn.CrossEntropyLoss())
+    out, target = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1])
+    per_sample = torch.nn.functional.cross_entropy(out, target, reduction="none")
+    assert torch.allclose(loss(out, target), per_sample.mean())
+    loss.reduction = "none"
+    assert torch.allclose(loss(out, target), per_sample)
+    with pytest.raises(ValueError, match="MSELoss"):
+        PerSampleLoss(torch.nn.MSELoss())
+
+
+def test_local_noise_comes_from_each_senders_own_generator():
+    from privacy.ledger import PrivacyLedger
+    from privacy.local_update_dp import LocalUpdateDP
+    dp = LocalUpdateDP(noise_multiplier=1.0, clip_bound=1.0, delta=1e-5, secure=False, hospitals=["h"],
+                       ledger=PrivacyLedger())
+    deltas = torch.zeros(2, 1000)
+    gens = lambda: [torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)]  # noqa: E731
+    torch.manual_seed(0)
+    a = dp.privatize(deltas, [0, 0], gens())
+    torch.manual_seed(1)
+    b = dp.privatize(deltas, [0, 0], gens())
+    assert torch.equal(a, b) and not torch.equal(a[0], a[1])
+    assert dp.ledger.releases("local/h/subclient") == 2 and dp.ledger.releases("local/h/hospital") == 4
+    report = dp.report()
+    assert report["epsilon_max"]["pld"] < report["epsilon_max"]["rdp"]
+    assert report["epsilon_hospital_max"]["pld"] < report["epsilon_hospital_max"]["rdp"]
+    assert all(a["adjacency"] for a in dp.ledger.report().values())

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from federated.pipeline import round_weights
@@ -49,3 +50,41 @@ def test_evaluation_scores_each_hospital_with_its_own_parameters():
     names = [n for n in shared if n != MEAN]
     assert mixed[names[0]] == shared[names[0]] and mixed[names[2]] == shared[names[2]]
     assert mixed[names[1]] != shared[names[1]]
+
+
+def _participants(members, sizes):
+    from federated.pipeline import Participants
+    return Participants(members, [sizes[h][k] for h, k in members], [1] * len(members), sizes,
+                        [torch.Generator().manual_seed(i) for i in range(len(members))])
+
+
+def test_private_weights_have_fixed_denominators():
+    from federated.config import parse_config
+    from federated.pipeline import private_weights
+    from tests.conftest import TINY
+    sizes = [[5, 6], [7, 8], [9, 10]]
+    cfg = parse_config(TINY + ["--mode", "dpsgd", "--noise_multiplier", "1", "-sr", "0.5", "--client_sampling",
+                               "poisson"])
+    w, largest = private_weights(cfg, _participants([(1, 0), (1, 1)], sizes))
+    assert torch.allclose(w, torch.full((2,), 1 / 3)) and largest == pytest.approx(1 / 3)  # 1 / (0.5 * 6)
+    cfg = parse_config(TINY + ["--mode", "dpsgd", "--noise_multiplier", "1", "--weighted_avg"])
+    w, largest = private_weights(cfg, _participants([(0, 0), (2, 1)], sizes))
+    assert torch.allclose(w, torch.tensor([5 / 45, 10 / 45])) and largest == pytest.approx(10 / 45)
+    assert w.dtype == torch.float32
+
+
+def test_private_release_is_the_clipped_mean_plus_noise_of_the_planned_std():
+    from federated import loop
+    from federated.config import parse_config
+    from federated.setup import build_federation
+    from tests.conftest import TINY
+    fed = build_federation(parse_config(TINY + ["--mode", "dpsgd", "--noise_multiplier", "1e-6", "--S", "1.0"]))
+    state = loop.initial_state(fed)
+    sizes = [[len(i) for i in per_h] for per_h in state.subclient_indices]
+    deltas = torch.randn(3, state.params.numel(), generator=torch.Generator().manual_seed(0))
+    part = _participants([(0, 0), (1, 0), (2, 0)], sizes)
+    zero = torch.zeros(state.params.numel())
+    update, stats = fed.pipeline.round(zero, deltas, part, 0, torch.Generator().manual_seed(1))
+    clipped = deltas / torch.linalg.vector_norm(deltas, dim=1, keepdim=True)
+    assert torch.allclose(update, clipped.mean(0), atol=1e-5)
+    assert stats["noise_std"] == pytest.approx(1e-6 / 3)

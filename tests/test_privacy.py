@@ -11,7 +11,7 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 
 from privacy.accountants import PLD_DISCRETIZATION, Sampling, calibrate, epsilon
 from privacy.client_dp import ClientLevelDP, RoundPlan
-from privacy.clipping import FixedClip, MedianClip, QuantileClip
+from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.intermediary import max_subclients, next_subclients, split_factor
 from privacy.ledger import PrivacyLedger
 from privacy.mechanism import clip, gaussian_noise, update_norms
@@ -182,3 +182,157 @@ def test_intermediary_rule_matches_the_paper_formula_and_guards():
         for factor in (0.0, 1e-9, 0.2, 0.99, float("nan")):
             assert next_subclients(v, factor, variant="default", v_max=10) >= 1
     assert max_subclients([64, 40, 90], 16) == 2 and max_subclients([5], 16) == 1
+
+
+# --- pinned by mutation testing (docs/design.md, "Mutation testing") ---------------------
+def test_calibration_is_precise_and_names_the_flag_when_unreachable():
+    z = calibrate(4.0, lambda z: 1 / z, what="--epsilon")  # exact answer 0.25
+    assert 0.25 <= z <= 0.25 * (1 + 1.1e-3)
+    with pytest.raises(ValueError, match="--epsilon 0.001 is not reachable"):
+        calibrate(1e-3, lambda z: 1.0, what="--epsilon")
+
+
+def test_round_multipliers_per_unit():
+    from privacy.client_dp import round_releases
+    from privacy.events import round_multipliers
+    all_ = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, norm_sum_noise=4.0, count_noise=5.0))
+    assert all_["subclient"] == pytest.approx((2 ** -2 + 4 ** -2 + 5 ** -2) ** -0.5)
+    assert all_["patient"] == pytest.approx((4 * 2 ** -2 + 4 ** -2 + 5 ** -2) ** -0.5)
+    assert all_["hospital"] == pytest.approx((9 * (2 ** -2 + 4 ** -2 + 5 ** -2)) ** -0.5)
+    fixed = round_multipliers(round_releases(z=2.0, sampling=Sampling("fixed", 0.5, 4, 2), subclients=3))
+    assert fixed == {"subclient": pytest.approx(1.0), "patient": pytest.approx(1.0), "hospital": pytest.approx(1 / 3)}
+    unclipped = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=1, clipped=False))
+    assert set(unclipped.values()) == {0.0}
+
+
+def test_ledger_max_over_hospitals_and_accountants():
+    ledger = PrivacyLedger()
+    for h, m in (("a", 2.0), ("b", 1.0)):
+        ledger.open(f"local/{h}", level="local", unit="subclient", adjacency=h, relation="add_remove",
+                    sampling=ALL, delta=1e-3)
+        ledger.charge(f"local/{h}", m, count=5)
+    assert ledger.max_epsilon("local", "subclient") == ledger.epsilon("local/b")
+    assert ledger.max_epsilon("local", "subclient", "pld") == ledger.epsilon("local/b", "pld")
+    assert ledger.max_epsilon("local", "subclient", "pld") < ledger.max_epsilon("local", "subclient", "rdp")
+    copy = PrivacyLedger()
+    for h in ("a", "b"):
+        copy.open(f"local/{h}", level="x", unit="y", adjacency="z", relation="replace", sampling=POISSON, delta=0.5)
+    copy.load_state_dict(ledger.state_dict())
+    assert copy.report() == ledger.report()
+
+
+def test_noclip_passes_updates_through_unbounded():
+    policy = NoClip()
+    assert math.isinf(policy.bound_for(torch.ones(3)))
+    deltas = torch.full((2, 4), 100.0)
+    assert torch.equal(clip(deltas, update_norms(deltas), policy.bound), deltas)
+
+
+def test_quantile_clip_counts_norms_at_the_bound_and_uses_the_given_generator():
+    norms = torch.full((10,), 2.0)  # every norm exactly at the bound: all unclipped
+    a = QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=1e-9)
+    a.after_round(norms, torch.Generator().manual_seed(0), secure=False)
+    assert a.bound == pytest.approx(2.0 * math.exp(-0.2 * 0.5))
+    b, c = (QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0) for _ in range(2))
+    torch.manual_seed(1)
+    b.after_round(norms, torch.Generator().manual_seed(7), secure=False)
+    torch.manual_seed(2)
+    c.after_round(norms, torch.Generator().manual_seed(7), secure=False)
+    assert b.bound == c.bound
+
+
+def test_intermediary_variants_at_their_edges():
+    assert next_subclients(1, float("nan"), variant="default", v_max=4) == 1
+    assert next_subclients(2, 1.5, variant="stable", v_max=10) == 2  # floor(1.5) * 2
+    assert next_subclients(4, 2.7, variant="prog", v_max=20) == 7    # floor((10.8 - 4) / 2) + 4
+    with pytest.raises(ValueError, match="'odd'"):
+        next_subclients(2, 2.0, variant="odd", v_max=10)
+
+
+def test_strict_side_releases_have_their_noise_scale_and_own_generator():
+    dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
+    norm_sums = []
+    for i in range(400):
+        out = dp.release(torch.zeros(4, 5), torch.full((4,), 0.25), RoundPlan(0, 1, 0.25, torch.Generator().manual_seed(i)))
+        norm_sums.append(out.stats["norm_sum"])
+        dp.clip_policy.bound = 2.0
+    # std sigma_s * C = 5 * 2 (the clipped norms are all zero here)
+    assert float(torch.tensor(norm_sums).std()) == pytest.approx(10.0, rel=0.15)
+    runs = []
+    for seed in (0, 1):
+        dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
+        torch.manual_seed(seed)  # the global generator must play no part
+        out = dp.release(torch.ones(4, 5), torch.full((4,), 0.25), RoundPlan(0, 1, 0.25, torch.Generator().manual_seed(9)))
+        runs.append((out.stats["norm_sum"], dp.clip_policy.bound))
+    assert runs[0] == runs[1]
+
+
+def test_faithful_stats_count_norms_at_the_bound_as_unclipped():
+    dp = _dp(FixedClip(1.0))
+    deltas = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # norms 1 (at the bound) and 3
+    out = dp.release(deltas, torch.full((2,), 0.5), RoundPlan(0, 1, 0.5, torch.Generator().manual_seed(0)))
+    assert out.stats["clipped_fraction"] == 0.5 and out.stats["clipped_norm_sum"] == pytest.approx(2.0)
+
+
+def test_unclipped_noise_is_scaled_by_S_and_budget_uses_the_chosen_accountant():
+    assert _dp(NoClip(), z=2.0).noise_std(math.inf, 0.5) == pytest.approx(2.0 * 10.0 * 0.5)
+    assert _dp(FixedClip(3.0), z=2.0).noise_std(3.0, 0.5) == pytest.approx(3.0)
+    # after 30 rounds at z = 1, delta 1e-3: RDP says 33.7, PLD 31.1; a budget of 32.5 separates them
+    verdicts = {}
+    for accountant in ("rdp", "pld"):
+        dp = _dp(FixedClip(1.0), z=1.0, budget=32.5, accountant=accountant)
+        for _ in range(29):
+            dp.charge_round(1)
+        verdicts[accountant] = dp.within_budget(1)
+    assert verdicts == {"rdp": False, "pld": True}
+
+
+def test_secure_noise_is_gaussian_for_odd_lengths_and_zero_std_gives_zeros():
+    from scipy.stats import kstest
+    draws = gaussian_noise(100_001, 1.0, torch.Generator(), secure=True)
+    assert draws.shape == (100_001,)
+    assert kstest(draws.numpy(), "norm").pvalue > 1e-3
+    assert torch.equal(gaussian_noise(5, 0.0, torch.Generator(), secure=True), torch.zeros(5))
+
+
+def test_report_lists_accounts_outputs_and_notes():
+    from privacy.report import Output, build_report, format_report, undeclared
+    outputs = [Output("a", "covered", "x", (("privacy", "eps*"),)), Output("b", "not covered", "y"),
+               Output("c", "post-processing", "z")]
+    accounts = {"client/patient": {"adjacency": "adj", "relation": "replace", "sampling": "poisson",
+                                   "sample_rate": 0.5, "delta": 1e-3, "notes": ["n1"]}}
+    report = build_report(mode="m", accounts=accounts, outputs=outputs)
+    assert report["covered"] == ["a: x"] and report["not_covered"] == ["b: y"] and report["post_processing"] == ["c: z"]
+    assert report["notes"] == ["n1"]
+    text = format_report(report).splitlines()
+    assert text == ["privacy (m):", "  account client/patient: adj [replace, poisson q=0.5, delta=0.001]",
+                    "  covered: a: x", "  post-processing: c: z", "  NOT covered: b: y", "  note: n1"]
+    assert not undeclared(outputs, "privacy", "epsilon_patient") and undeclared(outputs, "privacy", "noise_norm")
+    assert undeclared(outputs, "train", "eps")
+    with pytest.raises(ValueError, match="status"):
+        Output("d", "secret", "w")
+
+
+def test_approximation_notes_say_which_analysis_is_missing():
+    from privacy.accountants import amplified, approximation_note
+    fixed, poisson = Sampling("fixed", 0.5, 4, 2), Sampling("poisson", 0.5, 4, 2)
+    assert approximation_note(fixed, "replace", "pld") == (
+        "pld: no analysis of fixed-size sampling without replacement in the library; accounted without "
+        "subsampling amplification (an upper bound)")
+    assert approximation_note(poisson, "replace", "rdp") == (
+        "rdp: no analysis of Poisson sampling under the replace-one relation in the library; accounted without "
+        "subsampling amplification (an upper bound)")
+    assert approximation_note(fixed, "replace", "rdp") is None and approximation_note(ALL, "replace", "pld") is None
+    assert approximation_note(poisson, "add_remove", "prv") is None and approximation_note(poisson, "replace", "pld") is None
+    assert [amplified(poisson, r, a) for r in ("add_remove", "replace") for a in ("rdp", "prv", "pld")] == \
+        [True, True, True, False, False, True]
+    assert [amplified(fixed, "replace", a) for a in ("rdp", "prv", "pld")] == [True, False, False]
+    assert not amplified(ALL, "add_remove", "rdp")
+
+
+def test_epsilon_refuses_unknown_accountants_and_relations():
+    with pytest.raises(ValueError, match="unknown accountant 'gdp'"):
+        epsilon([(1.0, 1.0)], delta=1e-3, accountant="gdp", sampling=ALL)
+    with pytest.raises(ValueError, match="unknown neighbouring relation 'swap'"):
+        epsilon([(1.0, 1.0)], delta=1e-3, accountant="rdp", sampling=ALL, relation="swap")
+    assert epsilon([], delta=1e-3, accountant="pld", sampling=ALL) == 0.0
