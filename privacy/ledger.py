@@ -71,8 +71,7 @@ class PrivacyLedger:
         return out
 
     def state_dict(self) -> dict:
-        return {name: {**asdict(a), "sampling": asdict(a.sampling), "history": [list(e) for e in a.history]}
-                for name, a in self.accounts.items()}
+        return {name: asdict(a) for name, a in self.accounts.items()}
 
     def load_state_dict(self, state: dict) -> None:
         saved = {}

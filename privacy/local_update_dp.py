@@ -55,7 +55,7 @@ class LocalUpdateDP:
             self.ledger.charge(f"local/{name}/hospital", self.z, count=senders.count(h))
         return clipped + noise
 
-    def max_epsilon(self, accountant: str = "rdp", *, unit: str = "subclient") -> float:
+    def max_epsilon(self, accountant: str, *, unit: str = "subclient") -> float:
         return self.ledger.max_epsilon("local", unit, accountant)
 
     def report(self, accountants=("rdp", "prv", "pld")) -> dict:

@@ -88,3 +88,16 @@ def test_private_release_is_the_clipped_mean_plus_noise_of_the_planned_std():
     clipped = deltas / torch.linalg.vector_norm(deltas, dim=1, keepdim=True)
     assert torch.allclose(update, clipped.mean(0), atol=1e-5)
     assert stats["noise_std"] == pytest.approx(1e-6 / 3)
+
+
+def test_non_private_round_is_the_weighted_mean_and_reports_the_norm_sum():
+    from federated.config import parse_config
+    from federated.setup import build_federation
+    from tests.conftest import TINY
+    fed = build_federation(parse_config(TINY + ["--weighted_avg"]))
+    sizes = [[4], [12], [8]]
+    deltas = torch.randn(2, 5, generator=torch.Generator().manual_seed(0))
+    part = _participants([(0, 0), (1, 0)], sizes)
+    update, stats = fed.pipeline.round(torch.zeros(5), deltas, part, 0, torch.Generator())
+    assert torch.allclose(update, 0.25 * deltas[0] + 0.75 * deltas[1])
+    assert stats["norm_sum"] == pytest.approx(float(torch.linalg.vector_norm(deltas, dim=1).sum()))

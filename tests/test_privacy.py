@@ -336,3 +336,23 @@ def test_epsilon_refuses_unknown_accountants_and_relations():
     with pytest.raises(ValueError, match="unknown neighbouring relation 'swap'"):
         epsilon([(1.0, 1.0)], delta=1e-3, accountant="rdp", sampling=ALL, relation="swap")
     assert epsilon([], delta=1e-3, accountant="pld", sampling=ALL) == 0.0
+
+
+def test_client_accounts_are_labelled_and_carry_their_notes():
+    from privacy.events import ADJACENCY
+    dp = ClientLevelDP(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
+                       ledger=PrivacyLedger(), sampling=Sampling("fixed", 0.5, 4, 2), delta=1e-3, secure=False,
+                       strict=False, norm_sum_noise=1.0)
+    dp.charge_round(1)
+    report = dp.ledger.report()
+    for unit in ("hospital", "subclient", "patient"):
+        a = report[f"client/{unit}"]
+        assert (a["level"], a["unit"], a["adjacency"], a["relation"]) == ("client", unit, ADJACENCY[unit], "replace")
+        assert a["notes"] and all("fixed-size sampling" in n for n in a["notes"])  # PRV and PLD: unamplified
+        assert len(a["notes"]) == 2
+
+
+def test_a_release_without_noise_has_no_guarantee():
+    from privacy.client_dp import round_releases
+    from privacy.events import round_multipliers
+    assert set(round_multipliers(round_releases(z=0.0, sampling=ALL, subclients=2)).values()) == {0.0}
