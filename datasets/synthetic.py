@@ -2,7 +2,7 @@
 
 Per hospital: a scanner profile and site traits are drawn once, then train/val/test slices
 are drawn from the same site. Everything comes from the run's "data" stream, so a seed
-fixes the whole federation (DESIGN.md, Data).
+fixes the whole federation (docs/usage.md, synthetic data).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A model's floating state as one flat vector: the unit the server works on.
 
 The vector covers every floating tensor a client would send, parameters and floating
-buffers alike, so nothing reaches the server outside it (DESIGN.md, invariant 1). Integer
+buffers alike, so nothing reaches the server outside it (docs/privacy.md, threat model). Integer
 buffers (e.g. BatchNorm's num_batches_tracked) carry no data statistics and are not sent.
 """
 from __future__ import annotations

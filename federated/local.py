@@ -2,7 +2,7 @@
 
 One working model and one Adam optimizer serve every sub-client; each sub-client's Adam
 moments are swapped in before its update and kept for its next round, so no per-client
-model copies exist (DESIGN.md, data flow). Adam with amsgrad, as the paper's code.
+model copies exist (docs/design.md, one round). Adam with amsgrad, as the paper's code.
 With `sample_dp` (--dp_level sample) the same model is wrapped once in Opacus's
 GradSampleModule and Adam in a DPOptimizer: local steps become DP-SGD steps
 (privacy/sample_dp.py).

@@ -9,7 +9,7 @@ optimizer alike (no special cases in the loop):
 - `rule_stats(stats, rnd)`: the statistics the intermediary rule reads, so its phi uses
   this optimizer's own update norms, as in the paper's code.
 
-State is explicit and serialisable (`state_dict` / `load_state_dict`, STYLE.md habit 3),
+State is explicit and serialisable (`state_dict` / `load_state_dict`),
 so a checkpoint captures it and a resumed run continues it. Hyper-parameters follow the
 paper's code (med-air/Client-DP-FL, federated_dp/*_trainer.py).
 """

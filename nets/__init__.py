@@ -2,7 +2,7 @@
 
 Adding an architecture is one `@register("name")` entry. No model here keeps data-carrying
 normalisation buffers (BatchNorm running statistics): they would reach the server outside
-the clipped update (DESIGN.md, privacy invariant 1). GroupNorm is used instead.
+the clipped update (docs/privacy.md). GroupNorm is used instead.
 """
 from __future__ import annotations
 

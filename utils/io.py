@@ -1,5 +1,5 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename, so a
-crash never leaves a half-written result (STYLE.md, habit 7)."""
+crash never leaves a half-written result."""
 from __future__ import annotations
 
 import csv
