@@ -1,7 +1,9 @@
 """The adaptive intermediary rule (Jiang et al., MICCAI 2023, Sec. 2.3, and their code).
 
 After a round with v sub-clients per hospital, with
-    xi  = ||noise|| / ||aggregate||          (noise-to-signal ratio of the release)
+    xi  = E||noise|| / ||aggregate||         (noise-to-signal ratio of the release; the
+                                             expected noise norm std * sqrt(P), which is
+                                             public, in place of the paper's realised norm)
     phi = sum_k ||delta_k|| / ||aggregate||  (how much the updates cancel when averaged)
 the next count is v' = floor(v * sqrt(N * xi / phi)) (N hospitals). Variants from the
 paper's code: `stable` v' = floor(sqrt(.)) * v, `prog` moves half-way,
