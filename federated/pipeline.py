@@ -80,7 +80,7 @@ class ReleasePipeline:
         if self.local_dp is not None:
             messages = self.local_dp.privatize(messages, [h for h, _ in part.members], part.generators)
         if self.client_dp is not None:
-            plan = RoundPlan(round_idx, max(len(s) for s in part.all_sizes), max_weight, noise_gen)
+            plan = RoundPlan(max_weight, noise_gen)
             result = self.client_dp.release(messages, weights, plan)
             update, stats = result.update, result.stats
         else:

@@ -28,8 +28,6 @@ from privacy.mechanism import clip, gaussian_noise, update_norms
 @dataclass
 class RoundPlan:
     """The public facts of one round that the release depends on."""
-    index: int
-    subclients: int           # the largest sub-client count v among all hospitals
     max_weight: float         # the largest aggregation weight any sub-client can have (sets the noise std)
     noise_gen: torch.Generator
 

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -17,3 +18,13 @@ TINY_SEG = ["--data", "synthetic-prostate", "-N", "2", "--train_size", "8", "--v
 @pytest.fixture
 def tiny_args(tmp_path):
     return TINY + ["--save_path", str(tmp_path)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accounting_caches():
+    """Under mutation testing every mutant runs in a process forked after the clean run, so
+    the cached RDP curves would hide a mutated `dp_event`; start each test with an empty cache."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        from privacy import accountants
+        accountants._rdp_curve.cache_clear()
+    yield

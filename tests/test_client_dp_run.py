@@ -100,7 +100,7 @@ def test_batchnorm_running_statistics_are_privatised():
     cfg = parse_config(["--mode", "dpsgd", "--noise_multiplier", "1.0", "--S", "1.0"])
     dp = build_client_dp(cfg, PrivacyLedger(), [1])
     deltas = torch.zeros(5, flat.numel)
-    out = dp.release(deltas, torch.full((5,), 0.2), RoundPlan(0, 1, 0.2, torch.Generator().manual_seed(0)))
+    out = dp.release(deltas, torch.full((5,), 0.2), RoundPlan(0.2, torch.Generator().manual_seed(0)))
     for i in running:
         assert out.update[offsets[i]:offsets[i + 1]].abs().sum() > 0  # noised like every other coordinate
 

@@ -36,7 +36,7 @@ def test_every_clipped_norm_is_at_most_the_bound():
 def test_noise_on_the_sum_has_std_z_times_c(secure):
     p, z, c = 200_000, 1.3, 2.5
     dp = _dp(FixedClip(c), z=z, secure=secure)
-    agg = dp.finalize(torch.zeros(p), c, RoundPlan(0, 1, 1.0, torch.Generator().manual_seed(1)))
+    agg = dp.finalize(torch.zeros(p), c, RoundPlan(1.0, torch.Generator().manual_seed(1)))
     assert dp.noise_std(c, 1.0) == pytest.approx(z * c)
     # sample std of 200k draws: relative standard error ~ 1/sqrt(2 * 200k) = 0.16%
     assert float(agg.std()) == pytest.approx(z * c, rel=0.01)
@@ -46,7 +46,7 @@ def test_noise_on_the_sum_has_std_z_times_c(secure):
 def test_noise_on_the_plain_mean_is_z_c_over_k():
     k, p = 10, 100_000
     dp = _dp(FixedClip(2.0), z=1.0)
-    agg = dp.finalize(torch.zeros(p), 2.0, RoundPlan(0, 1, 1 / k, torch.Generator().manual_seed(2)))
+    agg = dp.finalize(torch.zeros(p), 2.0, RoundPlan(1 / k, torch.Generator().manual_seed(2)))
     assert float(agg.std()) == pytest.approx(2.0 / k, rel=0.02)
 
 
@@ -136,7 +136,7 @@ def test_strict_mode_charges_its_extra_releases():
     gen = torch.Generator().manual_seed(0)
     dp = _dp(QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=5.0), strict=True)
     deltas = torch.randn(6, 50, generator=gen)
-    out = dp.release(deltas, torch.full((6,), 1 / 6), RoundPlan(0, 2, 1 / 6, gen))
+    out = dp.release(deltas, torch.full((6,), 1 / 6), RoundPlan(1 / 6, gen))
     dp.charge_round(2)
     z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum and clip count compose
     assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0)]
@@ -161,7 +161,7 @@ def test_bounded_mode_refuses_a_round_that_would_exceed_the_budget():
     gen = torch.Generator().manual_seed(0)
     rounds = 0
     while dp.within_budget(1):
-        dp.release(torch.zeros(4, 10), torch.full((4,), 0.25), RoundPlan(rounds, 1, 0.25, gen))
+        dp.release(torch.zeros(4, 10), torch.full((4,), 0.25), RoundPlan(0.25, gen))
         dp.charge_round(1)
         rounds += 1
         assert dp.ledger.epsilon("client/subclient") <= 10.0
@@ -253,7 +253,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
     dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
     norm_sums = []
     for i in range(400):
-        out = dp.release(torch.zeros(4, 5), torch.full((4,), 0.25), RoundPlan(0, 1, 0.25, torch.Generator().manual_seed(i)))
+        out = dp.release(torch.zeros(4, 5), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(i)))
         norm_sums.append(out.stats["norm_sum"])
         dp.clip_policy.bound = 2.0
     # std sigma_s * C = 5 * 2 (the clipped norms are all zero here)
@@ -262,7 +262,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
     for seed in (0, 1):
         dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
         torch.manual_seed(seed)  # the global generator must play no part
-        out = dp.release(torch.ones(4, 5), torch.full((4,), 0.25), RoundPlan(0, 1, 0.25, torch.Generator().manual_seed(9)))
+        out = dp.release(torch.ones(4, 5), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(9)))
         runs.append((out.stats["norm_sum"], dp.clip_policy.bound))
     assert runs[0] == runs[1]
 
@@ -270,7 +270,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
 def test_faithful_stats_count_norms_at_the_bound_as_unclipped():
     dp = _dp(FixedClip(1.0))
     deltas = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # norms 1 (at the bound) and 3
-    out = dp.release(deltas, torch.full((2,), 0.5), RoundPlan(0, 1, 0.5, torch.Generator().manual_seed(0)))
+    out = dp.release(deltas, torch.full((2,), 0.5), RoundPlan(0.5, torch.Generator().manual_seed(0)))
     assert out.stats["clipped_fraction"] == 0.5 and out.stats["clipped_norm_sum"] == pytest.approx(2.0)
 
 
