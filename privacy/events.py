@@ -56,7 +56,7 @@ class GaussianRelease:
     sensitivity: dict[str, float]
 
 
-def update_release(*, std: float, subclients: int, sampling: Sampling, clipped: bool = True) -> GaussianRelease:
+def update_release(*, std: float, subclients: int, sampling: Sampling, clipped: bool) -> GaussianRelease:
     """The noised sum of clipped updates; without clipping no sensitivity bound exists."""
     if not clipped:
         return GaussianRelease(std, dict.fromkeys(UNITS, math.inf))

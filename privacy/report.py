@@ -40,7 +40,7 @@ def build_report(*, mode: str, accounts: dict, outputs: list[Output]) -> dict:
     by_status = {s: [f"{o.name}: {o.what}" for o in outputs if o.status == s] for s in STATUSES}
     return {"mode": mode, "accounts": accounts, "covered": by_status["covered"],
             "post_processing": by_status["post-processing"], "not_covered": by_status["not covered"],
-            "notes": sorted({n for a in accounts.values() for n in a.get("notes", [])})}
+            "notes": sorted({n for a in accounts.values() for n in a["notes"]})}
 
 
 def format_report(report: dict) -> str:

@@ -356,3 +356,59 @@ def test_a_release_without_noise_has_no_guarantee():
     from privacy.client_dp import round_releases
     from privacy.events import round_multipliers
     assert set(round_multipliers(round_releases(z=0.0, sampling=ALL, subclients=2)).values()) == {0.0}
+
+
+def test_secure_noise_pairs_are_independent():
+    """Box-Muller's two halves come from the same (radius, angle) pairs; paired up, they must
+    still look like an isotropic 2-d Gaussian (uniform angle)."""
+    from scipy.stats import kstest
+    z = gaussian_noise(200_000, 1.0, torch.Generator(), secure=True).double()
+    angle = torch.atan2(z[100_000:], z[:100_000])
+    assert kstest(((angle + math.pi) / (2 * math.pi)).numpy(), "uniform").pvalue > 1e-3
+
+
+def test_secure_flag_reaches_every_noise_draw():
+    """With --secure_rng no release may fall back to the seeded generator: two runs with the
+    same seeded generators differ in the update, the norm sum, the clip count and local noise."""
+    from privacy.local_update_dp import LocalUpdateDP
+
+    def strict_release():
+        dp = _dp(QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=1.0), secure=True, strict=True)
+        out = dp.release(torch.ones(4, 6), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(0)))
+        return out.update, out.stats["norm_sum"], dp.clip_policy.bound
+
+    (u1, n1, b1), (u2, n2, b2) = strict_release(), strict_release()
+    assert not torch.equal(u1, u2) and n1 != n2 and b1 != b2
+
+    def local_noise():
+        ldp = LocalUpdateDP(noise_multiplier=1.0, clip_bound=1.0, delta=1e-5, secure=True, hospitals=["h"],
+                            ledger=PrivacyLedger())
+        return ldp.privatize(torch.zeros(1, 8), [0], [torch.Generator().manual_seed(0)])
+    assert not torch.equal(local_noise(), local_noise())
+
+
+def test_noclip_rounds_are_charged_as_unbounded():
+    dp = _dp(NoClip(), z=1.0)
+    dp.charge_round(2)
+    for unit in ("hospital", "subclient", "patient"):
+        assert math.isinf(dp.ledger.epsilon(f"client/{unit}"))
+
+
+def test_bounded_mode_allows_a_round_that_reaches_the_budget_exactly():
+    probe = _dp(FixedClip(1.0), z=1.0)
+    exact = probe.ledger.epsilon("client/subclient", extra=[1.0])
+    assert _dp(FixedClip(1.0), z=1.0, budget=exact).within_budget(1)
+    assert not _dp(FixedClip(1.0), z=1.0, budget=exact * (1 - 1e-9)).within_budget(1)
+
+
+def test_amplified_accounts_carry_no_approximation_note():
+    ledger = PrivacyLedger()
+    poisson = Sampling("poisson", 0.5, 4, 2)
+    ledger.open("a", level="client", unit="subclient", adjacency="x", relation="add_remove", sampling=poisson,
+                delta=1e-3)
+    ledger.open("r", level="client", unit="patient", adjacency="x", relation="replace", sampling=poisson, delta=1e-3)
+    ledger.charge("a", 1.0)
+    ledger.charge("r", 1.0)
+    report = ledger.report()
+    assert report["a"]["notes"] == []
+    assert [n.split(":")[0] for n in report["r"]["notes"]] == ["rdp", "prv"]  # PLD analyses Poisson replace-one
