@@ -412,3 +412,24 @@ def test_amplified_accounts_carry_no_approximation_note():
     report = ledger.report()
     assert report["a"]["notes"] == []
     assert [n.split(":")[0] for n in report["r"]["notes"]] == ["rdp", "prv"]  # PLD analyses Poisson replace-one
+
+
+def test_a_vanishing_multiplier_has_no_guarantee_under_every_accountant():
+    for acc in ("rdp", "pld", "prv"):  # 1 / z overflows: no finite guarantee, and no numerical blow-up
+        assert math.isinf(epsilon([(1e-320, 1.0)], delta=1e-3, accountant=acc, sampling=ALL))
+
+
+def test_prv_at_q1_warns_about_nothing():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Opacus's harmless log(0) at q = 1 is silenced, not leaked
+        assert epsilon([(1.0, 1.0)] * 3, delta=1e-3, accountant="prv", sampling=ALL) > 0
+
+
+def test_opening_an_account_twice_names_it():
+    ledger = PrivacyLedger()
+    ledger.open("client/hospital", level="client", unit="hospital", adjacency="x", relation="add_remove",
+                sampling=ALL, delta=1e-3)
+    with pytest.raises(ValueError, match="privacy account 'client/hospital' is opened twice"):
+        ledger.open("client/hospital", level="client", unit="hospital", adjacency="x", relation="add_remove",
+                    sampling=ALL, delta=1e-3)
