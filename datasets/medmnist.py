@@ -11,6 +11,8 @@ supported.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +35,31 @@ def npz_path(root: Path, name: str, size: int) -> Path:
     return root / (f"{name}.npz" if size == 28 else f"{name}_{size}.npz")
 
 
-def read_npz(path: Path, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def read_npz(path: Path, name: str, size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The three splits of a MedMNIST file, checked: uint8 images of `size` px with 1 or 3
+    channels (the same in every split) and integer labels of the dataset's classes."""
     if not path.is_file():
         raise DataError(f"{path} is missing; put the MedMNIST file there (no download is attempted)")
     try:
-        npz = np.load(path)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} cannot be read as .npz ({err})") from None
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path} cannot be read as .npz ({type(err).__name__}: {err}); the file may be truncated: "
+                        "copy it again") from None
     out = {}
     for split in ("train", "val", "test"):
         for key in (f"{split}_images", f"{split}_labels"):
-            if key not in npz:
+            if key not in arrays:
                 raise DataError(f"{path} lacks the array {key!r}")
-        images, labels = npz[f"{split}_images"], npz[f"{split}_labels"].reshape(-1)
-        if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise DataError(f"{path}: {split}_images must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} {images.shape}")
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
+            raise DataError(f"{path}: {split}_images must be uint8 (N,H,W) or (N,H,W,3), got {images.dtype} "
+                            f"{images.shape}")
+        if images.shape[1:3] != (size, size):
+            raise DataError(f"{path}: {split}_images are {images.shape[1]}x{images.shape[2]} px, but --img_size is "
+                            f"{size}; every split must hold {size}x{size} images")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: {split}_labels must be integer class indices, got {labels.dtype}")
         if len(labels) != len(images):
             raise DataError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
         bad = (labels < 0) | (labels >= NUM_CLASSES[name])
@@ -57,6 +69,9 @@ def read_npz(path: Path, name: str) -> dict[str, tuple[torch.Tensor, torch.Tenso
         x = torch.from_numpy(images)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
         out[split] = (x.contiguous(), torch.from_numpy(labels.astype(np.int64)))
+    channels = {split: int(x.shape[1]) for split, (x, _) in out.items()}
+    if len(set(channels.values())) > 1:
+        raise DataError(f"{path}: the splits have different channel counts {channels}; all must be grey or all RGB")
     return out
 
 
@@ -87,7 +102,7 @@ def build(cfg, gen: torch.Generator) -> FederatedData:
     root = Path(cfg.data_root or "")
     if not cfg.data_root or not root.is_dir():
         raise DataError(f"--data_root {cfg.data_root!r} is not a folder; point it at the folder of {name}*.npz")
-    splits = read_npz(npz_path(root, name, cfg.img_size), name)
+    splits = read_npz(npz_path(root, name, cfg.img_size), name, cfg.img_size)
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
     shares = hospital_proportions(cfg.partition, cfg.clients, NUM_CLASSES[name], cfg.dirichlet_alpha, rng)
     per_split = {}

@@ -4,11 +4,10 @@ Kept in the package so that tools (utils/sweep.py) can call it without importing
 entry script."""
 from __future__ import annotations
 
+import math
 import sys
 
-from datasets.imageio import DataError
-from federated.config import ConfigError, parse_config
-from federated.run import run_test, run_training
+from federated.config import ConfigError, given_flags, parse_config
 
 
 def format_metrics(metrics: dict) -> str:
@@ -16,24 +15,34 @@ def format_metrics(metrics: dict) -> str:
 
 
 def _eps(by_accountant: dict) -> str:
-    return ", ".join(f"{v:.3f} ({k})" for k, v in by_accountant.items())
+    return ", ".join(f"{v:.3f} ({k})" if math.isfinite(v) else f"not finite ({k}; see the report's notes)"
+                     for k, v in by_accountant.items())
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(argv)
+    cfg = parse_config(argv)  # bad flags exit here, before torch loads
+    from datasets.imageio import DataError
+    from federated.errors import RunError
+    from federated.run import run_test, run_training
     try:
         if cfg.test:
-            report = run_test(cfg)
+            report = run_test(cfg, given_flags(argv))
             print(f"test ({report['checkpoint']}): {format_metrics(report['test'])}")
             return 0
         summary = run_training(cfg)
     except (ConfigError, DataError) as err:
         print(f"fed_train.py: error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"fed_train.py: stopped: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # before the run folder existed
+        print("fed_train.py: interrupted before training started; nothing was written", file=sys.stderr)
+        return 130
     primary = summary["primary_metric"]
     timing = summary["timing"]
-    print(f"test {primary} {summary['test'][primary]:.4f} (mean over hospitals, best val round "
-          f"{summary['best_round']}) | {format_metrics(summary['test'])}")
+    print(f"test {primary} {summary['test'][primary]:.4f} (mean over hospitals, round {summary['best_round']}: "
+          f"{summary['model_selection']}) | {format_metrics(summary['test'])}")
     if "sample_privacy" in summary:
         p = summary["sample_privacy"]
         print(f"sample-level DP-SGD: largest epsilon over hospitals (per patient) {_eps(p['epsilon_max'])} "

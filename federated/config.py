@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
-from datasets import DATASETS, SYNTHETIC
-from datasets.medmnist import NUM_CLASSES as MEDMNIST
-from datasets.medmnist import PARTITIONS
-from federated.sampling import SAMPLING_MODES
-from nets import MODELS
+from federated.choices import DATASETS, MEDMNIST, MODELS, PARTITIONS, SAMPLING_MODES, SYNTHETIC
 
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
@@ -44,6 +41,9 @@ PRESETS.update({
     **{name: dict(clients=10, model="cnn", img_size=28, batch=32, lr=1e-3, rounds=50, **_REAL)
        for name in MEDMNIST},
 })
+# privacy.accountants.NUMERIC_LIMIT, repeated here so that flags are checked without torch
+# (tests/test_config.py keeps them equal): PLD and PRV give no value beyond it.
+NUMERIC_EPSILON_LIMIT = 500.0
 PRESET_KEYS = ("clients", "model", "img_size", "train_size", "val_size", "test_size", "batch", "lr", "rounds")
 
 
@@ -131,6 +131,7 @@ class Config:
     test: bool = False
     ckpt: str | None = None
     progress: bool = True
+    threads: int = 2
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -201,11 +202,26 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the problem, not the whole usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it says something: not for switches, not for unset
+    values (those say "default: preset" or describe what happens without them)."""
+    def _get_help_string(self, action):
+        if any(action.default is v for v in (None, True, False, argparse.SUPPRESS)) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fed_train.py",
+    p = _Parser(
+        prog="fed_train.py", usage="%(prog)s [flags]  (each group below; unset sizes come from the dataset preset)",
         description="Simulate federated training across hospitals and their sub-clients.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     preset = "per dataset: " + "; ".join(
         f"{name}: " + ", ".join(f"{k}={v}" for k, v in vals.items()) for name, vals in PRESETS.items())
 
@@ -231,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--debug", action="store_true", help="synthetic data: tiny splits (4 batches per hospital) for a quick check")
 
     g = p.add_argument_group("federation")
-    g.add_argument("--mode", default="fedavg",
+    g.add_argument("--mode", default="fedavg", choices=MODES, metavar="MODE",
                    help=f"server optimizer; non-private: {', '.join(PUBLIC_MODES)}; with client-level DP: "
                         f"{', '.join(PRIVATE_MODES)} (DP-FedAvg, DP-FedAdam, DP-FedNova, DP2-RMSProp)")
     g.add_argument("-N", "--clients", type=int, default=None, help="number of hospitals (default: preset)")
@@ -328,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test", action="store_true", help="only evaluate --ckpt on every hospital's test set")
     g.add_argument("--ckpt", default=None, help="checkpoint to evaluate with --test")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="hide the progress bar")
+    g.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads; results depend on it (the order of float sums), so it is fixed "
+                        "rather than taken from the machine")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."
     return p
 
@@ -339,6 +358,17 @@ def _check(condition: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot run, naming the flag and the allowed range."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        _check(not isinstance(value, float) or math.isfinite(value),
+               f"--{f.name} must be a finite number (got {value})"
+               + ("; for no client-level DP use a non-private --mode (fedavg, ...)" if f.name == "epsilon" else ""))
+    _check(cfg.threads >= 1, f"--threads must be >= 1 (got {cfg.threads})")
+    for flag in ("epsilon", "sample_epsilon", "local_epsilon"):
+        target = getattr(cfg, flag)
+        _check(cfg.accountant == "rdp" or target is None or target <= NUMERIC_EPSILON_LIMIT,
+               f"--{flag} {target} with --accountant {cfg.accountant}: PLD and PRV give no value beyond epsilon "
+               f"{NUMERIC_EPSILON_LIMIT:g} (their grids overflow); use --accountant rdp or a smaller target")
     _check(cfg.data in DATASETS, f"--data {cfg.data!r} is unknown; choose one of: {', '.join(DATASETS)}")
     _check(cfg.model in MODELS or cfg.model == AUTO_MODEL,
            f"--model {cfg.model!r} is unknown; choose one of: {', '.join(MODELS)}")
@@ -439,6 +469,14 @@ def _validate_local_dp(cfg: Config) -> None:
     _check(cfg.dp_level == "sample" or not sample_flags, f"--{sample_flags[0] if sample_flags else ''} needs --dp_level sample")
     _check(cfg.dp_level == "update_local" or not local_flags,
            f"--{local_flags[0] if local_flags else ''} needs --dp_level update_local")
+
+
+def given_flags(argv: list[str] | None = None) -> set[str]:
+    """The Config fields set on the command line (as opposed to defaults and presets)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def parse_config(argv: list[str] | None = None) -> Config:

@@ -10,6 +10,7 @@ lives in RunState and is saved in last.pt, so --resume ends where an uninterrupt
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from datasets.base import Shard
 from federated.config import Config
+from federated.errors import Diverged
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
 from federated.local import LocalResult, average_states, clone_state
 from federated.pipeline import Participants
@@ -33,7 +35,7 @@ from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
 from utils.seeding import client_generator, make_streams
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: wall time across resumes; loaded with torch.load(weights_only=True)
 
 
 @dataclass
@@ -114,11 +116,21 @@ def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], m
         opt_state = None if fed.cfg.reset_optimizer else state.opt_states[h][k]
         gen = client_generator(fed.cfg.seed, round_idx, h, k)
         result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=gen)
+        check_finite(fed, result, h, k, round_idx, lr)
         state.opt_states[h][k] = None if fed.cfg.reset_optimizer else new_state
         deltas[row] = result.delta
         results.append(result)
     state.timing["local_s"] += time.perf_counter() - start
     return deltas, results
+
+
+def check_finite(fed: Federation, result: LocalResult, h: int, k: int, round_idx: int, lr: float) -> None:
+    """Stop at the first non-finite loss or update: later rounds would average NaN."""
+    what = "loss" if result.num_steps > 0 and not math.isfinite(result.loss) else \
+        "update" if not bool(torch.isfinite(result.delta).all()) else None
+    if what:
+        raise Diverged(f"training diverged in round {round_idx}: {fed.data.hospitals[h].name} sub-client {k} "
+                       f"produced a non-finite {what} (local --lr {lr:g}); lower --lr")
 
 
 def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -> dict[str, list]:
@@ -146,6 +158,9 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
                         [client_generator(cfg.seed, round_idx, h, k, purpose="local_noise") for h, k in members])
     state.params, stats = fed.pipeline.round(state.params, deltas, part, round_idx, state.rng["noise"],
                                              step=not is_probe_round(cfg, round_idx))
+    if not bool(torch.isfinite(state.params).all()):
+        raise Diverged(f"training diverged in round {round_idx}: the server step made the model non-finite "
+                       f"(--mode {cfg.mode}); lower the server learning rate (--adam_lr / --rmsprop_lr) or --lr")
     losses = by_hospital(fed, [m for m, r in zip(members, results) if r.num_steps > 0],
                          [r.loss for r in results if r.num_steps > 0])
     per_hospital = {name: {"loss": sum(v) / len(v)} for name, v in losses.items()}
@@ -207,9 +222,18 @@ def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int
                    "model": fed.model.state_dict(), "metrics": metrics}, path)
 
 
-def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
-    """Run rounds state.next_round .. cfg.rounds-1 and return the run summary."""
+def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: float | None = None) -> dict:
+    """Run rounds state.next_round .. cfg.rounds-1 and return the run summary. `started`
+    (time.perf_counter()) is when this process began the run: the wall time of a resumed
+    run adds this process's time to what the checkpoint recorded."""
     cfg, task = fed.cfg, fed.task
+    started = time.perf_counter() if started is None else started
+    wall_before = state.timing.get("wall_s", 0.0)
+
+    def checkpoint() -> None:
+        state.timing["wall_s"] = wall_before + time.perf_counter() - started
+        save_checkpoint(recorder.dir / "last.pt", fed, state)
+
     primary = task.primary_metric
     val_splits = eval_set(fed.data, "val", merge=cfg.merge)
     test_splits = eval_set(fed.data, "test", merge=cfg.merge)
@@ -236,7 +260,10 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         rows += privacy_rows(fed, state, r, stats)
         # --strict_dp selects the final model: choosing a round by the hospitals' unnoised
         # validation scores would be a release of its own. The val curves stay as diagnostics.
-        if cfg.strict_dp or is_better(primary, val[MEAN][primary], state.best.get("val", {}).get(MEAN, {}).get(primary)):
+        # Without a finite validation score so far (e.g. single-class validation splits), the
+        # latest round is kept.
+        best_val = state.best.get("val", {}).get(MEAN, {}).get(primary, math.nan)
+        if cfg.strict_dp or math.isnan(best_val) or is_better(primary, val[MEAN][primary], best_val):
             # Keep the parameters; the test set is scored once, at the end, for the best round.
             state.best = {"round": r, "val": val}
             state.best_params = state.params.clone()
@@ -249,7 +276,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         stopped_early = cfg.early and state.rounds_since_best >= cfg.patience
         state.timing["total_s"] += time.perf_counter() - round_start
         if state.next_round % cfg.ckpt_every == 0:
-            save_checkpoint(recorder.dir / "last.pt", fed, state)
+            checkpoint()
         postfix = {f"val_{primary}": f"{val[MEAN][primary]:.4f}",
                    "best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"}
         if cfg.private:
@@ -259,7 +286,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
         if stopped_early:
             break
     bar.close()
-    save_checkpoint(recorder.dir / "last.pt", fed, state)  # however the loop ended (rounds, --early, budget)
+    checkpoint()  # however the loop ended (rounds, --early, budget)
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))
@@ -271,6 +298,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState) -> dict:
     save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
                {"val": state.best["val"], "test": test})
     save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})
+    state.timing["wall_s"] = wall_before + time.perf_counter() - started
     return build_summary(fed, state, stopped_early, stopped_by_budget)
 
 
@@ -281,7 +309,16 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped
     timing["overhead_fraction"] = timing["overhead_s"] / total
     timing["outside_local_fraction"] = 1 - timing["local_s"] / total
     best = state.best
+    primary = fed.task.primary_metric
+    if fed.cfg.strict_dp:
+        selection = "final round (--strict_dp)"
+    elif math.isnan(best["val"][MEAN].get(primary, math.nan)):
+        selection = (f"last round: validation {primary} was not finite in any round (single-class validation "
+                     "splits?)")
+    else:
+        selection = f"best validation {primary}"
     return {
+        "model_selection": selection,
         "data": fed.cfg.data, "mode": fed.cfg.mode, "primary_metric": fed.task.primary_metric,
         "rounds_run": state.next_round, "stopped_early": stopped_early, "stopped_by_budget": stopped_by_budget,
         "best_round": best["round"], "final_v": state.v,

@@ -172,6 +172,8 @@ def declared_outputs(cfg: Config) -> list[Output]:
     out.append(Output("test scores", nc, "per-hospital test scores of the final model, and fairness metrics",
                       (("test", "*"), ("test_fairness", "*"))))
     out.append(Output("hospital sizes", nc, "records per hospital and sub-client counts (printed and in the summary)"))
+    out.append(Output("divergence stop", nc, "the run stops when a sub-client's loss or update is not finite; "
+                      "the stop and its message name the hospital and round"))
     out.append(Output("checkpoint last.pt", nc, "a simulation artefact of the server side: every sub-client's "
                       "optimizer moments, the RNG states and the sub-client assignment key; a deployment keeps "
                       "these at the hospitals"))

@@ -1,13 +1,18 @@
 """Run a Config end to end: the run folder, fresh start or resume, and --test mode."""
 from __future__ import annotations
 
+import pickle
+import re
 import shutil
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
 from federated.config import Config, ConfigError
+from federated.errors import Diverged, Interrupted, RunError
 from federated.evaluate import MEAN, eval_set, evaluate
 from federated.loop import CHECKPOINT_VERSION, RunState, initial_state, train
 from federated.setup import build_federation
@@ -18,7 +23,9 @@ from utils import io
 from utils.results import RunRecorder
 
 # Flags that may change between a run and its --resume (they do not alter the result).
-RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt"}
+# --threads changes only the order of float sums (a resumed run with other threads is valid, not bit-identical).
+RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt",
+                     "threads"}
 
 
 def calibrated_over_rounds(cfg: Config) -> list[str]:
@@ -38,8 +45,36 @@ def run_dir(cfg: Config) -> Path:
     return Path(cfg.save_path) / cfg.data / f"seed{cfg.seed}" / cfg.run_name()
 
 
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+# Flags that --test may set; every other one comes from the checkpoint.
+TEST_FLAGS = {"test", "ckpt", "gpu", "threads", "progress", "save_path"}
+MIN_FREE_MB = 100  # room for a few checkpoints and the logs
+
+
+def load_checkpoint(path: Path, flag: str) -> dict:
+    """A checkpoint written by this repository, loaded without running pickled code
+    (weights_only: tensors, numbers, strings and containers only)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; point it at a run's best.pt or last.pt")
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path} does not exist; point it at a run's best.pt or last.pt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        code = re.search(r"GLOBAL (\S+)", str(err))
+        if code:  # a pickle that would import and call Python code
+            raise ConfigError(f"{flag} {path} was refused: loading it would run Python code ({code.group(1)}); "
+                              "only checkpoints written by fed_train.py are loaded") from None
+        raise ConfigError(f"{flag} {path} cannot be read as a checkpoint (not a file written by torch.save)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"{flag} {path} cannot be read as a checkpoint ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'truncated?'})") from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint:
+        raise ConfigError(f"{flag} {path} is not a checkpoint written by fed_train.py (a plain state_dict or "
+                          "another program's file); point it at a run's best.pt or last.pt")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError(f"{flag} {path} was written by another version of this repository (checkpoint "
+                          f"version {checkpoint.get('version')}, now {CHECKPOINT_VERSION}); re-run it")
+    return checkpoint
 
 
 def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
@@ -58,20 +93,47 @@ def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
                           "rerun with the original flags or start a new run with --exp")
 
 
+def check_writable(root: Path) -> None:
+    """--save_path must be (or be creatable as) a folder we can write to, with room for
+    results: checked before any data is loaded, without creating anything."""
+    existing = next(p for p in [root, *root.parents] if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"lies below the file {existing}"
+        raise ConfigError(f"--save_path {root} {where}, not a folder; point it at a folder for results")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+    except OSError as err:
+        raise ConfigError(f"--save_path {root} cannot be written ({err.strerror or err}); choose a writable "
+                          "folder") from None
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise ConfigError(f"--save_path {root} has {free_mb:.0f} MB free; a run needs at least {MIN_FREE_MB} MB: "
+                          "free some space or choose another folder")
+
+
 def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
-    """Check the run folder before anything is written; returns (folder, checkpoint to resume)."""
+    """Check the run folder before anything is written; returns (folder, checkpoint to resume).
+    A folder without a checkpoint is a run that stopped before its first round ended: it
+    holds nothing to keep, so it is replaced (with or without --resume)."""
+    check_writable(Path(cfg.save_path))
     folder = run_dir(cfg)
     last = folder / "last.pt"
+    if folder.is_dir():
+        io.remove_stale_temporaries(folder)
+    if folder.exists() and not last.exists():
+        print(f"note: {folder} holds no checkpoint (a run that stopped before its first round ended); "
+              "starting it afresh", flush=True)
+        shutil.rmtree(folder)
+        return folder, None
     if cfg.resume:
         if not last.exists():
-            raise ConfigError(f"--resume: no checkpoint at {last}; run without --resume to start it")
-        checkpoint = _load(last)
-        if checkpoint.get("version") != CHECKPOINT_VERSION:
-            raise ConfigError(f"--resume: {last} was written by an older version of this repository (checkpoint "
-                              f"version {checkpoint.get('version')}, now {CHECKPOINT_VERSION}); start a new run")
+            raise ConfigError(f"--resume: no run folder at {folder}; run without --resume to start it")
+        checkpoint = load_checkpoint(last, "--resume:")
         _check_resumable(checkpoint["config"], cfg, last)
         return folder, checkpoint
-    if (folder / "config.json").exists():
+    if folder.exists():
         if not cfg.overwrite:
             raise ConfigError(f"run folder {folder} already exists; pass --resume to continue it, "
                               "--overwrite to replace it, or --exp NAME for a new one")
@@ -90,8 +152,42 @@ def data_summary(data) -> str:
 
 
 def run_training(cfg: Config) -> dict:
-    folder, checkpoint = prepare_run(cfg)
+    """Train, and on any failure leave the folder in a state a rerun can use: removed when
+    no round was checkpointed, otherwise resumable with --resume."""
     started = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    folder, checkpoint = prepare_run(cfg)
+    try:
+        return _run_training(cfg, folder, checkpoint, started)
+    except BaseException as err:
+        saved = _saved_rounds(folder)
+        if not (folder / "last.pt").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        kept = ("nothing was kept (no round had been checkpointed)" if saved is None else
+                f"rounds 0-{saved - 1} are kept in {folder}")
+        if isinstance(err, KeyboardInterrupt):
+            hint = "; rerun the same command with --resume to continue" if saved is not None else ""
+            raise Interrupted(f"interrupted; {kept}{hint}") from None
+        if isinstance(err, Diverged):
+            raise Diverged(f"{err}; {kept} (no summary); rerun with --overwrite after lowering it") from None
+        if isinstance(err, io.ResultWriteError):
+            hint = " and rerun with --resume" if saved is not None else " and rerun"
+            raise RunError(f"{err.strerror}; {kept}; free space or fix the permissions{hint}") from None
+        raise
+
+
+def _saved_rounds(folder: Path) -> int | None:
+    """Rounds held by the folder's checkpoint, or None without one."""
+    last = folder / "last.pt"
+    if not last.exists():
+        return None
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=True)["state"]["next_round"])
+    except Exception:  # noqa: BLE001 -- reporting only; an unreadable checkpoint is said by --resume
+        return None
+
+
+def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: float) -> dict:
     fed = build_federation(cfg)
     print(data_summary(fed.data), flush=True)
     mode = "strict" if cfg.strict_dp else "faithful (paper's code)"
@@ -110,7 +206,7 @@ def run_training(cfg: Config) -> dict:
         recorder = RunRecorder(folder, resume_round=state.next_round - 1, outputs=fed.outputs)
     recorder.write_config(cfg.to_dict())
     try:
-        summary = train(fed, recorder, state)
+        summary = train(fed, recorder, state, started=started)
     finally:
         recorder.close()
     summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs)
@@ -132,19 +228,26 @@ def run_training(cfg: Config) -> dict:
                                                      for acc in ACCOUNTANTS}}
     if fed.local_update_dp is not None:
         summary["local_privacy"] = fed.local_update_dp.report()
-    summary["wall_s"] = time.perf_counter() - started
+    summary["wall_s"] = summary["timing"]["wall_s"]  # all processes of the run, resumes included
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)
     return summary
 
 
-def run_test(cfg: Config) -> dict:
-    """Evaluate a saved checkpoint on every hospital's test split (data flags from the checkpoint)."""
+def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
+    """Evaluate a saved checkpoint on every hospital's test split. The data and model flags
+    come from the checkpoint; `given` (flags set on the command line) may not contradict them."""
+    torch.set_num_threads(cfg.threads)
     path = Path(cfg.ckpt)
-    if not path.exists():
-        raise ConfigError(f"--ckpt {path} does not exist; point it at a run's best.pt or last.pt")
-    checkpoint = _load(path)
-    saved = Config.from_dict({**checkpoint["config"], "gpu": cfg.gpu, "test": True, "ckpt": str(path)})
+    checkpoint = load_checkpoint(path, "--ckpt")
+    current = cfg.to_dict()
+    differ = sorted(k for k in given - TEST_FLAGS if checkpoint["config"].get(k) != current[k])
+    if differ:
+        detail = ", ".join(f"--{k} {current[k]!r} (checkpoint: {checkpoint['config'].get(k)!r})" for k in differ)
+        raise ConfigError(f"--test takes the data and model flags from the checkpoint, and {detail} "
+                          "contradicts it; drop the flag or point --ckpt at a matching run")
+    saved = Config.from_dict({**checkpoint["config"], "gpu": cfg.gpu, "test": True, "ckpt": str(path),
+                              "threads": cfg.threads})
     fed = build_federation(saved)
     if "model" in checkpoint:
         fed.model.load_state_dict(checkpoint["model"])

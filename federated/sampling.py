@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-SAMPLING_MODES = ("fixed", "poisson")
+from federated.choices import SAMPLING_MODES
 
 
 def sample_hospitals(num: int, rate: float, mode: str, gen: torch.Generator) -> list[int]:

@@ -24,6 +24,13 @@ amplification (q = 1), a valid upper bound, and `approximation_note` says so:
 dp-accounting's PLD reads a REPLACE_ONE Gaussian's multiplier as std / (per-element bound),
 half the neighbouring distance, while its RDP reads it as std / distance; `_pld_event`
 converts, and a test pins both to the closed form.
+
+PLD and PRV are numerical: their grids span the privacy-loss range, which grows as 1/z.
+Their time and memory are bounded: PLD coarsens its grid step past `PLD_MAX_POINTS` (a
+pessimistic grid stays an upper bound), PRV widens its error past `PRV_MAX_POINTS` (it
+reports epsilon plus that error), and past `NUMERIC_LIMIT` (RDP's bound) neither is computed:
+PRV's exp(loss) overflows float64 and a useful PLD grid no longer fits. `limit_note` says
+which applied; an epsilon that is not computed is reported as infinite, never as a number.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import numpy as np
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 from opacus.accountants import PRVAccountant
+from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 
 ACCOUNTANTS = ("rdp", "prv", "pld")
 RELATIONS = ("add_remove", "replace")
@@ -44,6 +52,16 @@ RELATIONS = ("add_remove", "replace")
 PLD_DISCRETIZATION = 1e-3
 _NEIGHBOURS = {"add_remove": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
                "replace": dp_accounting.NeighboringRelation.REPLACE_ONE}
+
+# Beyond this epsilon (RDP's bound) PLD and PRV are not computed; RDP's bound stands alone.
+NUMERIC_LIMIT = 500.0
+# Grid sizes that keep one accounting call within a few seconds and a few hundred MB.
+PLD_MAX_POINTS = 200_000
+PRV_MAX_POINTS = 1_000_000
+PRV_EPS_ERROR = 0.01  # Opacus's default
+# dp-accounting truncates a Gaussian's privacy loss where the mass falls below e^-50,
+# i.e. at +-10 standard deviations: 20 / z nats of loss at multiplier z.
+_PLD_LOSS_SPAN = 20.0
 
 History = list[tuple[float, float]]
 
@@ -112,19 +130,76 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
         history = [(z, 1.0) for z, _ in history]
         sampling, relation = EVERY_ROUND, "add_remove"  # plain Gaussians: the distance is all that matters
     if accountant == "rdp":
-        # RDP adds up over releases: sum each distinct release's curve (cached) times its count.
-        total = sum(n * _rdp_curve(z, q, sampling, relation) for z, q, n in _compress(history))
-        eps, _ = rdp_privacy_accountant.compute_epsilon(_rdp_orders(), total, delta)
-        return float(eps)
+        return _rdp_epsilon(history, delta, sampling, relation)
+    if _rdp_bound(history, delta, sampling, relation) > NUMERIC_LIMIT:
+        return math.inf  # not computed (limit_note says why); RDP's bound is finite
     if accountant == "prv":
         acc = PRVAccountant()
         acc.history = _compress(history)
-        with np.errstate(divide="ignore"):  # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly
-            return float(acc.get_epsilon(delta))
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly; an overflow makes its bound inf.
+            eps = acc.get_epsilon(delta, eps_error=_prv_eps_error(acc, delta))
+        return float(eps)
     acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=_NEIGHBOURS[relation],
-                                               value_discretization_interval=PLD_DISCRETIZATION)
+                                               value_discretization_interval=_pld_interval(history, relation))
     acc.compose(_pld_event(history, relation))
     return float(acc.get_epsilon(delta))
+
+
+def limit_note(history: History, *, delta: float, accountant: str, sampling: Sampling,
+               relation: str = "add_remove") -> str | None:
+    """Why `accountant` gives no finite epsilon or a looser one than usual, or None."""
+    if not history or accountant == "rdp":
+        return None
+    if any(z <= 0 or math.isinf(1 / z) for z, _ in history):
+        return None  # no noise: infinite under every accountant, said by the outputs' coverage
+    if not amplified(sampling, relation, accountant):
+        history = [(z, 1.0) for z, _ in history]
+        sampling, relation = EVERY_ROUND, "add_remove"
+    rdp = _rdp_bound(history, delta, sampling, relation)
+    if rdp > NUMERIC_LIMIT:
+        return (f"{accountant}: not computed (reported as inf): RDP already bounds epsilon by {rdp:.4g} > "
+                f"{NUMERIC_LIMIT:g}, where PRV's grid overflows floating point and PLD's outgrows memory")
+    if accountant == "pld" and (step := _pld_interval(history, relation)) > PLD_DISCRETIZATION:
+        return f"pld: grid step coarsened to {step:.3g} (noise this small spans a wide loss range); an upper bound"
+    if accountant == "prv":
+        acc = PRVAccountant()
+        acc.history = _compress(history)
+        if (err := _prv_eps_error(acc, delta)) > PRV_EPS_ERROR:
+            return f"prv: error bound widened to {err:.3g} to keep the grid within memory; an upper bound"
+    return None
+
+
+def _rdp_epsilon(history: History, delta: float, sampling: Sampling, relation: str) -> float:
+    # RDP adds up over releases: sum each distinct release's curve (cached) times its count.
+    total = sum(n * _rdp_curve(z, q, sampling, relation) for z, q, n in _compress(history))
+    eps, _ = rdp_privacy_accountant.compute_epsilon(_rdp_orders(), total, delta)
+    return float(eps)
+
+
+def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str) -> float:
+    """RDP's epsilon, without amplification where RDP has no analysis of the pair (an upper bound)."""
+    if not amplified(sampling, relation, "rdp"):
+        history = [(z, 1.0) for z, _ in history]
+        sampling, relation = EVERY_ROUND, "add_remove"
+    return _rdp_epsilon(history, delta, sampling, relation)
+
+
+def _pld_interval(history: History, relation: str) -> float:
+    """PLD's grid step: the default, or coarser where the widest release's loss span
+    would need more than PLD_MAX_POINTS points."""
+    factor = 2.0 if relation == "replace" else 1.0
+    widest = max(_PLD_LOSS_SPAN / (z * factor) for z, _ in history)
+    return max(PLD_DISCRETIZATION, widest / PLD_MAX_POINTS)
+
+
+def _prv_eps_error(acc: PRVAccountant, delta: float) -> float:
+    """Opacus's epsilon error, widened so that its grid (2L / mesh points, mesh proportional
+    to the error) stays within PRV_MAX_POINTS."""
+    domain = acc._get_domain(prvs=[PoissonSubsampledGaussianPRV(q, z) for z, q, _ in acc.history],
+                             num_self_compositions=[n for _, _, n in acc.history],
+                             eps_error=PRV_EPS_ERROR, delta_error=delta / 1000)
+    return PRV_EPS_ERROR * max(1.0, domain.size / PRV_MAX_POINTS)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from privacy.accountants import ACCOUNTANTS, Sampling, approximation_note, epsilon
+from privacy.accountants import ACCOUNTANTS, Sampling, approximation_note, epsilon, limit_note
 
 
 @dataclass
@@ -64,6 +64,8 @@ class PrivacyLedger:
         out = {}
         for name, a in self.accounts.items():
             notes = [n for acc in accountants if (n := approximation_note(a.sampling, a.relation, acc))]
+            notes += [n for acc in accountants if (n := limit_note(a.history, delta=a.delta, accountant=acc,
+                                                                   sampling=a.sampling, relation=a.relation))]
             out[name] = {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
                          "sampling": a.sampling.kind, "sample_rate": a.sampling.rate, "delta": a.delta,
                          "releases": len(a.history),

@@ -29,7 +29,7 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     """Exact epsilon of mu-GDP (Dong, Roth, Su 2022, Cor. 2.13)."""
     def gap(eps):
         return norm.cdf(-eps / mu + mu / 2) - math.exp(eps + norm.logcdf(-eps / mu - mu / 2)) - delta
-    return 0.0 if gap(0.0) <= 0 else brentq(gap, 0.0, 1000.0)
+    return 0.0 if gap(0.0) <= 0 else brentq(gap, 0.0, max(1000.0, mu * mu / 2 + 20 * mu))
 
 
 def ledger_after(*, z, schedule, sampling, norm_sum_noise=None, count_noise=None, delta=1e-3):

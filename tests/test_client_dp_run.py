@@ -142,7 +142,8 @@ def test_strict_mode_reports_nothing_unnoised(tiny_args):
     assert s["best_round"] == 3  # the final model, not one picked on unnoised val scores
     not_covered = [item.split(":")[0] for item in s["privacy_report"]["not_covered"]]
     # what remains: scores of the final model, diagnostics, the seeded randomness and simulation artefacts
-    assert not_covered == ["randomness", "validation scores", "test scores", "hospital sizes", "checkpoint last.pt"]
+    assert not_covered == ["randomness", "validation scores", "test scores", "hospital sizes", "divergence stop",
+                           "checkpoint last.pt"]
     # update + norm sum + clip count, every round
     assert s["privacy"]["rounds_charged"] == 4
 

@@ -1,7 +1,14 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import fed_train
+from federated import choices
 from federated.config import PRESETS, build_parser, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _error(argv, capsys) -> str:
@@ -18,7 +25,7 @@ def _error(argv, capsys) -> str:
     (["-sr", "1.5"], "-sr/--sample_rate must be in (0, 1]"),
     (["--data", "mnist"], "--data 'mnist' is unknown"),
     (["--model", "resnet999"], "--model 'resnet999' is unknown"),
-    (["--mode", "fedsgd"], "--mode 'fedsgd' is unknown"),
+    (["--mode", "fedsgd"], "argument --mode: invalid choice: 'fedsgd'"),
     (["--rounds", "0"], "--rounds must be >= 1"),
     (["--lr", "-1"], "--lr must be > 0"),
     (["--img_size", "30"], "--img_size must be a multiple of 4"),
@@ -54,6 +61,43 @@ def test_help_is_grouped_and_shows_defaults():
     for group in ("data:", "federation:", "model:", "logging and checkpoints:"):
         assert group in text
     assert "(default: 1)" in text  # -VN
+
+
+def test_help_shows_only_meaningful_defaults():
+    text = build_parser().format_help()
+    for noise in ("(default: None)", "(default: True)", "(default: False)", "preset) (default"):
+        assert noise not in text
+    assert len(text.splitlines()) < 230 and text.startswith("usage: fed_train.py [flags]")
+
+
+def test_flag_errors_are_one_line_and_come_before_torch_loads():
+    code = ("import sys, time; start = time.perf_counter(); sys.path.insert(0, '.')\n"
+            "from federated.cli import main\n"
+            "try:\n    main(['--modee', 'x'])\nexcept SystemExit as e:\n    assert e.code == 2\n"
+            "assert 'torch' not in sys.modules, 'torch was imported before the flags were checked'\n"
+            "print(time.perf_counter() - start)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "fed_train.py: error: unrecognized arguments: --modee x (see --help)"
+    assert float(done.stdout) < 2.0
+
+
+def test_flag_choices_match_the_registries():
+    from datasets import DATASETS, SYNTHETIC
+    from datasets.medmnist import NUM_CLASSES, PARTITIONS
+    from nets import MODELS
+    assert set(choices.DATASETS) == set(DATASETS) and choices.SYNTHETIC == SYNTHETIC
+    assert set(choices.MEDMNIST) == set(NUM_CLASSES) and choices.PARTITIONS == PARTITIONS
+    assert set(choices.MODELS) == set(MODELS)
+
+
+def test_targets_beyond_the_numerical_accountants_are_refused(capsys):
+    from federated.config import NUMERIC_EPSILON_LIMIT
+    from privacy.accountants import NUMERIC_LIMIT
+    assert NUMERIC_EPSILON_LIMIT == NUMERIC_LIMIT
+    assert "PLD and PRV give no value beyond epsilon 500" in _error(
+        ["--mode", "dpsgd", "--epsilon", "1000", "--accountant", "pld"], capsys)
+    assert parse_config(["--mode", "dpsgd", "--epsilon", "1000"]).epsilon == 1000  # RDP answers
 
 
 def test_config_is_frozen():

@@ -18,6 +18,7 @@ from datasets.base import Split
 from federated.config import parse_config
 from federated.setup import build_federation
 from tests.conftest import TINY
+from utils import io
 
 DP = ["--mode", "dpsgd", "--S", "1.0"]
 # DP-SGD needs a model without in-place activations or BatchNorm
@@ -27,7 +28,7 @@ CXR = ["--data", "synthetic-cxr", "--train_size", "48", "--val_size", "16", "--t
 
 def run(args, tmp_path, name="run"):
     assert fed_train.main(args + ["--save_path", str(tmp_path), "--exp", name]) == 0
-    return json.loads(next(Path(tmp_path).rglob(f"{name}/summary.json")).read_text())
+    return io.read_json(next(Path(tmp_path).rglob(f"{name}/summary.json")))
 
 
 def metrics(summary):

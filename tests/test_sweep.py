@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY
+from utils import io
 from utils.sweep import parse_line, plan, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_quick_sweep_runs_the_whole_grid_and_reports_it(tmp_path, script, data, 
 
 def test_quick_blood_sweep_compares_local_and_client_level_dp(tmp_path):
     _quick("run_blood_exp.sh", tmp_path, SEEDS="0")  # one seed keeps the suite short
-    summaries = [json.loads(p.read_text()) for p in (tmp_path / "synthetic-blood").rglob("summary.json")]
+    summaries = [io.read_json(p) for p in (tmp_path / "synthetic-blood").rglob("summary.json")]
     assert len(summaries) == 9  # 3 federation sizes x 3 settings
     table = (tmp_path / "blood.md").read_text()
     for n in (5, 10, 20):

@@ -57,8 +57,8 @@ def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
             raise SystemExit(f"report: {root} does not exist; pass the sweep's results folder (SAVE)")
         for config_path in sorted(root.rglob("config.json")):
             summary_path = config_path.parent / "summary.json"
-            summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-            runs.append((config_path.parent, json.loads(config_path.read_text()), summary))
+            summary = io.read_json(summary_path) if summary_path.exists() else None
+            runs.append((config_path.parent, io.read_json(config_path), summary))
     if not runs:
         raise SystemExit(f"report: no run folders (config.json) below {', '.join(paths)}")
     return runs

@@ -11,12 +11,13 @@ ledger reports it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from utils import io
 
 IGNORED_FOR_GROUPING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every"}
 
@@ -27,7 +28,7 @@ def load_summaries(run_dirs: list[str]) -> list[dict]:
         path = Path(d) / "summary.json"
         if not path.exists():
             raise SystemExit(f"summarize: {path} is missing; is {d} a finished run folder?")
-        summaries.append(json.loads(path.read_text()))
+        summaries.append(io.read_json(path))
     return summaries
 
 
@@ -45,9 +46,9 @@ def summarize(summaries: list[dict], keys: list[str] | None = None) -> dict[str,
 def group_runs(root: Path) -> dict[tuple, list[tuple[dict, dict]]]:
     groups: dict[tuple, list] = defaultdict(list)
     for path in sorted(root.rglob("summary.json")):
-        config = json.loads((path.parent / "config.json").read_text())
+        config = io.read_json(path.parent / "config.json")
         key = tuple(sorted((k, v) for k, v in config.items() if k not in IGNORED_FOR_GROUPING))
-        groups[key].append((config, json.loads(path.read_text())))
+        groups[key].append((config, io.read_json(path)))
     return groups
 
 

@@ -49,11 +49,10 @@ def plan(argv: list[str]) -> tuple[str, list[str], Path]:
 
 def _run_one(job: tuple[list[str], str, int]) -> tuple[str, int, float]:
     argv, log_path, threads = job
-    import torch
-
     from federated import cli
 
-    torch.set_num_threads(threads)
+    if "--threads" not in argv:  # one run per core share: parallel runs must not oversubscribe the cores
+        argv = argv + ["--threads", str(threads)]
     start = time.perf_counter()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

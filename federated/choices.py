@@ -1,0 +1,10 @@
+"""The names the flags accept, kept free of torch so that a mistyped flag is rejected before
+torch and MONAI load (seconds). tests/test_flags.py checks them against the registries in
+datasets/ and nets/, which stay the source of truth."""
+SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr")
+MEDMNIST = ("bloodmnist", "pathmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
+            "organamnist", "organcmnist", "organsmnist", "tissuemnist")
+DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "folder") + MEDMNIST
+MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "unet_small")
+PARTITIONS = ("dirichlet", "quantity", "iid")
+SAMPLING_MODES = ("fixed", "poisson")
