@@ -95,7 +95,7 @@ def _finite(value: Any) -> Any:
         return [_finite(v) for v in value]
     if isinstance(value, torch.Tensor):
         return _finite(value.tolist())
-    if isinstance(value, float) or hasattr(value, "item") and isinstance(value.item(), float):
+    if isinstance(value, float) or getattr(value, "ndim", None) == 0 and isinstance(value.item(), float):
         value = float(value)
         if math.isnan(value):
             return None
