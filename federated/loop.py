@@ -116,21 +116,28 @@ def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], m
         opt_state = None if fed.cfg.reset_optimizer else state.opt_states[h][k]
         gen = client_generator(fed.cfg.seed, round_idx, h, k)
         result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=gen)
-        check_finite(fed, result, h, k, round_idx, lr)
         state.opt_states[h][k] = None if fed.cfg.reset_optimizer else new_state
         deltas[row] = result.delta
         results.append(result)
     state.timing["local_s"] += time.perf_counter() - start
+    check_finite(fed, deltas, results, members, round_idx, lr)
     return deltas, results
 
 
-def check_finite(fed: Federation, result: LocalResult, h: int, k: int, round_idx: int, lr: float) -> None:
-    """Stop at the first non-finite loss or update: later rounds would average NaN."""
-    what = "loss" if result.num_steps > 0 and not math.isfinite(result.loss) else \
-        "update" if not bool(torch.isfinite(result.delta).all()) else None
-    if what:
-        raise Diverged(f"training diverged in round {round_idx}: {fed.data.hospitals[h].name} sub-client {k} "
-                       f"produced a non-finite {what} (local --lr {lr:g}); lower --lr")
+def check_finite(fed: Federation, deltas: torch.Tensor, results: list[LocalResult], members: list[tuple[int, int]],
+                 round_idx: int, lr: float) -> None:
+    """Stop at the first non-finite loss or update: later rounds would average NaN. One
+    check over the stacked deltas (no per-sub-client device sync); the culprit is looked
+    up only when it fails."""
+    finite_rows = torch.isfinite(deltas).all(dim=1)
+    if bool(finite_rows.all()) and all(math.isfinite(r.loss) for r in results if r.num_steps > 0):
+        return
+    for row, ((h, k), r) in enumerate(zip(members, results)):
+        what = "loss" if r.num_steps > 0 and not math.isfinite(r.loss) else \
+            "update" if not bool(finite_rows[row]) else None
+        if what:
+            raise Diverged(f"training diverged in round {round_idx}: {fed.data.hospitals[h].name} sub-client {k} "
+                           f"produced a non-finite {what} (local --lr {lr:g}); lower --lr")
 
 
 def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -> dict[str, list]:
