@@ -107,3 +107,17 @@ def test_a_run_with_tiny_noise_finishes_and_says_what_is_not_finite(flags, tmp_p
         assert math.isfinite(eps["rdp"]) and math.isinf(eps["pld"]) and math.isinf(eps["prv"])
     notes = summary["privacy_report"]["notes"]
     assert any(n.startswith("pld: not computed") for n in notes) and any(n.startswith("prv: not computed") for n in notes)
+
+
+def test_rdp_is_always_computed_and_noise_free_releases_get_no_limit_note():
+    assert limit_note([(0.01, 1.0)] * 2, delta=1e-3, accountant="rdp", sampling=EVERY_ROUND) is None
+    for z in (0.0, 1e-320):  # no guarantee at all: said by the report's coverage, not as a numerical limit
+        assert limit_note([(z, 1.0)], delta=1e-3, accountant="pld", sampling=EVERY_ROUND) is None
+
+
+def test_pld_grid_of_the_patient_unit_reads_the_replace_one_multiplier():
+    """Poisson replace-one is the one pair where PLD amplifies and RDP cannot: the grid is
+    sized for PLD's own reading of the multiplier (twice RDP's), 20 / (2 z) nats wide."""
+    poisson = Sampling("poisson", 0.5, 20, 10)
+    note = limit_note([(0.045, 0.5)], delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    assert note == "pld: grid step coarsened to 0.00111 (noise this small spans a wide loss range); an upper bound"
