@@ -7,7 +7,7 @@ import dp_accounting
 import pytest
 import torch
 from dp_accounting.rdp import rdp_privacy_accountant
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import norm
@@ -16,7 +16,7 @@ from federated import loop
 from federated.config import parse_config
 from federated.pipeline import Participants
 from federated.setup import build_federation
-from privacy.accountants import Sampling
+from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, History, Sampling, epsilon
 from privacy.client_dp import ClientLevelDP
 from privacy.clipping import FixedClip, QuantileClip
 from privacy.ledger import PrivacyLedger
@@ -30,6 +30,16 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     def gap(eps):
         return norm.cdf(-eps / mu + mu / 2) - math.exp(eps + norm.logcdf(-eps / mu - mu / 2)) - delta
     return 0.0 if gap(0.0) <= 0 else brentq(gap, 0.0, max(1000.0, mu * mu / 2 + 20 * mu))
+
+
+def numerical_epsilon(ledger, name: str, accountant: str, plain: History) -> float | None:
+    """The account's PLD/PRV epsilon, or None where it is rightly not computed: when RDP's
+    bound on the plain (unamplified) releases exceeds NUMERIC_LIMIT (then it must be inf)."""
+    eps = ledger.epsilon(name, accountant)
+    if epsilon(plain, delta=1e-3, accountant="rdp", sampling=EVERY_ROUND) > NUMERIC_LIMIT:
+        assert math.isinf(eps)
+        return None
+    return eps
 
 
 def ledger_after(*, z, schedule, sampling, norm_sum_noise=None, count_noise=None, delta=1e-3):
@@ -53,6 +63,7 @@ extras = st.one_of(st.none(), st.floats(0.5, 5.0))
 @settings(max_examples=10, deadline=None)
 @given(z=st.floats(0.5, 4.0), schedule=st.lists(st.integers(1, 4), min_size=1, max_size=12),
        s_norm=extras, s_count=extras)
+@example(z=0.5, schedule=[4] * 12, s_norm=0.5, s_count=None)  # the hospital past NUMERIC_LIMIT
 def test_every_unit_matches_the_gaussian_closed_form_at_q1(z, schedule, s_norm, s_count):
     if s_norm is None:
         s_count = None  # the clip count is only released in strict mode
@@ -64,7 +75,8 @@ def test_every_unit_matches_the_gaussian_closed_form_at_q1(z, schedule, s_norm, 
              "hospital": sum(v * v * (z ** -2 + extra) for v in schedule)}
     for unit, m in mu_sq.items():
         exact = gdp_epsilon(math.sqrt(m), 1e-3)
-        assert ledger.epsilon(f"client/{unit}", "pld") == pytest.approx(exact, rel=2e-2, abs=2e-2)
+        pld = numerical_epsilon(ledger, f"client/{unit}", "pld", [(m ** -0.5, 1.0)])  # all rounds as one Gaussian
+        assert pld is None or pld == pytest.approx(exact, rel=2e-2, abs=2e-2)
         assert ledger.epsilon(f"client/{unit}", "rdp") >= exact * (1 - 1e-6)  # RDP is an upper bound
 
 
@@ -82,11 +94,13 @@ def test_poisson_sampling_matches_dp_accounting(z, q, rounds, v, s_norm):
     # the patient (replace-one): RDP has no amplified analysis, so the unamplified closed form bounds it
     exact = gdp_epsilon(math.sqrt(rounds * (4 * z ** -2 + extra)), 1e-3)
     assert ledger.epsilon("client/patient", "rdp") >= exact * (1 - 1e-6)
-    assert ledger.epsilon("client/patient", "pld") <= exact * 1.02 + 0.02
+    pld = numerical_epsilon(ledger, "client/patient", "pld", [((4 * z ** -2 + extra) ** -0.5, 1.0)] * rounds)
+    assert pld is None or pld <= exact * 1.02 + 0.02
 
 
 @settings(max_examples=5, deadline=None)  # dp-accounting's without-replacement RDP is slow
 @given(z=st.floats(0.7, 3.0), n=st.integers(4, 30), rounds=st.integers(1, 30), v=st.integers(1, 4))
+@example(z=0.7, n=4, rounds=28, v=4)  # the hospital's PLD is past NUMERIC_LIMIT: not computed
 def test_fixed_size_sampling_matches_dp_accounting(z, n, rounds, v):
     m = max(1, n // 3)
     ledger = ledger_after(z=z, schedule=[v] * rounds, sampling=Sampling("fixed", m / n, n, m))
@@ -96,7 +110,8 @@ def test_fixed_size_sampling_matches_dp_accounting(z, n, rounds, v):
         expected = rdp_privacy_accountant.RdpAccountant(neighboring_relation=REPLACE).compose(event).get_epsilon(1e-3)
         assert ledger.epsilon(f"client/{unit}", "rdp") == pytest.approx(expected, rel=1e-9)
         unamplified = gdp_epsilon(math.sqrt(rounds) / multiplier, 1e-3)
-        assert ledger.epsilon(f"client/{unit}", "pld") == pytest.approx(unamplified, rel=2e-2, abs=2e-2)
+        pld = numerical_epsilon(ledger, f"client/{unit}", "pld", [(multiplier, 1.0)] * rounds)
+        assert pld is None or pld == pytest.approx(unamplified, rel=2e-2, abs=2e-2)
 
 
 def test_pld_replace_reading_at_q1_is_the_distance_reading():
