@@ -136,8 +136,7 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
     if accountant == "prv":
         acc = PRVAccountant()
         acc.history = _compress(history)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly; an overflow makes its bound inf.
+        with np.errstate(divide="ignore"):  # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly
             eps = acc.get_epsilon(delta, eps_error=_prv_eps_error(acc, delta))
         return float(eps)
     acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=_NEIGHBOURS[relation],

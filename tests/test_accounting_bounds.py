@@ -121,3 +121,36 @@ def test_pld_grid_of_the_patient_unit_reads_the_replace_one_multiplier():
     poisson = Sampling("poisson", 0.5, 20, 10)
     note = limit_note([(0.045, 0.5)], delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
     assert note == "pld: grid step coarsened to 0.00111 (noise this small spans a wide loss range); an upper bound"
+
+
+def test_amplified_releases_are_checked_against_the_amplified_bound():
+    """Poisson add/remove: the limit reads RDP's amplified bound, so a release that is cheap
+    once subsampled is computed even though its unsampled epsilon is far beyond the limit."""
+    poisson = Sampling("poisson", 0.01, 100, 1)
+    history = [(0.1, 0.01)] * 10
+    assert epsilon([(0.1, 1.0)] * 10, delta=1e-3, accountant="rdp", sampling=EVERY_ROUND) > NUMERIC_LIMIT
+    for acc in ("pld", "prv"):
+        assert math.isfinite(epsilon(history, delta=1e-3, accountant=acc, sampling=poisson))
+
+
+def test_pld_uses_the_grid_its_note_states():
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+    from privacy.accountants import _PLD_LOSS_SPAN, PLD_MAX_POINTS
+    poisson = Sampling("poisson", 0.5, 20, 10)
+    step = _PLD_LOSS_SPAN / (2 * 0.045) / PLD_MAX_POINTS
+    acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE,
+                                               value_discretization_interval=step)
+    acc.compose(dp_accounting.PoissonSampledDpEvent(0.5, dp_accounting.GaussianDpEvent(2 * 0.045)))
+    ours = epsilon([(0.045, 0.5)], delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    assert ours == pytest.approx(acc.get_epsilon(1e-3), rel=1e-12)
+
+
+def test_widened_prv_error_is_part_of_the_reported_bound():
+    sampling = Sampling("poisson", 0.1, 20, 2)
+    history = [(0.5, 0.1)] * 1000
+    note = limit_note(history, delta=1e-3, accountant="prv", sampling=sampling)
+    widened = float(note.split("widened to ")[1].split()[0])
+    prv = epsilon(history, delta=1e-3, accountant="prv", sampling=sampling)
+    pld = epsilon(history, delta=1e-3, accountant="pld", sampling=sampling)
+    assert prv - pld >= 0.8 * widened > 0.8 * 0.01  # Opacus adds the error it was given to its estimate
