@@ -8,3 +8,4 @@ DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "folder") + MEDMNIST
 MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "unet_small")
 PARTITIONS = ("dirichlet", "quantity", "iid")
 SAMPLING_MODES = ("fixed", "poisson")
+ENGINES = ("loop", "batched")

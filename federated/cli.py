@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print("fairness (test, pooled): " + ", ".join(f"{k} {v:+.4f}" for k, v in spd.items()))
     print(f"{summary['rounds_run']} rounds in {summary['wall_s']:.1f} s; outside local training "
           f"{100 * timing['outside_local_fraction']:.1f}% of round time "
-          f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, aggregation and bookkeeping "
+          f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, checkpoints "
+          f"{100 * timing['checkpoint_s'] / timing['total_s']:.1f}%, aggregation and bookkeeping "
           f"{100 * timing['overhead_fraction']:.1f}%); results in {summary['run_dir']}")
     if "privacy" in summary:  # last line: the epsilon spent, per unit
         p = summary["privacy"]

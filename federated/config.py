@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from federated.choices import DATASETS, MEDMNIST, MODELS, PARTITIONS, SAMPLING_MODES, SYNTHETIC
+from federated.choices import DATASETS, ENGINES, MEDMNIST, MODELS, PARTITIONS, SAMPLING_MODES, SYNTHETIC
 
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
@@ -126,12 +126,15 @@ class Config:
     save_path: str = "./experiments"
     resume: bool = False
     overwrite: bool = False
-    ckpt_every: int = 1
+    ckpt_every: int = 10
+    keep_optimizer: bool = False
     gpu: str = "0"
     test: bool = False
     ckpt: str | None = None
     progress: bool = True
     threads: int = 2
+    engine: str = "auto"
+    engine_chunk: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -333,20 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
 
-    g = p.add_argument_group("logging and checkpoints")
+    g = p.add_argument_group("logging, checkpoints and engine")
     g.add_argument("--seed", type=int, default=0, help="seed for data, splits, sampling and training")
     g.add_argument("--exp", default=None, help="run folder name (default: built from the flags)")
     g.add_argument("--save_path", default="./experiments", help="results root: SAVE_PATH/DATA/seedS/RUN")
     g.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    g.add_argument("--ckpt_every", type=int, default=1, help="save the resumable checkpoint every K rounds")
+    g.add_argument("--ckpt_every", type=int, default=10, help="write last.pt every K rounds and at the end")
+    g.add_argument("--keep_optimizer", action="store_true",
+                   help="keep the sub-clients' Adam states in the final last.pt (to extend the run later)")
     g.add_argument("--gpu", default="0", help="CUDA device index when a GPU is present; 'cpu' forces the CPU")
     g.add_argument("--test", action="store_true", help="only evaluate --ckpt on every hospital's test set")
     g.add_argument("--ckpt", default=None, help="checkpoint to evaluate with --test")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="hide the progress bar")
     g.add_argument("--threads", type=int, default=2,
-                   help="torch CPU threads; results depend on it (the order of float sums), so it is fixed "
-                        "rather than taken from the machine")
+                   help="torch CPU threads; results depend on it (the order of float sums)")
+    g.add_argument("--engine", default="auto", choices=("auto",) + ENGINES,
+                   help="train sub-clients one by one (loop) or together (batched); auto: batched on a GPU")
+    g.add_argument("--engine_chunk", type=int, default=0,
+                   help="--engine batched: most sub-clients at once (0: what fits)")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."
     return p
 
@@ -394,6 +402,10 @@ def validate(cfg: Config) -> None:
     _check(cfg.rmsprop_lr > 0, f"--rmsprop_lr must be > 0 (got {cfg.rmsprop_lr})")
     _check(cfg.dp2_interval >= 1, f"--dp2_interval must be >= 1 (got {cfg.dp2_interval})")
     _check(cfg.ckpt_every >= 1, f"--ckpt_every must be >= 1 (got {cfg.ckpt_every})")
+    _check(cfg.engine_chunk >= 0, f"--engine_chunk must be >= 0 (got {cfg.engine_chunk}; 0 = automatic)")
+    _check(not (cfg.engine == "batched" and cfg.dp_level == "sample"),
+           "--engine batched does not run --dp_level sample (its per-sample clipping comes from Opacus); "
+           "use --engine loop")
     _check(not cfg.test or cfg.ckpt, "--test needs --ckpt PATH (a best.pt or last.pt of a run)")
     _check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; pick one")
     _validate_privacy(cfg)

@@ -1,11 +1,13 @@
-"""Local training of one sub-client: (global params, data, optimizer state, rng) -> delta.
+"""Local training of one sub-client (the loop engine): (global params, data, Adam state,
+generator) -> delta.
 
-One working model and one Adam optimizer serve every sub-client; each sub-client's Adam
-moments are swapped in before its update and kept for its next round, so no per-client
-model copies exist (docs/design.md, one round). Adam with amsgrad, as the paper's code.
+One working model serves every sub-client: its tensors are views into one flat vector
+(federated/flat.py), so loading the global parameters, stepping Adam over the
+sub-client's stacked state (federated/adam.py) and reading the delta are single vector
+operations; no per-client model copies exist (docs/design.md, one round).
 With `sample_dp` (--dp_level sample) the same model is wrapped once in Opacus's
-GradSampleModule and Adam in a DPOptimizer: local steps become DP-SGD steps
-(privacy/sample_dp.py).
+GradSampleModule and torch's Adam in a DPOptimizer: local steps become DP-SGD steps
+(privacy/sample_dp.py), and the sub-client's state rows are handed to that Adam as views.
 """
 from __future__ import annotations
 
@@ -16,18 +18,10 @@ import warnings
 import torch
 import torch.nn as nn
 
-from opacus import GradSampleModule
-from opacus.data_loader import DPDataLoader
-from opacus.grad_sample import GradSampleModuleFastGradientClipping
-from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
-from opacus.utils.batch_memory_manager import BatchMemoryManager
-from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-
 from datasets.base import Shard
+from federated.adam import AdamMoments, adam_step
 from federated.flat import FlatState
 from privacy.sample_dp import PerSampleLoss, SampleDPSettings
-
-OptimizerState = list[dict]  # one Adam state dict per trainable parameter, in model order
 
 
 @dataclass
@@ -37,6 +31,12 @@ class LocalResult:
     num_steps: int
     loss: float
     sample_rate: float = 1.0  # DP-SGD's Poisson rate (--dp_level sample)
+
+
+def steps_per_epoch(n: int, batch: int) -> int:
+    """The last incomplete batch is dropped as in the paper's loader, except that a
+    sub-client smaller than one batch trains on all of its samples as a single batch."""
+    return n // min(batch, n) if n else 0
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -58,71 +58,78 @@ class LocalTrainer:
                  sample_dp: SampleDPSettings | None = None):
         self.model = model
         self.prepare = prepare  # uint8 -> float (and augmentation) for real datasets
-        self.flat = FlatState(model)
+        self.flat = FlatState(model, channels_last=sample_dp is None)
         self.loss_fn = loss_fn
         self.batch = batch
         self.epochs = epochs
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=1e-3, amsgrad=True)
         self.sample_dp = sample_dp
         if sample_dp is not None:
-            # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
-                           expected_batch_size=batch)
-            if sample_dp.grad_sample_mode == "ghost":
-                # Per-sample gradient norms from a first backward pass, clipped sum from a second.
-                self.train_model = GradSampleModuleFastGradientClipping(
-                    model, max_grad_norm=sample_dp.max_grad_norm, use_ghost_clipping=True)
-                self.optimizer = DPOptimizerFastGradientClipping(self.optimizer, **privacy)
-                self.dp_loss = DPLossFastGradientClipping(self.train_model, self.optimizer, PerSampleLoss(loss_fn))
-            else:
-                self.train_model = GradSampleModule(model)  # per-sample gradient hooks on the same parameters
-                self.optimizer = DPOptimizer(self.optimizer, **privacy)
-                self.dp_loss = loss_fn
+            self._wrap_for_dp_sgd(sample_dp)
 
-    def update(self, global_params: torch.Tensor, data: Shard, state: OptimizerState | None,
-               *, lr: float, gen: torch.Generator) -> tuple[LocalResult, OptimizerState]:
-        """Train from `global_params` on `data` for the configured epochs.
+    def _wrap_for_dp_sgd(self, sample_dp: SampleDPSettings) -> None:
+        # Opacus and torch.optim (which imports torch._dynamo, ~1.5 s) load only for DP-SGD.
+        from opacus import GradSampleModule
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
+        from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+        from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
-        Mini-batches are reshuffled every epoch from `gen`; the last incomplete batch is
-        dropped as in the paper's loader, except that a sub-client smaller than one batch
-        trains on all of its samples as a single batch.
-        """
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=1e-3, amsgrad=True)
+        # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
+                       expected_batch_size=self.batch)
+        if sample_dp.grad_sample_mode == "ghost":
+            # Per-sample gradient norms from a first backward pass, clipped sum from a second.
+            self.train_model = GradSampleModuleFastGradientClipping(
+                self.model, max_grad_norm=sample_dp.max_grad_norm, use_ghost_clipping=True)
+            self.optimizer = DPOptimizerFastGradientClipping(self.optimizer, **privacy)
+            self.dp_loss = DPLossFastGradientClipping(self.train_model, self.optimizer, PerSampleLoss(self.loss_fn))
+        else:
+            self.train_model = GradSampleModule(self.model)  # per-sample gradient hooks on the same parameters
+            self.optimizer = DPOptimizer(self.optimizer, **privacy)
+            self.dp_loss = self.loss_fn
+
+    def update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, *, lr: float,
+               gen: torch.Generator) -> LocalResult:
+        """Train from `global_params` on `data` for the configured epochs; `state` (one
+        row) is updated in place. Mini-batches are reshuffled every epoch from `gen`."""
         if len(data) == 0:  # a sub-client the hash left empty this round: it sends a zero update
-            return LocalResult(torch.zeros_like(global_params), 0, 0, 0.0), state
+            return LocalResult(torch.zeros_like(global_params), 0, 0, 0.0)
         self.flat.set(global_params)
-        self._load_state(state)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         if self.sample_dp is not None:
-            return self._dp_sgd_update(global_params, data, gen)
+            return self._dp_sgd_update(global_params, data, state, lr, gen)
         self.model.train()
         n = len(data)
         batch = min(self.batch, n)
-        steps_per_epoch = n // batch
+        params, grads = self.flat.vector[None], self.flat.grad[None]
         total_loss, steps = 0.0, 0
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=gen).to(data.index.device)
-            for s in range(steps_per_epoch):
+            for s in range(steps_per_epoch(n, self.batch)):
                 idx = order[s * batch:(s + 1) * batch]
-                self.optimizer.zero_grad(set_to_none=True)
+                self.flat.zero_grad()
                 images, targets = data.batch(idx)
                 if self.prepare is not None:
                     images = self.prepare(images, train=True, gen=gen)
                 loss = self.loss_fn(self.model(images), targets)
                 loss.backward()
-                self.optimizer.step()
+                adam_step(params, grads, state, lr)
                 total_loss += loss.detach()
                 steps += 1
         delta = self.flat.get() - global_params
-        result = LocalResult(delta, n, steps, float(total_loss) / max(steps, 1))
-        return result, [self.optimizer.state[p] for p in self.params]
+        return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1))
 
-    def _dp_sgd_update(self, global_params: torch.Tensor, data: Shard,
-                       gen: torch.Generator) -> tuple[LocalResult, OptimizerState]:
+    def _dp_sgd_update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, lr: float,
+                       gen: torch.Generator) -> LocalResult:
         """Local epochs of DP-SGD: Poisson batches of expected size `batch`, per-sample
         clipping and noise (Opacus). Counts the optimizer steps actually taken."""
+        from opacus.data_loader import DPDataLoader
+        from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+        self._lend_state(state)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         n = len(data)
         rate = min(1.0, self.batch / n)
         loader = DPDataLoader(ShardDataset(data), sample_rate=rate, generator=gen)
@@ -149,15 +156,18 @@ class LocalTrainer:
                     self.optimizer.step()
                     steps += 0 if self.optimizer._is_last_step_skipped else 1
         self.optimizer.zero_grad(set_to_none=True)
+        state.step[0] = float(self.optimizer.state[self.params[0]]["step"])
         delta = self.flat.get() - global_params
-        result = LocalResult(delta, n, steps, float(total_loss) / max(steps, 1), sample_rate=rate)
-        return result, [self.optimizer.state[p] for p in self.params]
+        return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1), sample_rate=rate)
 
-    def _load_state(self, state: OptimizerState | None) -> None:
+    def _lend_state(self, state: AdamMoments) -> None:
+        """Give torch's Adam the sub-client's state rows as views: it updates them in place."""
         self.optimizer.state.clear()
-        if state is not None:
-            for p, s in zip(self.params, state):
-                self.optimizer.state[p] = s
+        views = {key: self.flat.split(getattr(state, key)[0]) for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+        for i, t in enumerate(self.flat.tensors):
+            if t.requires_grad:
+                self.optimizer.state[t] = {"step": torch.tensor(float(state.step[0]), dtype=torch.float32),
+                                           **{key: v[i] for key, v in views.items()}}
 
 
 def _noise_generator(gen: torch.Generator, device: torch.device) -> torch.Generator:
@@ -167,22 +177,3 @@ def _noise_generator(gen: torch.Generator, device: torch.device) -> torch.Genera
     cuda_gen = torch.Generator(device=device)
     cuda_gen.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
     return cuda_gen
-
-
-def average_states(states: list[OptimizerState]) -> OptimizerState | None:
-    """Element-wise mean of several sub-clients' Adam states (used when a hospital is
-    re-split: its new sub-clients all start from the average, as the paper's code)."""
-    states = [s for s in states if s is not None and all(s)]
-    if not states:
-        return None
-    averaged = []
-    for per_param in zip(*states):
-        averaged.append({key: torch.stack([s[key].float() for s in per_param]).mean(0).to(per_param[0][key].dtype)
-                         for key in per_param[0]})
-    return averaged
-
-
-def clone_state(state: OptimizerState | None) -> OptimizerState | None:
-    if state is None:
-        return None
-    return [{k: v.clone() for k, v in s.items()} for s in state]

@@ -6,7 +6,9 @@ combine, finalize, server step; every release charged to the ledger) -> (interme
 rule) -> evaluate on
 every hospital's val set, keeping the best round's parameters; after the last round the
 test set is scored once, for the best round. All state that a later round depends on
-lives in RunState and is saved in last.pt, so --resume ends where an uninterrupted run ends.
+lives in RunState and is saved in last.pt every --ckpt_every rounds, so --resume ends where
+an uninterrupted run ends. The sub-clients are trained by the run's engine
+(federated/engine.py); their Adam states are rows of one stacked store (federated/adam.py).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from datasets.base import Shard
 from federated.config import Config
 from federated.errors import Diverged
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
-from federated.local import LocalResult, average_states, clone_state
+from federated.adam import SubclientMoments
+from federated.engine import Job
+from federated.local import LocalResult
 from federated.pipeline import Participants
 from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
@@ -35,7 +39,7 @@ from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
 from utils.seeding import client_generator, make_streams
 
-CHECKPOINT_VERSION = 3  # 3: wall time across resumes; loaded with torch.load(weights_only=True)
+CHECKPOINT_VERSION = 4  # 4: stacked Adam state, dropped at the end unless --keep_optimizer
 
 
 @dataclass
@@ -44,7 +48,7 @@ class RunState:
     params: torch.Tensor
     subclient_counts: list[int]
     subclient_indices: list[list[torch.Tensor]]
-    opt_states: list[list[list[dict] | None]]
+    moments: SubclientMoments | None  # None with --reset_optimizer
     rng: dict[str, torch.Generator]
     secret: bytes  # key of the sub-client assignment hash
     v: int = 1  # sub-clients per hospital requested (adaptive with --ada_vn / --init_vn)
@@ -52,12 +56,15 @@ class RunState:
     best_params: torch.Tensor | None = None
     rounds_since_best: int = 0
     timing: dict = field(default_factory=lambda: {"local_s": 0.0, "eval_s": 0.0, "total_s": 0.0})
+    moments_dropped: bool = False  # a finished run's last.pt without the Adam state
 
-    def state_dict(self) -> dict:
+    def state_dict(self, *, keep_moments: bool = True) -> dict:
+        moments = self.moments.state_dict() if self.moments is not None and keep_moments else None
         return {
             "next_round": self.next_round, "params": self.params.cpu(),
             "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
-            "opt_states": self.opt_states, "rng": {k: g.get_state() for k, g in self.rng.items()},
+            "moments": moments, "moments_dropped": self.moments is not None and not keep_moments,
+            "rng": {k: g.get_state() for k, g in self.rng.items()},
             "secret": self.secret, "v": self.v, "best": self.best,
             "best_params": None if self.best_params is None else self.best_params.cpu(),
             "rounds_since_best": self.rounds_since_best,
@@ -71,10 +78,11 @@ class RunState:
             rng[name] = torch.Generator()
             rng[name].set_state(gen_state)
         best_params = state["best_params"]
+        moments = None if state["moments"] is None else SubclientMoments.from_state_dict(state["moments"], device)
         return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
-                        state["subclient_indices"], state["opt_states"], rng, state["secret"], state["v"],
+                        state["subclient_indices"], moments, rng, state["secret"], state["v"],
                         state["best"], None if best_params is None else best_params.to(device),
-                        state["rounds_since_best"], state["timing"])
+                        state["rounds_since_best"], state["timing"], state["moments_dropped"])
 
 
 def initial_state(fed: Federation) -> RunState:
@@ -82,9 +90,10 @@ def initial_state(fed: Federation) -> RunState:
     rng = make_streams(cfg.seed, secure=cfg.secure_rng)
     counts = check_subclients(cfg, fed.data)
     indices = split_hospitals(fed.record_keys, counts)
-    opt_states = [[None] * k for k in counts]
-    return RunState(0, fed.trainer.flat.get().clone(), counts, indices, opt_states, rng, fed.secret,
-                    v=cfg.virtual_clients)
+    params = fed.trainer.flat.get()
+    moments = None if cfg.reset_optimizer else \
+        SubclientMoments.fresh(counts, params.numel(), dtype=params.dtype, device=params.device)
+    return RunState(0, params, counts, indices, moments, rng, fed.secret, v=cfg.virtual_clients)
 
 
 def subclient_data(fed: Federation, state: RunState) -> list[list[Shard]]:
@@ -108,17 +117,10 @@ def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], m
     """Each member sub-client (hospital h, sub-client k) trains from the global params with
     its own generator, keyed by (seed, round, h, k); returns the stacked deltas [K, P] and
     the local results. Adam states are kept per sub-client unless --reset_optimizer."""
-    deltas = torch.empty(len(members), state.params.numel(), device=fed.device)
-    results = []
     start = time.perf_counter()
     lr = local_lr(fed.cfg, round_idx)
-    for row, (h, k) in enumerate(members):
-        opt_state = None if fed.cfg.reset_optimizer else state.opt_states[h][k]
-        gen = client_generator(fed.cfg.seed, round_idx, h, k)
-        result, new_state = fed.trainer.update(state.params, shards[h][k], opt_state, lr=lr, gen=gen)
-        state.opt_states[h][k] = None if fed.cfg.reset_optimizer else new_state
-        deltas[row] = result.delta
-        results.append(result)
+    jobs = [Job(h, k, shards[h][k], client_generator(fed.cfg.seed, round_idx, h, k)) for h, k in members]
+    deltas, results = fed.engine.train(state.params, jobs, state.moments, lr)
     state.timing["local_s"] += time.perf_counter() - start
     check_finite(fed, deltas, results, members, round_idx, lr)
     return deltas, results
@@ -194,8 +196,8 @@ def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: i
         state.v = new_v
         counts = allocate_subclients(sizes, new_v, balance=cfg.balance_split)
         state.subclient_indices = split_hospitals(fed.record_keys, counts)
-        state.opt_states = [[clone_state(average_states(old)) for _ in range(k)]
-                            for old, k in zip(state.opt_states, counts)]
+        if state.moments is not None:
+            state.moments = state.moments.resplit(counts)
         state.subclient_counts = counts
     return {"split_factor": factor}
 
@@ -216,9 +218,14 @@ def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) 
     return metric_rows(round_idx, "privacy", {"server": values})
 
 
-def save_checkpoint(path: Path, fed: Federation, state: RunState) -> None:
+def save_checkpoint(path: Path, fed: Federation, state: RunState, *, final: bool = False) -> None:
+    """last.pt. The final one of a run drops the sub-clients' Adam state (S x 3 x P floats:
+    13 GB at the paper's RSNA-ICH size) unless --keep_optimizer: nothing needs it once the
+    run has ended, except extending it with more rounds."""
     client_dp = fed.client_dp.state_dict() if fed.client_dp is not None else None
-    io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(), "state": state.state_dict(),
+    keep = not final or fed.cfg.keep_optimizer
+    io.torch_save({"version": CHECKPOINT_VERSION, "config": fed.cfg.to_dict(),
+                   "state": state.state_dict(keep_moments=keep),
                    "server": fed.server.state_dict(), "client_dp": client_dp, "ledger": fed.ledger.state_dict()},
                   path)
 
@@ -237,9 +244,15 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
     started = time.perf_counter() if started is None else started
     wall_before = state.timing.get("wall_s", 0.0)
 
-    def checkpoint() -> None:
-        state.timing["wall_s"] = wall_before + time.perf_counter() - started
-        save_checkpoint(recorder.dir / "last.pt", fed, state)
+    def checkpoint(final: bool = False) -> None:
+        start = time.perf_counter()
+        state.timing["wall_s"] = wall_before + start - started
+        recorder.flush()  # metrics.csv first: rows past the checkpoint are dropped on resume
+        save_checkpoint(recorder.dir / "last.pt", fed, state, final=final)
+        spent = time.perf_counter() - start
+        state.timing["checkpoint_s"] = state.timing.get("checkpoint_s", 0.0) + spent
+        if final:  # the in-loop ones fall inside their round's time
+            state.timing["total_s"] += spent
 
     primary = task.primary_metric
     val_splits = eval_set(fed.data, "val", merge=cfg.merge)
@@ -281,9 +294,9 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         recorder.log(rows)
         state.next_round = r + 1
         stopped_early = cfg.early and state.rounds_since_best >= cfg.patience
+        if state.next_round % cfg.ckpt_every == 0 and state.next_round < cfg.rounds:
+            checkpoint()  # the last round's is written below, with the run's end
         state.timing["total_s"] += time.perf_counter() - round_start
-        if state.next_round % cfg.ckpt_every == 0:
-            checkpoint()
         postfix = {f"val_{primary}": f"{val[MEAN][primary]:.4f}",
                    "best": f"{state.best['val'][MEAN][primary]:.4f}@{state.best['round']}"}
         if cfg.private:
@@ -293,7 +306,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         if stopped_early:
             break
     bar.close()
-    checkpoint()  # however the loop ended (rounds, --early, budget)
+    checkpoint(final=True)  # however the loop ended (rounds, --early, budget)
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))
@@ -312,7 +325,8 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
 def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped_by_budget: bool = False) -> dict:
     timing = dict(state.timing)
     total = max(timing["total_s"], 1e-9)
-    timing["overhead_s"] = total - timing["local_s"] - timing["eval_s"]
+    timing.setdefault("checkpoint_s", 0.0)
+    timing["overhead_s"] = total - timing["local_s"] - timing["eval_s"] - timing["checkpoint_s"]
     timing["overhead_fraction"] = timing["overhead_s"] / total
     timing["outside_local_fraction"] = 1 - timing["local_s"] / total
     best = state.best

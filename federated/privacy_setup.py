@@ -3,7 +3,6 @@ the one ledger they all charge, and the declared list of everything the run writ
 from __future__ import annotations
 
 import torch.nn as nn
-from opacus.validators import ModuleValidator
 
 from datasets.base import SEGMENTATION, FederatedData
 from federated.config import Config, ConfigError
@@ -73,6 +72,8 @@ def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_na
     """--dp_level sample: the DP-SGD settings for the local trainer; opens its accounts."""
     if cfg.dp_level != "sample":
         return None
+    from opacus.validators import ModuleValidator  # Opacus loads only for DP-SGD runs
+
     problems = ModuleValidator.validate(model, strict=False)
     if problems:
         raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "

@@ -23,9 +23,10 @@ from utils import io
 from utils.results import RunRecorder
 
 # Flags that may change between a run and its --resume (they do not alter the result).
-# --threads changes only the order of float sums (a resumed run with other threads is valid, not bit-identical).
+# --threads and --engine change only the order of float sums (a resumed run with another is valid, not
+# bit-identical).
 RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt",
-                     "threads"}
+                     "threads", "engine", "engine_chunk", "keep_optimizer"}
 
 
 def calibrated_over_rounds(cfg: Config) -> list[str]:
@@ -190,6 +191,7 @@ def _saved_rounds(folder: Path) -> int | None:
 def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: float) -> dict:
     fed = build_federation(cfg)
     print(data_summary(fed.data), flush=True)
+    print(fed.engine_note, flush=True)
     mode = "strict" if cfg.strict_dp else "faithful (paper's code)"
     print(format_report(build_report(mode=mode, accounts=fed.ledger.report(accountants=()), outputs=fed.outputs)),
           flush=True)
@@ -198,6 +200,10 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
         recorder = RunRecorder(folder, outputs=fed.outputs)
     else:
         state = RunState.from_state_dict(checkpoint["state"], fed.device)
+        if state.moments_dropped and state.next_round < cfg.rounds:
+            raise ConfigError(f"--resume: {folder / 'last.pt'} is the final checkpoint of a finished run and holds no "
+                              "optimizer state (dropped when the run ended); to extend a run with more --rounds, "
+                              "start it with --keep_optimizer")
         fed.set_secret(state.secret)
         fed.server.load_state_dict(checkpoint["server"])
         if fed.client_dp is not None:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from datasets import build_federated_data
 from datasets.base import SEGMENTATION, FederatedData
 from federated.config import AUTO_MODEL, Config, ConfigError
+from federated.engine import BatchedEngine, LoopEngine, build_engine, default_engine
 from federated.local import LocalTrainer
 from federated.pipeline import ReleasePipeline
 from federated.privacy_setup import build_client_dp, build_local_update_dp, build_sample_dp, declared_outputs
@@ -29,6 +30,8 @@ class Federation:
     task: Task
     model: nn.Module
     trainer: LocalTrainer
+    engine: LoopEngine | BatchedEngine
+    engine_note: str               # which engine, and why (printed in the run's first lines)
     pipeline: ReleasePipeline
     ledger: PrivacyLedger
     outputs: list[Output]          # everything the run writes, with what protects it
@@ -90,6 +93,8 @@ def build_federation(cfg: Config) -> Federation:
     local_update_dp = build_local_update_dp(cfg, data, ledger)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
                            sample_dp=sample_settings)
+    engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else default_engine(device, trainer)
+    engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)
     client_dp = None
     if cfg.private:
         client_dp = build_client_dp(cfg, ledger, counts)
@@ -98,6 +103,6 @@ def build_federation(cfg: Config) -> Federation:
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
     pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp)
-    return Federation(cfg, data.to(device), task, model, trainer, pipeline, ledger, declared_outputs(cfg), device,
-                      secret, keys)
+    return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
+                      ledger, declared_outputs(cfg), device, secret, keys)
 

@@ -3,7 +3,6 @@ a 32-feature U-Net for prostate, both with BatchNorm that keeps no running stati
 from __future__ import annotations
 
 import torch.nn as nn
-from monai.networks.nets import DenseNet121
 
 from nets import register
 from nets.unet import UNet, batch_norm_no_stats
@@ -11,6 +10,8 @@ from nets.unet import UNet, batch_norm_no_stats
 
 @register("densenet121")
 def densenet121(in_channels: int, num_outputs: int) -> nn.Module:
+    from monai.networks.nets import DenseNet121  # MONAI takes seconds to import; only this model needs it
+
     return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=num_outputs,
                        norm=("batch", {"track_running_stats": False}))
 

@@ -25,6 +25,12 @@ dp-accounting's PLD reads a REPLACE_ONE Gaussian's multiplier as std / (per-elem
 half the neighbouring distance, while its RDP reads it as std / distance; `_pld_event`
 converts, and a test pins both to the closed form.
 
+Without amplification (q = 1, or where the library has no analysis) the releases are plain
+Gaussians, which compose exactly into one Gaussian of multiplier (sum_i z_i^-2)^-1/2
+(Dong, Roth and Su's mu-GDP). PLD and PRV evaluate that one release (`_folded`): the same
+epsilon, in constant time however many rounds, and without compounding their grids'
+discretisation over the rounds. RDP sums its curves, which is already exact and cheap.
+
 PLD and PRV are numerical: their grids span the privacy-loss range, which grows as 1/z.
 Their time and memory are bounded: PLD coarsens its grid step past `PLD_MAX_POINTS` (a
 pessimistic grid stays an upper bound), PRV widens its error past `PRV_MAX_POINTS` (it
@@ -43,8 +49,6 @@ import dp_accounting
 import numpy as np
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
-from opacus.accountants import PRVAccountant
-from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 
 ACCOUNTANTS = ("rdp", "prv", "pld")
 RELATIONS = ("add_remove", "replace")
@@ -57,6 +61,9 @@ _NEIGHBOURS = {"add_remove": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 NUMERIC_LIMIT = 500.0
 # Grid sizes that keep one accounting call within a few seconds and a few hundred MB.
 PLD_MAX_POINTS = 200_000
+# One Gaussian (a folded q = 1 history): its grid error does not compound, and 20,000 points
+# keep it within 1e-4 of the closed form (tests) in ~0.05 s instead of ~0.8 s.
+PLD_ONE_RELEASE_POINTS = 20_000
 PRV_MAX_POINTS = 1_000_000
 PRV_EPS_ERROR = 0.01  # Opacus's default
 # dp-accounting truncates a Gaussian's privacy loss where the mass falls below e^-50,
@@ -133,14 +140,14 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
         return _rdp_epsilon(history, delta, sampling, relation)
     if _rdp_bound(history, delta, sampling, relation) > NUMERIC_LIMIT:
         return math.inf  # not computed (limit_note says why); RDP's bound is finite
+    history = _folded(history, sampling)
     if accountant == "prv":
-        acc = PRVAccountant()
-        acc.history = _compress(history)
+        acc = _prv_accountant(history)
         with np.errstate(divide="ignore"):  # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly
             eps = acc.get_epsilon(delta, eps_error=_prv_eps_error(acc, delta))
         return float(eps)
     acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=_NEIGHBOURS[relation],
-                                               value_discretization_interval=_pld_interval(history, relation))
+                                               value_discretization_interval=_pld_interval(history, relation, sampling))
     acc.compose(_pld_event(history, relation))
     return float(acc.get_epsilon(delta))
 
@@ -159,14 +166,22 @@ def limit_note(history: History, *, delta: float, accountant: str, sampling: Sam
     if rdp > NUMERIC_LIMIT:
         return (f"{accountant}: not computed (reported as inf): RDP already bounds epsilon by {rdp:.4g} > "
                 f"{NUMERIC_LIMIT:g}, where PRV's grid overflows floating point and PLD's outgrows memory")
-    if accountant == "pld" and (step := _pld_interval(history, relation)) > PLD_DISCRETIZATION:
+    history = _folded(history, sampling)
+    if accountant == "pld" and sampling.kind != "all" and \
+            (step := _pld_interval(history, relation, sampling)) > PLD_DISCRETIZATION:
         return f"pld: grid step coarsened to {step:.3g} (noise this small spans a wide loss range); an upper bound"
     if accountant == "prv":
-        acc = PRVAccountant()
-        acc.history = _compress(history)
+        acc = _prv_accountant(history)
         if (err := _prv_eps_error(acc, delta)) > PRV_EPS_ERROR:
             return f"prv: error bound widened to {err:.3g} to keep the grid within memory; an upper bound"
     return None
+
+
+def _folded(history: History, sampling: Sampling) -> History:
+    """Unamplified releases as the one Gaussian they compose into; others unchanged."""
+    if sampling.kind != "all":
+        return history
+    return [(math.fsum(z ** -2 for z, _ in history) ** -0.5, 1.0)]
 
 
 def _rdp_epsilon(history: History, delta: float, sampling: Sampling, relation: str) -> float:
@@ -184,17 +199,28 @@ def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str
     return _rdp_epsilon(history, delta, sampling, relation)
 
 
-def _pld_interval(history: History, relation: str) -> float:
+def _pld_interval(history: History, relation: str, sampling: Sampling) -> float:
     """PLD's grid step: the default, or coarser where the widest release's loss span
-    would need more than PLD_MAX_POINTS points."""
+    would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian)."""
     factor = 2.0 if relation == "replace" else 1.0
     widest = max(_PLD_LOSS_SPAN / (z * factor) for z, _ in history)
-    return max(PLD_DISCRETIZATION, widest / PLD_MAX_POINTS)
+    return max(PLD_DISCRETIZATION, widest / (PLD_ONE_RELEASE_POINTS if sampling.kind == "all" else PLD_MAX_POINTS))
 
 
-def _prv_eps_error(acc: PRVAccountant, delta: float) -> float:
+def _prv_accountant(history: History):
+    # Opacus (~2 s to import) loads when PRV is first asked for, not with every run.
+    from opacus.accountants import PRVAccountant
+
+    acc = PRVAccountant()
+    acc.history = _compress(history)
+    return acc
+
+
+def _prv_eps_error(acc, delta: float) -> float:
     """Opacus's epsilon error, widened so that its grid (2L / mesh points, mesh proportional
     to the error) stays within PRV_MAX_POINTS."""
+    from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
+
     domain = acc._get_domain(prvs=[PoissonSubsampledGaussianPRV(q, z) for z, q, _ in acc.history],
                              num_self_compositions=[n for _, _, n in acc.history],
                              eps_error=PRV_EPS_ERROR, delta_error=delta / 1000)

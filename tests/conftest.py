@@ -10,7 +10,8 @@ torch.set_num_threads(1)  # tests compare exact numbers; one thread keeps reduct
 
 # A federation small enough that a whole run takes about a second on one core.
 TINY = ["--data", "synthetic-ich", "-N", "3", "--train_size", "16", "--val_size", "8",
-        "--test_size", "8", "--img_size", "16", "--batch", "8", "--rounds", "3", "--no_progress", "--threads", "1"]
+        "--test_size", "8", "--img_size", "16", "--batch", "8", "--rounds", "3", "--no_progress", "--threads", "1",
+        "--ckpt_every", "1"]
 TINY_SEG = ["--data", "synthetic-prostate", "-N", "2", "--train_size", "8", "--val_size", "4",
             "--test_size", "4", "--img_size", "16", "--batch", "4", "--rounds", "2", "--no_progress", "--threads", "1"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from federated.cli import main
-from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, Sampling, epsilon, limit_note
+from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, PLD_DISCRETIZATION, Sampling, epsilon, limit_note
 from tests.conftest import TINY
 from tests.test_accounting import gdp_epsilon
 from utils import io
@@ -74,11 +74,18 @@ def test_numerical_accountants_answer_below_the_limit():
 
 
 def test_coarsened_grid_is_said_and_stays_an_upper_bound():
-    history = [(0.05, 1.0)]
-    note = limit_note(history, delta=1e-3, accountant="pld", sampling=EVERY_ROUND)
+    """A composition of small-noise releases (amplified, so not folded into one Gaussian)."""
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    poisson = Sampling("poisson", 0.5, 20, 10)
+    history = [(0.05, 0.5)] * 2
+    note = limit_note(history, delta=1e-3, accountant="pld", sampling=poisson)
     assert note is not None and "coarsened" in note
-    eps = epsilon(history, delta=1e-3, accountant="pld", sampling=EVERY_ROUND)
-    assert gdp_epsilon(1 / 0.05, 1e-3) <= eps <= gdp_epsilon(1 / 0.05, 1e-3) + 0.05
+    eps = epsilon(history, delta=1e-3, accountant="pld", sampling=poisson)
+    fine = pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    fine.compose(dp_accounting.PoissonSampledDpEvent(0.5, dp_accounting.GaussianDpEvent(0.05)), 2)
+    assert fine.get_epsilon(1e-3) - 1e-9 <= eps <= fine.get_epsilon(1e-3) + 0.05
 
 
 def test_widened_prv_error_is_said_and_stays_an_upper_bound():
@@ -154,3 +161,23 @@ def test_widened_prv_error_is_part_of_the_reported_bound():
     prv = epsilon(history, delta=1e-3, accountant="prv", sampling=sampling)
     pld = epsilon(history, delta=1e-3, accountant="pld", sampling=sampling)
     assert prv - pld >= 0.8 * widened > 0.8 * 0.01  # Opacus adds the error it was given to its estimate
+
+
+def test_one_plain_gaussian_uses_a_small_grid_and_stays_within_1e_3_of_the_closed_form():
+    """Folded q = 1 histories are one Gaussian: its pessimistic grid's error does not
+    compound over compositions, so PLD_ONE_RELEASE_POINTS points keep it within 1e-3 of
+    the exact (mu-GDP) epsilon, at a tenth of the time; no coarsening note is due."""
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+    from privacy.accountants import _PLD_LOSS_SPAN, PLD_ONE_RELEASE_POINTS
+    from tests.test_accounting import gdp_epsilon
+
+    for z in (0.05, 0.16, 0.5):
+        history = [(z * 10, 1.0)] * 100  # folds to multiplier z
+        ours = epsilon(history, delta=1e-2, accountant="pld", sampling=EVERY_ROUND)
+        assert gdp_epsilon(1 / z, 1e-2) <= ours <= gdp_epsilon(1 / z, 1e-2) + 1e-3
+        step = max(PLD_DISCRETIZATION, _PLD_LOSS_SPAN / z / PLD_ONE_RELEASE_POINTS)
+        acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=step)
+        acc.compose(dp_accounting.GaussianDpEvent(z))
+        assert ours == pytest.approx(acc.get_epsilon(1e-2), rel=1e-9)
+        assert limit_note(history, delta=1e-2, accountant="pld", sampling=EVERY_ROUND) is None

@@ -57,13 +57,13 @@ def test_resplit_hands_each_hospital_its_averaged_optimizer_state(tiny_args):
     fed = build_federation(cfg)
     state = loop.initial_state(fed)
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
-    old = [[s[0]["exp_avg"].clone() for s in per_h] for per_h in state.opt_states]
+    old = state.moments.state.exp_avg.clone()  # rows: hospital 0's two sub-clients first
     # a tiny noise-to-norm ratio gives a factor < 1: v drops from 2 to 1
     loop.adapt_subclients(fed, state, {"expected_noise_norm": 1e-6, "aggregate_norm": 1.0, "norm_sum": 1.0}, 1)
     assert state.v == 1 and state.subclient_counts == [1, 1, 1]
     assert sorted(state.subclient_indices[0][0].tolist()) == list(range(16))
-    expected = torch.stack(old[0]).mean(0)
-    assert torch.allclose(state.opt_states[0][0][0]["exp_avg"], expected)
+    assert torch.allclose(state.moments.of(0, 0).exp_avg[0], old[0:2].mean(0))
+    assert torch.allclose(state.moments.of(2, 0).exp_avg[0], old[4:6].mean(0))
 
 
 def test_ledger_survives_a_crash_and_resume(tiny_args, monkeypatch):

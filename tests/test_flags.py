@@ -73,7 +73,7 @@ def test_local_epochs_repeat_the_local_pass(tiny_args):
         fed = build_federation(parse_config(tiny_args + ["--local_epochs", str(epochs)]))
         state = loop.initial_state(fed)
         loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
-        steps[epochs] = float(state.opt_states[0][0][0]["step"])
+        steps[epochs] = float(state.moments.of(0, 0).step[0])
     assert steps[2] == 2 * steps[1] > 0
 
 

@@ -7,6 +7,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
 
+from federated.adam import AdamMoments
 import federated.loop as loop
 from federated.config import ConfigError, parse_config
 from federated.setup import build_federation
@@ -160,7 +161,8 @@ def test_ghost_clipping_takes_the_same_steps_as_hooks(tmp_path):
         fed = build_federation(cfg)
         state = loop.initial_state(fed)
         shard = loop.subclient_data(fed, state)[0][0]
-        result, _ = fed.trainer.update(state.params, shard, None, lr=1e-3, gen=torch.Generator().manual_seed(0))
+        fresh = AdamMoments.zeros(1, state.params.numel(), dtype=state.params.dtype, device=state.params.device)
+        result = fed.trainer.update(state.params, shard, fresh, lr=1e-3, gen=torch.Generator().manual_seed(0))
         deltas[mode] = result.delta
     assert torch.allclose(deltas["hooks"], deltas["ghost"], atol=1e-5, rtol=1e-3)
 

@@ -69,3 +69,22 @@ def test_is_better_respects_metric_direction():
     assert is_better("auc", 0.8, 0.7) and not is_better("auc", 0.6, 0.7)
     assert is_better("hd95", 2.0, 3.0) and not is_better("hd95", 4.0, 3.0)
     assert is_better("dice", 0.1, None)
+
+
+def test_vectorised_binary_metrics_equal_scikit_learn():
+    """The torch scorer (federated evaluation's hot path) against scikit-learn, with ties:
+    scores rounded to one decimal so that many positives and negatives share a score."""
+    from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+
+    gen = np.random.default_rng(0)
+    for n in (2, 7, 40, 401):
+        labels = gen.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        for scores in (gen.random(n), np.round(gen.random(n), 1), np.full(n, 0.5)):
+            m = classification_metrics(torch.as_tensor(labels), torch.as_tensor(scores, dtype=torch.float32))
+            scores32 = torch.as_tensor(scores, dtype=torch.float32).numpy()
+            assert math.isclose(m["auc"], roc_auc_score(labels, scores32), rel_tol=0, abs_tol=1e-12)
+            preds = (scores32 >= 0.5).astype(int)
+            tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel()
+            assert m["acc"] == (tp + tn) / n and m["sen"] == tp / (tp + fn) and m["spe"] == tn / (tn + fp)
+            assert math.isclose(m["f1"], f1_score(labels, preds, zero_division=0.0), abs_tol=1e-12)

@@ -9,7 +9,7 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from privacy.accountants import PLD_DISCRETIZATION, Sampling, calibrate, epsilon
+from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Sampling, calibrate, epsilon
 from privacy.client_dp import ClientLevelDP, RoundPlan
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.intermediary import max_subclients, next_subclients, split_factor
@@ -60,14 +60,17 @@ def test_secure_noise_is_not_seeded():
 def test_accountants_equal_the_libraries_own(z, q, steps):
     sampling = Sampling("poisson" if q < 1 else "all", q, 20, max(1, int(20 * q)))
     history = [(z, q)] * steps
-    prv = PRVAccountant()
-    prv.history = [(z, q, steps)]
     event = dp_accounting.GaussianDpEvent(z)
     if q < 1:
         event = dp_accounting.PoissonSampledDpEvent(q, event)
     event = dp_accounting.SelfComposedDpEvent(event, steps)
-    pld = pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
-    pld.compose(event)
+    # At q = 1 PLD and PRV are given the one Gaussian the steps compose into (privacy/accountants.py).
+    folded_z = z / math.sqrt(steps)
+    prv = PRVAccountant()
+    prv.history = [(z, q, steps)] if q < 1 else [(folded_z, 1.0, 1)]
+    interval = PLD_DISCRETIZATION if q < 1 else max(PLD_DISCRETIZATION, 20 / folded_z / PLD_ONE_RELEASE_POINTS)
+    pld = pld_privacy_accountant.PLDAccountant(value_discretization_interval=interval)
+    pld.compose(event if q < 1 else dp_accounting.GaussianDpEvent(folded_z))
     with np.errstate(divide="ignore"):
         expected = {"rdp": rdp_privacy_accountant.RdpAccountant().compose(event).get_epsilon(1e-3),
                     "prv": prv.get_epsilon(1e-3), "pld": pld.get_epsilon(1e-3)}

@@ -17,6 +17,7 @@ import torch
 
 from utils.seeding import client_generator
 from federated.config import parse_config
+from federated.adam import AdamMoments
 from federated.loop import initial_state, subclient_data
 from federated.setup import build_federation
 
@@ -30,7 +31,8 @@ def epoch_seconds(argv: list[str], epochs: int) -> tuple[list[float], str]:
         if fed.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fed.trainer.update(state.params, shard, None, lr=fed.cfg.lr, gen=client_generator(fed.cfg.seed, i, 0, 0))
+        fresh = AdamMoments.zeros(1, state.params.numel(), dtype=state.params.dtype, device=state.params.device)
+        fed.trainer.update(state.params, shard, fresh, lr=fed.cfg.lr, gen=client_generator(fed.cfg.seed, i, 0, 0))
         if fed.device.type == "cuda":
             torch.cuda.synchronize()
         if i:  # the first epoch is a warm-up

@@ -44,9 +44,10 @@ class RunRecorder:
         io.write_json(self.dir / "config.json", config)
 
     def log(self, rows: list[dict]) -> None:
-        """Append rows, mirror them to TensorBoard, and rewrite metrics.csv atomically.
-        A metric that no declared output covers is refused: it would leave the run without
-        a line in its privacy report."""
+        """Append rows and mirror them to TensorBoard; metrics.csv is rewritten (atomically)
+        by `flush`, which the loop calls with every checkpoint and at the end: rewriting it
+        every round grows with the run. A metric that no declared output covers is refused:
+        it would leave the run without a line in its privacy report."""
         for r in rows:
             if undeclared(self.outputs, r["split"], r["metric"]):
                 raise RuntimeError(f"metric {r['split']}/{r['metric']} is not declared in the run's outputs "
@@ -55,13 +56,16 @@ class RunRecorder:
         for r in rows:
             if not math.isnan(r["value"]):
                 self.tb.add_scalar(f"{r['split']}/{r['metric']}/{r['hospital']}", r["value"], r["round"])
+
+    def flush(self) -> None:
         io.write_csv(self.metrics_path, METRIC_FIELDS, self.rows)
+        self.tb.flush()
 
     def write_summary(self, summary: dict) -> None:
         io.write_json(self.dir / "summary.json", summary)
 
     def close(self) -> None:
-        self.tb.flush()
+        self.flush()
         self.tb.close()
 
 

@@ -1,0 +1,206 @@
+"""The fast engine: stacked Adam equals torch's, and the batched engine gives the loop
+engine's deltas for the same keys.
+
+Comparisons run in float64, where the two engines agree to ~1e-12: they differ only in
+how the convolutions sum (vmap batches them). In float32 they agree to rounding in the
+gradients, but Adam's first step divides the moment by its own square root, so a
+gradient coordinate near zero becomes an update of size ~lr whatever its rounding: a
+float32 comparison of deltas would need a tolerance of the order of the update itself
+and would prove little. Threads are pinned to one (tests/conftest.py).
+"""
+import contextlib
+
+import pytest
+import torch
+import torch.nn as nn
+
+from datasets.base import Shard, Split
+from federated import loop
+from federated.adam import AdamMoments, SubclientMoments, adam_step
+from federated.config import ConfigError, parse_config
+from federated.engine import BatchedEngine, Job, LoopEngine
+from federated.local import LocalTrainer
+from federated.setup import build_federation
+from nets import build_model
+from tests.conftest import TINY, TINY_SEG
+
+
+@contextlib.contextmanager
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_stacked_adam_equals_torch_adam_with_amsgrad():
+    """Rows with different step counts, several steps, float64: the same parameters as
+    torch.optim.Adam(amsgrad=True) run on each row separately."""
+    gen = torch.Generator().manual_seed(0)
+    rows, numel, lr = 3, 50, 3e-3
+    start = torch.randn(rows, numel, dtype=torch.float64, generator=gen)
+    grads = [torch.randn(rows, numel, dtype=torch.float64, generator=gen) for _ in range(6)]
+    params, state = start.clone(), AdamMoments.zeros(rows, numel, dtype=torch.float64, device=torch.device("cpu"))
+    active = [3, 3, 2, 2, 1, 1]  # row r takes a step while r < active: rows end with 6, 4 and 2 steps
+    for g, a in zip(grads, active):
+        adam_step(params[:a], g[:a], state.rows(slice(0, a)), lr)
+    assert state.step.tolist() == [6, 4, 2]
+    for r in range(rows):
+        p = nn.Parameter(start[r].clone())
+        opt = torch.optim.Adam([p], lr=lr, amsgrad=True)
+        for g, a in zip(grads, active):
+            if r < a:
+                p.grad = g[r].clone()
+                opt.step()
+        torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(state.max_exp_avg_sq[r], opt.state[p]["max_exp_avg_sq"], rtol=1e-12, atol=0)
+
+
+def test_resplit_gives_each_new_subclient_its_hospitals_mean_state():
+    store = SubclientMoments.fresh([2, 1], 4, dtype=torch.float64, device=torch.device("cpu"))
+    store.state.step[:] = torch.tensor([2.0, 0.0, 3.0])  # hospital 0's second sub-client never trained
+    store.state.exp_avg[:] = torch.arange(12.0).view(3, 4)
+    new = store.resplit([3, 2])
+    assert new.state.step.tolist() == [2.0, 2.0, 2.0, 3.0, 3.0]  # only rows that took a step are averaged
+    assert torch.equal(new.state.exp_avg[0], torch.arange(4.0))
+    assert torch.equal(new.state.exp_avg[4], torch.arange(8.0, 12.0))
+
+
+def _shards(sizes: list[int], *, channels: int = 1, px: int = 16, segmentation: bool = False) -> list[Shard]:
+    gen = torch.Generator().manual_seed(1)
+    n = sum(sizes)
+    images = torch.randn(n, channels, px, px, generator=gen)
+    targets = (torch.rand(n, 1, px, px, generator=gen) > 0.5).double() if segmentation else \
+        torch.randint(0, 2, (n,), generator=gen)
+    split = Split(images, targets)
+    bounds = torch.tensor([0] + sizes).cumsum(0)
+    return [Shard(split, torch.arange(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class BatchNormNet(nn.Module):
+    """The paper's kind of normalisation: BatchNorm with batch statistics only."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(4, track_running_stats=False),
+                                  nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "batchnorm":
+        return BatchNormNet()
+    return build_model(name, 1, 1 if name == "unet_small" else 2)
+
+
+def _loss(name: str) -> nn.Module:
+    if name == "unet_small":
+        from monai.losses import DiceCELoss
+        return DiceCELoss(sigmoid=True)
+    return nn.CrossEntropyLoss()
+
+
+def _run_engine(engine_cls, model_name: str, sizes: list[int], *, epochs: int, keep_state: bool, rounds: int = 2):
+    """`rounds` rounds of local training from the same global parameters and keys; returns
+    every round's deltas and the final Adam state."""
+    with float64():
+        model = _model(model_name)
+        shards = _shards(sizes, segmentation=model_name == "unet_small")
+        trainer = LocalTrainer(model, _loss(model_name), batch=4, epochs=epochs)
+        engine = engine_cls(trainer) if engine_cls is LoopEngine else engine_cls(trainer, chunk=3)
+        params = trainer.flat.get()
+        store = SubclientMoments.fresh([len(sizes)], params.numel(), dtype=params.dtype,
+                                       device=params.device) if keep_state else None
+        all_deltas = []
+        for r in range(rounds):
+            jobs = [Job(0, k, s, torch.Generator().manual_seed(100 * r + k)) for k, s in enumerate(shards)]
+            deltas, results = engine.train(params, jobs, store, lr=1e-2)
+            all_deltas.append(deltas)
+            params = params + deltas.mean(0)
+        return all_deltas, [r.num_steps for r in results], store
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "batchnorm", "unet_small"])
+@pytest.mark.parametrize("sizes, epochs, keep_state", [
+    ([8, 8, 8, 8], 1, True),           # equal shards
+    ([13, 8, 3, 0, 6, 9], 2, True),    # unequal, one smaller than a batch, one empty; 2 epochs
+    ([13, 8, 3, 6], 3, False),         # --reset_optimizer
+])
+def test_batched_engine_gives_the_loop_engines_deltas(model_name, sizes, epochs, keep_state):
+    loop_deltas, loop_steps, loop_store = _run_engine(LoopEngine, model_name, sizes, epochs=epochs,
+                                                      keep_state=keep_state)
+    batched_deltas, batched_steps, batched_store = _run_engine(BatchedEngine, model_name, sizes, epochs=epochs,
+                                                               keep_state=keep_state)
+    assert loop_steps == batched_steps
+    for a, b in zip(loop_deltas, batched_deltas):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)  # deltas ~1e-2: agreement to ~1e-12 relative
+    if keep_state:
+        assert torch.equal(loop_store.state.step, batched_store.state.step)
+        torch.testing.assert_close(batched_store.state.max_exp_avg_sq, loop_store.state.max_exp_avg_sq,
+                                   rtol=1e-9, atol=1e-15)
+
+
+def _federation(argv: list[str]):
+    with float64():
+        fed = build_federation(parse_config(argv))
+        fed.data = type(fed.data)(fed.data.name, fed.data.task, [
+            type(h)(h.name, *(Split(s.images.double(), s.targets, s.attributes) for s in (h.train, h.val, h.test)))
+            for h in fed.data.hospitals], fed.data.in_channels, fed.data.num_outputs, fed.data.prepare,
+            fed.data.attribute_groups)
+        return fed
+
+
+@pytest.mark.parametrize("mode_args", [
+    ["--mode", "fedavg"],
+    ["--mode", "dpsgd", "--noise_multiplier", "1.0", "-VN", "2"],
+    ["--mode", "dpadam", "--noise_multiplier", "1.0", "-VN", "2"],
+    ["--mode", "dpnova", "--noise_multiplier", "1.0", "-VN", "2"],
+    ["--mode", "dp2rmsprop", "--noise_multiplier", "1.0", "-VN", "2", "--dp2_interval", "1"],
+    ["--mode", "dpsgd", "--adaclip", "--ada_vn", "--noise_multiplier", "1.0", "--local_epochs", "2"],
+])
+def test_engines_agree_through_every_server_optimizer(mode_args):
+    """Whole rounds (local training, release pipeline, server step, intermediary rule) with
+    each engine from the same flags: the same global parameters after three rounds."""
+    finals = []
+    for engine in ("loop", "batched"):
+        with float64():
+            fed = _federation(TINY + mode_args + ["--engine", engine])
+            state = loop.initial_state(fed)
+            shards = loop.subclient_data(fed, state)
+            for r in range(3):
+                _, stats = loop.run_round(fed, state, shards, r)
+                before = state.subclient_counts
+                loop.adapt_subclients(fed, state, stats, r)
+                if state.subclient_counts is not before:
+                    shards = loop.subclient_data(fed, state)
+            finals.append(state.params)
+    assert finals[0].dtype == torch.float64
+    torch.testing.assert_close(finals[1], finals[0], rtol=1e-9, atol=1e-12)
+
+
+def test_batched_engine_refuses_sample_level_dp_sgd(tiny_args, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(tiny_args + ["--mode", "dpsgd", "--noise_multiplier", "1.0", "--dp_level", "sample",
+                                  "--sample_noise", "1.0", "--engine", "batched"])
+    err = capsys.readouterr().err
+    assert "--engine batched does not run --dp_level sample" in err and "use --engine loop" in err
+
+
+def test_batched_engine_refuses_running_statistics():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 14 * 14, 2))
+    with pytest.raises(ConfigError, match="running statistics"):
+        BatchedEngine(LocalTrainer(model, nn.CrossEntropyLoss(), batch=4, epochs=1))
+
+
+def test_segmentation_runs_batched(tiny_args):
+    """The small U-Net with DiceCE loss end to end under the batched engine."""
+    from federated.run import run_training
+    summary = run_training(parse_config(TINY_SEG + ["--save_path", tiny_args[-1], "--engine", "batched"]))
+    assert summary["rounds_run"] == 2
