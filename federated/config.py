@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads; results depend on it (the order of float sums)")
     g.add_argument("--engine", default="auto", choices=("auto",) + ENGINES,
-                   help="train sub-clients one by one (loop) or together (batched); auto: batched on a GPU")
+                   help="train sub-clients one by one (loop) or together (batched); auto: the faster measured")
     g.add_argument("--engine_chunk", type=int, default=0,
                    help="--engine batched: most sub-clients at once (0: what fits)")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."

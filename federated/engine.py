@@ -25,7 +25,15 @@ from federated.config import ConfigError
 from federated.adam import AdamMoments, SubclientMoments, adam_step
 from federated.local import LocalResult, LocalTrainer, steps_per_epoch
 
-CHUNK_MEMORY_FRACTION = 0.5  # of free accelerator memory (a quarter of available RAM on a CPU)
+CHUNK_MEMORY_FRACTION = 0.5  # of free accelerator memory
+# On a CPU a larger stack runs slower per row once it leaves the caches and the allocator
+# pages it in: the small U-Net at K = 160 (~2.8 GB by _row_bytes) took 4.4x the time of
+# K = 80 (~1.4 GB), against the expected 2x (benchmarks/engine.py).
+CPU_CHUNK_BYTES = 1e9
+# --engine auto on a CPU: the batched engine wins where many small kernels leave a step
+# bound by per-operation overhead (the small U-Net at 32 px: 1.8-2.0x the loop), the loop
+# where convolutions dominate (the small CNN: the loop 1.1-3.8x faster).
+CPU_BATCHED_MODELS = ("unet_small",)
 
 
 @dataclass
@@ -162,10 +170,10 @@ class BatchedEngine:
             self._row_bytes = _row_bytes(self.trainer, global_params, sample_from)
         device = global_params.device
         if device.type == "cuda":
-            free = torch.cuda.mem_get_info(device)[0] * CHUNK_MEMORY_FRACTION
+            budget = torch.cuda.mem_get_info(device)[0] * CHUNK_MEMORY_FRACTION
         else:
-            free = _available_ram() * CHUNK_MEMORY_FRACTION / 2
-        return max(1, int(free // self._row_bytes))
+            budget = min(CPU_CHUNK_BYTES, _available_ram() * CHUNK_MEMORY_FRACTION)
+        return max(1, int(budget // self._row_bytes))
 
 
 def _row_bytes(trainer: LocalTrainer, global_params: torch.Tensor, sample_from: Shard) -> int:
@@ -202,12 +210,15 @@ def build_engine(name: str, trainer: LocalTrainer, *, chunk: int = 0) -> LoopEng
     return BatchedEngine(trainer, chunk=chunk) if name == "batched" else LoopEngine(trainer)
 
 
-def default_engine(device: torch.device, trainer: LocalTrainer) -> tuple[str, str]:
-    """(engine, why) for --engine auto: batched on a GPU where it can run, loop otherwise."""
-    if device.type != "cuda":
-        return "loop", "the faster on a CPU"
+def default_engine(device: torch.device, trainer: LocalTrainer, model_name: str) -> tuple[str, str]:
+    """(engine, why) for --engine auto: the faster one measured for the device and model,
+    where batched can run."""
     if trainer.sample_dp is not None:
-        return "loop", "batched does not run --dp_level sample"
+        return "loop", "auto: batched does not run --dp_level sample"
     if any(b.is_floating_point() for b in trainer.model.buffers()):
-        return "loop", "the model has running statistics"
-    return "batched", "the faster on a GPU"
+        return "loop", "auto: the model has running statistics"
+    if device.type == "cuda":
+        return "batched", "auto: the faster on a GPU"
+    if model_name in CPU_BATCHED_MODELS:
+        return "batched", f"auto: the faster for --model {model_name} on a CPU"
+    return "loop", f"auto: the faster for --model {model_name} on a CPU"

@@ -130,10 +130,10 @@ def check_finite(fed: Federation, deltas: torch.Tensor, results: list[LocalResul
                  round_idx: int, lr: float) -> None:
     """Stop at the first non-finite loss or update: later rounds would average NaN. One
     check over the stacked deltas (no per-sub-client device sync); the culprit is looked
-    up only when it fails."""
-    finite_rows = torch.isfinite(deltas).all(dim=1)
-    if bool(finite_rows.all()) and all(math.isfinite(r.loss) for r in results if r.num_steps > 0):
+    up only when it fails: a NaN or inf anywhere makes the sum non-finite (one pass, no mask)."""
+    if math.isfinite(float(deltas.sum())) and all(math.isfinite(r.loss) for r in results if r.num_steps > 0):
         return
+    finite_rows = torch.isfinite(deltas).all(dim=1)  # the sum can also overflow on finite rows
     for row, ((h, k), r) in enumerate(zip(members, results)):
         what = "loss" if r.num_steps > 0 and not math.isfinite(r.loss) else \
             "update" if not bool(finite_rows[row]) else None

@@ -93,7 +93,8 @@ def build_federation(cfg: Config) -> Federation:
     local_update_dp = build_local_update_dp(cfg, data, ledger)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
                            sample_dp=sample_settings)
-    engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else default_engine(device, trainer)
+    engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else \
+        default_engine(device, trainer, model_name)
     engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)
     client_dp = None
     if cfg.private:
