@@ -2,7 +2,7 @@
 writing the stacked Adam state of a few sub-clients for real.
 
     python -m benchmarks.checkpoint_size                       # DenseNet-121 (RSNA-ICH), paper U-Net
-    python -m benchmarks.checkpoint_size --hospitals 20 --v 8 11 14
+    python -m benchmarks.checkpoint_size --v 8 11 14
 
 During a run last.pt holds every sub-client's Adam moments (3 x P float32 each, plus a step
 count), the global and best parameters, and the server optimizer's state (FedAdam and
@@ -21,7 +21,8 @@ import torch
 from federated.adam import SubclientMoments
 from nets import build_model
 
-MODELS = {"DenseNet-121 (RSNA-ICH)": ("densenet121", 3, 2), "paper U-Net (prostate)": ("unet", 1, 1)}
+# label: (model, input channels, outputs, hospitals in the paper's federation)
+MODELS = {"DenseNet-121 (RSNA-ICH)": ("densenet121", 3, 2, 20), "paper U-Net (prostate)": ("unet", 1, 1, 6)}
 GB = 1e9
 
 
@@ -41,19 +42,18 @@ def measured_bytes_per_subclient(numel: int, subclients: int) -> tuple[float, fl
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--hospitals", type=int, default=20, help="hospitals (the paper's RSNA-ICH federation: 20)")
     p.add_argument("--v", type=int, nargs="+", default=[8, 11, 14], help="sub-clients per hospital")
     p.add_argument("--measure", type=int, default=3, help="sub-clients written for real to check the formula (0: skip)")
     args = p.parse_args(argv)
     print("| model | P | v | sub-clients | last.pt during a run | writes per 100 rounds, before -> now | "
           "kept per finished run, before -> now (FedAvg / FedAdam) |")
     print("|---|---|---|---|---|---|---|")
-    for label, (name, cin, cout) in MODELS.items():
+    for label, (name, cin, cout, hospitals) in MODELS.items():
         numel = sum(t.numel() for t in build_model(name, cin, cout).state_dict().values() if t.is_floating_point())
         moments = 3 * 4 * numel + 8  # three float32 moments and a float64 step per sub-client
         params = 2 * 4 * numel       # the global and the best parameters
         for v in args.v:
-            s = args.hospitals * v
+            s = hospitals * v
             during = s * moments + params
             print(f"| {label} | {numel:,} | {v} | {s} | {during / GB:.1f} GB | 100 -> 10 (--ckpt_every 10) | "
                   f"{during / GB:.1f} GB -> {params / 1e6:.0f} MB / {2 * params / 1e6:.0f} MB |")

@@ -47,7 +47,7 @@ def run_dir(cfg: Config) -> Path:
 
 
 # Flags that --test may set; every other one comes from the checkpoint.
-TEST_FLAGS = {"test", "ckpt", "gpu", "threads", "progress", "save_path"}
+TEST_FLAGS = {"test", "ckpt", "gpu", "threads", "progress", "save_path", "engine", "engine_chunk"}
 MIN_FREE_MB = 100  # room for a few checkpoints and the logs
 
 

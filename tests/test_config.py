@@ -58,7 +58,7 @@ def test_paper_sweep_flags_parse():
 
 def test_help_is_grouped_and_shows_defaults():
     text = build_parser().format_help()
-    for group in ("data:", "federation:", "model:", "logging and checkpoints:"):
+    for group in ("data:", "federation:", "model:", "logging, checkpoints and engine:"):
         assert group in text
     assert "(default: 1)" in text  # -VN
 
