@@ -83,12 +83,12 @@ class BatchedEngine:
     def __init__(self, trainer: LocalTrainer, *, chunk: int = 0):
         if trainer.sample_dp is not None:
             raise ConfigError("--engine batched does not run sample-level DP-SGD (--dp_level sample), whose "
-                             "per-sample clipping comes from Opacus; use --engine loop")
+                              "per-sample clipping comes from Opacus; use --engine loop")
         buffers = [n for n, b in trainer.model.named_buffers() if b.is_floating_point()]
         if buffers:
             raise ConfigError(f"--engine batched needs a model without floating buffers (this one has {buffers[0]}, "
-                             "e.g. BatchNorm's running statistics, which the stacked forward cannot update); "
-                             "use --engine loop or BatchNorm with track_running_stats=False")
+                              "e.g. BatchNorm's running statistics, which the stacked forward cannot update); "
+                              "use --engine loop or BatchNorm with track_running_stats=False")
         self.trainer, self.chunk = trainer, chunk
         self.flat = trainer.flat
         self._row_bytes: int | None = None
