@@ -65,8 +65,10 @@ class RunRecorder:
         io.write_json(self.dir / "summary.json", summary)
 
     def close(self) -> None:
-        self.flush()
-        self.tb.close()
+        try:
+            self.flush()
+        finally:  # a failed write must still stop TensorBoard's writer thread before the folder goes
+            self.tb.close()
 
 
 def _typed(row: dict) -> dict:
