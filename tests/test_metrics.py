@@ -88,3 +88,46 @@ def test_vectorised_binary_metrics_equal_scikit_learn():
             tn, fp, fn, tp = confusion_matrix(labels, preds, labels=[0, 1]).ravel()
             assert m["acc"] == (tp + tn) / n and m["sen"] == tp / (tp + fn) and m["spe"] == tn / (tn + fp)
             assert math.isclose(m["f1"], f1_score(labels, preds, zero_division=0.0), abs_tol=1e-12)
+
+
+def test_paper_soft_dice_is_sigmoid_overlap_per_image_averaged_per_batch_then_over_batches():
+    """Jiang et al.'s code: Dice of sigmoid probabilities (eps 1e-5) per image, the mean of each
+    evaluation batch, then the mean over batches (a last, smaller batch weighs as much as a full one)."""
+    from utils.metrics import paper_segmentation_metrics
+    target = torch.zeros(3, 1, 4, 4)
+    target[0, 0, :2, :2] = 1  # 4 of 16 pixels
+    target[1, 0, :2, :] = 1   # 8 of 16
+    target[2, 0, :2, :2] = 1
+    logits = torch.zeros(3, 1, 4, 4)  # sigmoid 0.5 everywhere
+    logits[2] = torch.where(target[2] > 0, 20.0, -20.0)  # a near-perfect third image
+    per_image = [(2 * 2 + 1e-5) / (8 + 4 + 1e-5), (2 * 4 + 1e-5) / (8 + 8 + 1e-5), 1.0]
+    m = paper_segmentation_metrics(logits, target, batch=2)
+    expected = ((per_image[0] + per_image[1]) / 2 + per_image[2]) / 2
+    assert math.isclose(m["dice"], expected, rel_tol=1e-6)
+    assert not math.isclose(m["dice"], sum(per_image) / 3, rel_tol=1e-3)  # not the mean over images
+
+
+def test_paper_iou_thresholds_logits_at_one_half():
+    """The paper's IoU compares logits (not probabilities) with 0.5: a logit of 0.3 (p = 0.57) is background."""
+    from utils.metrics import paper_segmentation_metrics
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, :2, :2] = 1
+    logits = torch.full((1, 1, 4, 4), -5.0)
+    logits[0, 0, :2, :2] = 0.3
+    logits[0, 0, 0, 0] = 0.7
+    m = paper_segmentation_metrics(logits, target, batch=4)
+    assert math.isclose(m["iou"], (1 + 1e-5) / (4 + 1e-5), rel_tol=1e-6)
+
+
+def test_paper_hd95_scores_an_empty_prediction_1000_and_averages_only_positive_distances():
+    from utils.metrics import paper_segmentation_metrics
+    target = torch.zeros(3, 1, 16, 16)
+    target[:, 0, 4:8, 4:8] = 1
+    logits = torch.full((3, 1, 16, 16), -10.0)
+    logits[1, 0, 4:8, 4:8] = 10.0        # exact: distance 0, left out of the mean
+    logits[2, 0, 4:8, 7:11] = 10.0       # shifted by 3 columns
+    m = paper_segmentation_metrics(logits, target, batch=8)
+    shifted = hd95(np.asarray(logits[2, 0] > 0), np.asarray(target[2, 0] > 0))
+    assert shifted > 0
+    assert math.isclose(m["hd95"], (1000.0 + shifted) / 2, rel_tol=1e-9)
+    assert "dice_hard" in m  # the repository's hard Dice stays as an extra column

@@ -115,6 +115,37 @@ def segmentation_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict:
     return {"dice": float(dice.mean()), "iou": float(iou.mean()), "hd95": float(hd.mean())}
 
 
+PAPER_EPS = 1e-5        # the smoothing of Jiang et al.'s soft Dice and IoU
+PAPER_EMPTY_HD95 = 1000.0  # their HD95 of an empty prediction
+
+
+def paper_segmentation_metrics(logits: torch.Tensor, target: torch.Tensor, *, batch: int) -> dict:
+    """Segmentation scores as the paper's code computes them on one hospital, in batches of
+    `batch` images in order (its evaluation loader): soft Dice of sigmoid probabilities and
+    IoU of logits thresholded at 0.5, each per image, averaged per batch and then over
+    batches; HD95 of sigmoid >= 0.5 per image, 1000 for an empty prediction, averaged over
+    the images with a positive distance (NaN when none has one). `dice_hard` is this
+    repository's hard Dice over images (segmentation_metrics), kept as an extra column."""
+    logits, target = logits.float(), target.float()
+    dice_batches, iou_batches, distances = [], [], []
+    for start in range(0, logits.shape[0], batch):
+        out, gt = logits[start:start + batch].flatten(1), target[start:start + batch].flatten(1)
+        prob = torch.sigmoid(out)
+        dice = (2 * (prob * gt).sum(1) + PAPER_EPS) / (prob.sum(1) + gt.sum(1) + PAPER_EPS)
+        hard, truth = out > 0.5, gt > 0.5
+        iou = ((hard & truth).sum(1) + PAPER_EPS) / ((hard | truth).sum(1) + PAPER_EPS)
+        dice_batches.append(float(dice.mean()))
+        iou_batches.append(float(iou.mean()))
+    for out, gt in zip(logits, target):
+        pred = (torch.sigmoid(out[0]) >= 0.5).numpy()
+        distance = PAPER_EMPTY_HD95 if not pred.any() else hd95(pred, gt[0].numpy() > 0.5)
+        if distance > 0:  # NaN (an empty mask) and exact matches are left out, as in the paper's loop
+            distances.append(distance)
+    hard_dice = segmentation_metrics((logits > 0).float(), target)["dice"]
+    return {"dice": float(np.mean(dice_batches)), "iou": float(np.mean(iou_batches)),
+            "hd95": float(np.mean(distances)) if distances else math.nan, "dice_hard": hard_dice}
+
+
 def is_better(metric: str, new: float, old: float | None) -> bool:
     if old is None or math.isnan(old):
         return not math.isnan(new)
