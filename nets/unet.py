@@ -15,9 +15,9 @@ def group_norm(channels: int) -> nn.Module:
 
 
 def batch_norm_no_stats(channels: int) -> nn.Module:
-    """BatchNorm that normalises with the batch's statistics and keeps no running ones
-    (nothing data-derived in buffers), as the paper's code."""
-    return nn.BatchNorm2d(channels, track_running_stats=False)
+    """BatchNorm that normalises with the batch's statistics, keeps no running ones (nothing
+    data-derived in buffers) and has no affine scale and shift, as the paper's code."""
+    return nn.BatchNorm2d(channels, affine=False, track_running_stats=False)
 
 
 def conv_pair(cin: int, cout: int, norm: Norm) -> nn.Sequential:
