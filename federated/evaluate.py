@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from datasets.base import FederatedData, Split
 from federated.flat import FlatState
-from federated.task import Task, predict
+from federated.task import EVAL_BATCH, Task, predict
 from utils.fairness import fairness_metrics
 
 MEAN = "mean"
@@ -27,16 +27,35 @@ class EvalSet:
     targets: torch.Tensor
     prepare: object = None
     attributes: dict = field(default_factory=dict)  # pooled per-image fairness attributes
+    batch: int = 0  # the training batch size: BatchNorm models are scored in batches of it
 
 
-def eval_set(data: FederatedData, split: str, *, merge: bool) -> EvalSet:
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether the model's outputs depend on the batch it is given (BatchNorm without
+    running statistics normalises with the batch's own, in evaluation too)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats
+               for m in model.modules())
+
+
+def model_outputs(model: nn.Module, es: EvalSet) -> list[torch.Tensor]:
+    """Outputs per group of `es`. A model that normalises with batch statistics sees each
+    hospital alone, in batches of the training batch size in file order, as the paper's
+    evaluation loaders give it; other models are run over all images in pooled chunks
+    (the same outputs, fewer calls)."""
+    if es.batch and uses_batch_statistics(model):
+        return [predict(model, images, es.prepare, es.batch) for images in es.images.split(es.sizes)]
+    return list(predict(model, es.images, es.prepare).split(es.sizes))
+
+
+def eval_set(data: FederatedData, split: str, *, merge: bool, batch: int = 0) -> EvalSet:
     """Per-hospital groups, or one pooled group with --merge (the paper's global val/test)."""
     splits = [getattr(h, split) for h in data.hospitals]
     pooled = Split.concat(splits)
     if merge:
-        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets, data.prepare, pooled.attributes)
+        return EvalSet([MERGED], [len(pooled)], pooled.images, pooled.targets, data.prepare, pooled.attributes,
+                       batch)
     return EvalSet([h.name for h in data.hospitals], [len(s) for s in splits], pooled.images, pooled.targets,
-                   data.prepare, pooled.attributes)
+                   data.prepare, pooled.attributes, batch)
 
 
 def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torch.Tensor], es: EvalSet,
@@ -46,14 +65,15 @@ def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torc
     (personalised models), in the order of `es.names`."""
     if isinstance(params, torch.Tensor):
         flat.set(params)
-        outputs = predict(model, es.images, es.prepare).split(es.sizes)
+        outputs = model_outputs(model, es)
     else:
         if len(params) != len(es.names):
             raise ValueError(f"{len(params)} parameter vectors for {len(es.names)} hospitals")
         outputs = []
         for p, images in zip(params, es.images.split(es.sizes)):
             flat.set(p)
-            outputs.append(predict(model, images, es.prepare))
+            batch = es.batch if es.batch and uses_batch_statistics(model) else EVAL_BATCH
+            outputs.append(predict(model, images, es.prepare, batch))
     results = {name: task.score(out, tgt) for name, out, tgt in zip(es.names, outputs, es.targets.split(es.sizes))}
     metrics = next(iter(results.values())).keys()
     results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
@@ -67,7 +87,7 @@ def evaluate_fairness(model: nn.Module, flat: FlatState, params: torch.Tensor, e
     if not groups or not es.attributes:
         return {}
     flat.set(params)
-    outputs = predict(model, es.images, es.prepare)
+    outputs = torch.cat(model_outputs(model, es))
     return fairness_metrics(outputs, es.targets, es.attributes, groups, task.score)
 
 

@@ -255,8 +255,8 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
             state.timing["total_s"] += spent
 
     primary = task.primary_metric
-    val_splits = eval_set(fed.data, "val", merge=cfg.merge)
-    test_splits = eval_set(fed.data, "test", merge=cfg.merge)
+    val_splits = eval_set(fed.data, "val", merge=cfg.merge, batch=cfg.batch)
+    test_splits = eval_set(fed.data, "test", merge=cfg.merge, batch=cfg.batch)
     shards = subclient_data(fed, state)
     stopped_early = False
     bar = tqdm(range(state.next_round, cfg.rounds), initial=state.next_round, total=cfg.rounds,

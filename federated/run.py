@@ -260,7 +260,7 @@ def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
         params = fed.trainer.flat.get()
     else:
         params = checkpoint["state"]["params"].to(fed.device)
-    results = evaluate(fed.model, fed.trainer.flat, params, eval_set(fed.data, "test", merge=saved.merge), fed.task)
+    results = evaluate(fed.model, fed.trainer.flat, params, eval_set(fed.data, "test", merge=saved.merge, batch=saved.batch), fed.task)
     report = {"checkpoint": str(path), "round": checkpoint.get("round"), "test": results[MEAN],
               "test_per_hospital": {k: v for k, v in results.items() if k != MEAN},
               "primary_metric": fed.task.primary_metric}

@@ -24,11 +24,11 @@ class Task:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, prepare=None) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, prepare=None, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     model.eval()
     outputs = []
-    for i in range(0, images.shape[0], EVAL_BATCH):
-        batch = images[i:i + EVAL_BATCH]
+    for i in range(0, images.shape[0], batch_size):
+        batch = images[i:i + batch_size]
         outputs.append(model(batch if prepare is None else prepare(batch, train=False)))
     return torch.cat(outputs)
 

@@ -101,3 +101,26 @@ def test_non_private_round_is_the_weighted_mean_and_reports_the_norm_sum():
     update, stats = fed.pipeline.round(torch.zeros(5), deltas, part, 0, torch.Generator())
     assert torch.allclose(update, 0.25 * deltas[0] + 0.75 * deltas[1])
     assert stats["norm_sum"] == pytest.approx(float(torch.linalg.vector_norm(deltas, dim=1).sum()))
+
+
+def test_batchnorm_models_are_scored_per_hospital_in_training_sized_batches():
+    """BatchNorm without running statistics normalises with the batch it sees, so the
+    paper's evaluation (each hospital alone, batches of the training batch size, in order)
+    is reproduced for such models; GroupNorm models, whose outputs do not depend on the
+    batch, are scored in pooled chunks (the same outputs, faster)."""
+    import torch.nn as nn
+    from datasets.base import Split
+    from federated.evaluate import EvalSet, model_outputs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2, affine=False, track_running_stats=False),
+                          nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
+    images = torch.randn(7, 1, 4, 4)
+    es = EvalSet(["a", "b"], [5, 2], images, torch.zeros(7), batch=2)
+    outputs = model_outputs(model, es)
+    expected = torch.cat([model(images[0:2]), model(images[2:4]), model(images[4:5]), model(images[5:7])])
+    assert torch.allclose(torch.cat(outputs), expected, atol=1e-6)
+    pooled = model(images)
+    assert not torch.allclose(torch.cat(outputs), pooled, atol=1e-3)
+    group_norm = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.GroupNorm(1, 2), nn.Flatten(), nn.Linear(32, 2))
+    assert torch.allclose(torch.cat(model_outputs(group_norm, es)), group_norm(images), atol=1e-6)
