@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from datasets.base import Shard
-from federated.config import Config
+from federated.config import Config, ConfigError
 from federated.errors import Diverged
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
 from federated.adam import SubclientMoments
@@ -236,6 +236,10 @@ def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int
                    "model": fed.model.state_dict(), "metrics": metrics}, path)
 
 
+def selection_metric(fed: Federation) -> str:
+    return fed.cfg.select_metric or fed.task.primary_metric
+
+
 def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: float | None = None) -> dict:
     """Run rounds state.next_round .. cfg.rounds-1 and return the run summary. `started`
     (time.perf_counter()) is when this process began the run: the wall time of a resumed
@@ -254,7 +258,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         if final:  # the in-loop ones fall inside their round's time
             state.timing["total_s"] += spent
 
-    primary = task.primary_metric
+    primary = selection_metric(fed)
     val_splits = eval_set(fed.data, "val", merge=cfg.merge, batch=cfg.batch)
     test_splits = eval_set(fed.data, "test", merge=cfg.merge, batch=cfg.batch)
     shards = subclient_data(fed, state)
@@ -274,6 +278,9 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
             shards = subclient_data(fed, state)
         eval_start = time.perf_counter()
         val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
+        if primary not in val[MEAN]:
+            raise ConfigError(f"--select_metric {primary} is not a metric of this task; choose one of "
+                              f"{', '.join(val[MEAN])}")
         # --strict_dp: hospitals send nothing but the noised update, so no training losses.
         rows = [] if cfg.strict_dp else metric_rows(r, "train", train_losses)
         rows += metric_rows(r, "val", val)
@@ -330,7 +337,7 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped
     timing["overhead_fraction"] = timing["overhead_s"] / total
     timing["outside_local_fraction"] = 1 - timing["local_s"] / total
     best = state.best
-    primary = fed.task.primary_metric
+    primary = selection_metric(fed)
     if fed.cfg.strict_dp:
         selection = "final round (--strict_dp)"
     elif math.isnan(best["val"][MEAN].get(primary, math.nan)):

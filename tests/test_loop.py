@@ -194,3 +194,25 @@ def test_round_update_is_the_mean_of_local_deltas(tiny_args):
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     assert captured["deltas"].shape == (3, before.numel())
     assert torch.allclose(state.params, before + captured["deltas"].mean(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("metric, best", [("auc", 2), ("acc", 1)])
+def test_best_round_follows_the_selection_metric_with_strict_improvement(tiny_args, monkeypatch, metric, best):
+    """The paper's code selects the round by mean validation accuracy (RSNA-ICH) with a strict
+    '>'; --select_metric chooses the metric. Scripted validation scores (rounds 0-3); accuracy
+    ties in round 3, which must not replace round 1."""
+    from federated.evaluate import MEAN
+    scripted = [{"auc": 0.6, "acc": 0.5}, {"auc": 0.5, "acc": 0.7}, {"auc": 0.7, "acc": 0.6},
+                {"auc": 0.65, "acc": 0.7}]
+    real = loop.evaluate
+
+    def fake(*args):
+        out = real(*args)
+        if scripted:  # the four validation calls; the final test call is left as it is
+            out[MEAN] = {**out[MEAN], **scripted.pop(0)}
+        return out
+
+    monkeypatch.setattr(loop, "evaluate", fake)
+    out = _run(tiny_args, "--rounds", "4", "--select_metric", metric, "--exp", metric)
+    assert out["summary"]["best_round"] == best
+    assert out["summary"]["model_selection"] == f"best validation {metric}"
