@@ -86,6 +86,7 @@ class Config:
     reset_optimizer: bool = False
     early: bool = False
     select_metric: str = ""  # validation metric that picks the best round; "" = the task's primary one
+    seg_loss: str = "dice"
     patience: int = 20
     adam_lr: float = 0.1
     rmsprop_lr: float = 1.0
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reset_optimizer", action="store_true",
                    help="fresh local Adam state every round instead of keeping it across rounds")
     g.add_argument("--early", action="store_true", help="stop when val has not improved for --patience rounds")
+    g.add_argument("--seg_loss", default="dice", choices=("dice", "dicece"),
+                   help="segmentation loss: soft Dice (the paper's) or Dice + BCE")
     g.add_argument("--select_metric", default=None, choices=METRIC_NAMES, metavar="METRIC",
                    help="val metric for the best round (RSNA-ICH: acc)")
     g.add_argument("--patience", type=int, default=20, help="rounds without improvement before --early stops")

@@ -87,7 +87,7 @@ def build_federation(cfg: Config) -> Federation:
     if model_name == AUTO_MODEL:
         model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
     model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
-    task = make_task(data.task)
+    task = make_task(data.task, seg_loss=cfg.seg_loss)
     ledger = PrivacyLedger()
     sample_settings = build_sample_dp(cfg, data, model, model_name, ledger, sizes)
     local_update_dp = build_local_update_dp(cfg, data, ledger)

@@ -53,7 +53,10 @@ def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor) -> dict:
     return segmentation_metrics(pred.cpu(), targets.cpu())
 
 
-def make_task(kind: str) -> Task:
+SEG_LOSSES = ("dice", "dicece")
+
+
+def make_task(kind: str, *, seg_loss: str = "dice") -> Task:
     if kind == CLASSIFICATION:
         return Task(kind, "auc", nn.CrossEntropyLoss(), _score_classification)
     if kind == MULTICLASS:
@@ -61,7 +64,10 @@ def make_task(kind: str) -> Task:
     if kind == MULTILABEL:
         return Task(kind, "auc", nn.BCEWithLogitsLoss(), _score_multilabel)
     if kind == SEGMENTATION:
-        from monai.losses import DiceCELoss  # ~3 s to import: only segmentation needs it
+        from monai.losses import DiceCELoss, DiceLoss  # ~3 s to import: only segmentation needs it
 
-        return Task(kind, "dice", DiceCELoss(sigmoid=True), _score_segmentation)
+        # The paper's prostate loss is the soft Dice of sigmoid probabilities per image (MONAI's
+        # DiceLoss, smoothing 1e-5 as the paper's); --seg_loss dicece adds binary cross-entropy.
+        loss = DiceLoss(sigmoid=True) if seg_loss == "dice" else DiceCELoss(sigmoid=True)
+        return Task(kind, "dice", loss, _score_segmentation)
     raise ValueError(f"unknown task kind {kind!r}")

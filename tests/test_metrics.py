@@ -131,3 +131,20 @@ def test_paper_hd95_scores_an_empty_prediction_1000_and_averages_only_positive_d
     assert shifted > 0
     assert math.isclose(m["hd95"], (1000.0 + shifted) / 2, rel_tol=1e-9)
     assert "dice_hard" in m  # the repository's hard Dice stays as an extra column
+
+
+def test_segmentation_trains_on_the_papers_soft_dice_loss_by_default():
+    """The paper's prostate loss: 1 - (2 sum(p g) + 1e-5) / (sum p + sum g + 1e-5) per image,
+    p = sigmoid(logits), mean over the batch (MONAI's DiceLoss with its default smoothing);
+    --seg_loss dicece adds binary cross-entropy (this repository's earlier default)."""
+    from federated.task import make_task
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 1, 8, 8, generator=gen)
+    target = (torch.rand(3, 1, 8, 8, generator=gen) > 0.5).float()
+    p = torch.sigmoid(logits).flatten(1)
+    g = target.flatten(1)
+    paper = (1 - (2 * (p * g).sum(1) + 1e-5) / (p.sum(1) + g.sum(1) + 1e-5)).mean()
+    assert torch.allclose(make_task("segmentation").loss_fn(logits, target), paper, atol=1e-6)
+    with_ce = make_task("segmentation", seg_loss="dicece").loss_fn(logits, target)
+    assert torch.allclose(with_ce, paper + torch.nn.functional.binary_cross_entropy_with_logits(logits, target),
+                          atol=1e-6)
