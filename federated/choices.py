@@ -9,4 +9,4 @@ MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resne
 PARTITIONS = ("dirichlet", "quantity", "iid")
 SAMPLING_MODES = ("fixed", "poisson")
 ENGINES = ("loop", "batched")
-METRIC_NAMES = ("auc", "acc", "sen", "spe", "f1", "dice", "iou", "hd95")  # utils/metrics.py computes them
+METRIC_NAMES = ("auc", "acc", "sen", "spe", "f1", "dice", "iou", "hd95", "dice_hard")  # utils/metrics.py computes them

@@ -74,7 +74,8 @@ def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torc
             flat.set(p)
             batch = es.batch if es.batch and uses_batch_statistics(model) else EVAL_BATCH
             outputs.append(predict(model, images, es.prepare, batch))
-    results = {name: task.score(out, tgt) for name, out, tgt in zip(es.names, outputs, es.targets.split(es.sizes))}
+    results = {name: task.score(out, tgt, es.batch)
+               for name, out, tgt in zip(es.names, outputs, es.targets.split(es.sizes))}
     metrics = next(iter(results.values())).keys()
     results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
     return results

@@ -131,8 +131,24 @@ def test_test_mode_scores_a_checkpoint(tiny_args, capsys):
 
 
 def test_segmentation_run_reports_dice_iou_hd95(tmp_path):
+    """The paper's scores (soft Dice, IoU and HD95 as its code computes them, per batch of the
+    training batch size) and the repository's hard Dice beside them."""
     out = _run(TINY_SEG + ["--save_path", str(tmp_path)])
-    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95"}
+    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95", "dice_hard"}
+
+
+def test_segmentation_scores_follow_the_papers_formulas_on_a_run(tmp_path):
+    from federated.config import parse_config
+    from federated.evaluate import eval_set, model_outputs
+    from federated.setup import build_federation
+    from utils.metrics import paper_segmentation_metrics
+    cfg = parse_config(TINY_SEG + ["--save_path", str(tmp_path)])
+    fed = build_federation(cfg)
+    es = eval_set(fed.data, "test", merge=False, batch=cfg.batch)
+    scores = loop.evaluate(fed.model, fed.trainer.flat, fed.trainer.flat.get(), es, fed.task)
+    outputs = model_outputs(fed.model, es)
+    for name, out, target in zip(es.names, outputs, es.targets.split(es.sizes)):
+        assert scores[name] == paper_segmentation_metrics(out, target, batch=cfg.batch)
 
 
 def test_early_stopping_stops_after_patience(tiny_args):

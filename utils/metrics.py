@@ -12,7 +12,7 @@ import torch
 
 CLASSIFICATION_METRICS = ("auc", "acc", "sen", "spe", "f1")
 MULTICLASS_METRICS = ("acc", "auc", "f1")
-SEGMENTATION_METRICS = ("dice", "iou", "hd95")
+SEGMENTATION_METRICS = ("dice", "iou", "hd95", "dice_hard")
 MULTILABEL_METRICS = ("auc", "acc")
 LOWER_IS_BETTER = {"hd95", "loss"}
 

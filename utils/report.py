@@ -36,7 +36,7 @@ UNITS = ("subclient", "hospital", "patient")
 # Flags that do not make a different experiment (seed: the repetition inside a cell).
 NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
 CELL_FLAGS = {"mode", "noise_multiplier", "epsilon", "ada_vn", "init_vn", "ada_stable", "ada_prog"}
-COLUMN_ORDER = ["auc", "acc", "sen", "spe", "f1", "dice", "hd95", "iou"]
+COLUMN_ORDER = ["auc", "acc", "sen", "spe", "f1", "dice", "dice_hard", "hd95", "iou"]
 
 
 @dataclass
