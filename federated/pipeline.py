@@ -69,8 +69,10 @@ class ReleasePipeline:
 
     def round(self, params: torch.Tensor, deltas: torch.Tensor, part: Participants, round_idx: int,
               noise_gen: torch.Generator, *, step: bool = True) -> tuple[torch.Tensor, dict]:
-        """Messages -> released aggregate -> server step (skipped when `step` is False,
-        e.g. the probe round). Returns the new parameters and the round's statistics."""
+        """Messages -> released aggregate -> server step. With `step` False (the probe round)
+        the server optimizer still takes the aggregate into its state (FedAdam's moments,
+        DP2-RMSProp's accumulator) but the parameters are kept, as the paper's code restores
+        only the model. Returns the new parameters and the round's statistics."""
         if self.client_dp is not None:
             weights, max_weight = private_weights(self.cfg, part)
         else:
@@ -87,6 +89,7 @@ class ReleasePipeline:
             update = weights.to(messages) @ messages
             stats = {"norm_sum": float(torch.linalg.vector_norm(messages, dim=1).sum()),
                      "aggregate_norm": float(torch.linalg.vector_norm(update))}
+        stepped = self.server.step(params, update, rnd)
         if step:
-            params = self.server.step(params, update, rnd)
+            params = stepped
         return params, self.server.rule_stats(stats, rnd)

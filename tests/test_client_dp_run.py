@@ -171,3 +171,15 @@ def test_strict_flags_reach_the_mechanism(tiny_args):
     policy = dp.clip_policy
     assert (policy.bound, policy.quantile, policy.lr, policy.count_noise) == (3.0, 0.7, 0.1, 2.5)
     assert [r.std / r.sensitivity["subclient"] for r in dp.planned_releases(1)] == [1.0, 4.0, 2.5]
+
+
+def test_probe_round_aggregate_reaches_the_server_optimizers_state_but_not_the_model(tiny_args):
+    """The paper's code runs round 0's aggregate through the server optimizer and then restores
+    the model only: FedAdam's moments (and DP2-RMSProp's accumulator) keep what it added."""
+    cfg = parse_config(tiny_args + ["--mode", "dpadam", "--noise_multiplier", "1.0", "--ada_vn"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    before = state.params.clone()
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert torch.equal(state.params, before)
+    assert fed.server.m is not None and fed.server.m.abs().sum() > 0
