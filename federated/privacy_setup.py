@@ -74,14 +74,19 @@ def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_na
         return None
     from opacus.validators import ModuleValidator  # Opacus loads only for DP-SGD runs
 
-    problems = ModuleValidator.validate(model, strict=False)
+    # BatchNorm mixes the samples of a batch whether or not it has affine parameters; Opacus's
+    # validator only looks at layers with parameters, so an affine-free BatchNorm (the paper's)
+    # would pass it and leave a sample's influence on the others' gradients unclipped.
+    mixing = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    problems = [f"{mixing[0]} normalises with batch statistics"] if mixing else \
+        ModuleValidator.validate(model, strict=False)
     if problems:
         raise ConfigError(f"--model {model_name} cannot be trained with DP-SGD ({problems[0]}); per-sample "
                           "gradients need layers that do not mix samples: use a GroupNorm model such as "
                           "dpresnet, resnet9, cnn or unet_small")
     if cfg.grad_sample_mode == "ghost" and data.task == SEGMENTATION:
         raise ConfigError("--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss "
-                          "(DiceCE) does not provide here; use --grad_sample_mode hooks")
+                          "(soft Dice) does not provide here; use --grad_sample_mode hooks")
     z = cfg.sample_noise
     if z is None:
         try:

@@ -220,8 +220,8 @@ def test_checkpoint_size_formula_matches_a_written_state(capsys):
     from benchmarks import checkpoint_size
     checkpoint_size.main(["--v", "8", "--measure", "1"])
     out = capsys.readouterr().out
-    assert "| DenseNet-121 (RSNA-ICH) | 6,955,906 | 8 | 160 | 13.4 GB |" in out
-    assert "measured: 83.47 MB per sub-client written (formula 83.47 MB)" in out
+    assert "| DenseNet-121 (RSNA-ICH) | 6,872,258 | 8 | 160 | 13.2 GB |" in out
+    assert "measured: 82.47 MB per sub-client written (formula 82.47 MB)" in out
 
 
 def test_channels_last_float32_gradients_are_as_accurate_as_the_plain_layout():

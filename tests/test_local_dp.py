@@ -253,3 +253,13 @@ def test_local_noise_comes_from_each_senders_own_generator():
     assert report["epsilon_max"]["pld"] < report["epsilon_max"]["rdp"]
     assert report["epsilon_hospital_max"]["pld"] < report["epsilon_hospital_max"]["rdp"]
     assert all(a["adjacency"] for a in dp.ledger.report().values())
+
+
+def test_dp_sgd_refuses_batchnorm_without_affine_parameters(tmp_path):
+    """The paper's BatchNorm has no parameters, so Opacus's validator passes it, but it still
+    mixes the samples of a batch: DP-SGD must refuse it as it refuses any BatchNorm."""
+    cfg = parse_config(["--data", "synthetic-ich", "-N", "2", "--train_size", "8", "--img_size", "64",
+                        "--batch", "4", "--model", "densenet121", "--dp_level", "sample", "--sample_noise", "1",
+                        "--save_path", str(tmp_path)])
+    with pytest.raises(ConfigError, match="BatchNorm2d normalises with batch statistics"):
+        build_federation(cfg)

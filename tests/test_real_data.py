@@ -134,7 +134,7 @@ def test_prostate_case_level_json_and_federation(tmp_path, prostate_root, capsys
     assert not (cases["training"] & cases["testing"]) and not (cases["training"] & cases["validation"])
     assert "PROSTATEx" in capsys.readouterr().err  # the alternative spelling is reported
     s = _run(_prostate_args(tmp_path, prostate_root, tmp_path / "json"))["summary"]
-    assert set(s["test"]) == {"dice", "iou", "hd95"} and len(s["test_per_hospital"]) == 2
+    assert set(s["test"]) == {"dice", "iou", "hd95", "dice_hard"} and len(s["test_per_hospital"]) == 2
 
 
 @pytest.mark.parametrize("breakage, expected", [
@@ -222,7 +222,7 @@ def test_folder_classification_and_segmentation(tmp_path):
             _png(seg / site / "images" / f"{i}.png")
             _png(seg / site / "masks" / f"{i}.png", mode="L", value=255 * (i % 2))
     out = _run(["--data", "folder", "--data_root", str(seg), "-N", "2", "--save_path", str(tmp_path / "s")] + QUICK)
-    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95"}
+    assert set(out["summary"]["test"]) == {"dice", "iou", "hd95", "dice_hard"}
 
 
 def test_folder_empty_site_is_named(tmp_path, capsys):
