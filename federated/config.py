@@ -44,6 +44,9 @@ PRESETS.update({
 # The paper's code selects the best round by mean validation accuracy on RSNA-ICH (and by
 # Dice, the primary metric, on prostate).
 PAPER_SELECTION = {"RSNA-ICH": "acc"}
+# Datasets whose default is the paper's sub-client split (--subclient_split).
+PAPER_SPLIT_DATA = ("RSNA-ICH", "prostate")
+SUBCLIENT_SPLITS = ("hash", "paper")
 # privacy.accountants.NUMERIC_LIMIT, repeated here so that flags are checked without torch
 # (tests/test_config.py keeps them equal): PLD and PRV give no value beyond it.
 NUMERIC_EPSILON_LIMIT = 500.0
@@ -75,6 +78,7 @@ class Config:
     clients: int = 20
     virtual_clients: int = 1
     balance_split: bool = False
+    subclient_split: str = "hash"
     rounds: int = 30
     local_epochs: int = 1
     batch: int = 16
@@ -161,6 +165,7 @@ class Config:
         name += "_early_stop" if self.early else ""
         name += f"_lrdecay{self.lr_decay}" if self.lr_decay > 0 else ""
         name += "_balance_split" if self.balance_split else ""
+        name += "_paperSplit" if self.subclient_split == "paper" else ""
         name += "_adaVN" if self.ada_vn else ""
         name += "_adaStable" if self.ada_stable else ""
         name += "_adaProg" if self.ada_prog else ""
@@ -262,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-VN", "--virtual_clients", type=int, default=1, help="sub-clients per hospital")
     g.add_argument("--balance_split", action="store_true",
                    help="hand the N*VN sub-clients to hospitals by size, so sub-clients are of similar size")
+    g.add_argument("--subclient_split", default=None, choices=SUBCLIENT_SPLITS,
+                   help="hash: each record's sub-client by a keyed hash, all records used, batches reshuffled; "
+                        "paper: int(n/VN) random records per sub-client (rest unused), after a re-split in record "
+                        "order with the last partial batch kept; charges a patient with all VN sub-clients "
+                        f"(default: paper for {', '.join(PAPER_SPLIT_DATA)}, else hash)")
     g.add_argument("--rounds", type=int, default=None, help="communication rounds (default: preset)")
     g.add_argument("--local_epochs", type=int, default=1, help="local epochs per round")
     g.add_argument("--batch", type=int, default=None, help="local batch size (default: preset)")
@@ -422,6 +432,9 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_privacy(cfg: Config) -> None:
+    _check(cfg.subclient_split == "hash" or cfg.dp_level == "none",
+           f"--subclient_split paper re-draws which records form a sub-client, which the per-record and "
+           f"per-sub-client accounting of --dp_level {cfg.dp_level} assumes fixed; use --subclient_split hash")
     dp_only = [f for f in ("adaclip", "noclip", "strict_dp", "ada_vn", "init_vn", "ada_stable", "ada_prog")
                if getattr(cfg, f)]
     if cfg.noise_multiplier is not None or cfg.epsilon is not None:
@@ -511,6 +524,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
             args[key] = PRESETS[args["data"]][key]
     if args["select_metric"] is None:
         args["select_metric"] = PAPER_SELECTION.get(args["data"], "")
+    if args["subclient_split"] is None:
+        args["subclient_split"] = "paper" if args["data"] in PAPER_SPLIT_DATA else "hash"
     if args["debug"] and args["data"] in SYNTHETIC:  # four batches per hospital, as the paper's --debug
         args["train_size"] = min(args["train_size"], 4 * args["batch"])
         args["val_size"] = min(args["val_size"], 2 * args["batch"])

@@ -23,7 +23,7 @@ import torch
 from datasets.base import Shard
 from federated.config import ConfigError
 from federated.adam import AdamMoments, SubclientMoments, adam_step
-from federated.local import LocalResult, LocalTrainer, steps_per_epoch
+from federated.local import LocalResult, LocalTrainer, epoch_order, steps_per_epoch
 
 CHUNK_MEMORY_FRACTION = 0.5  # of free accelerator memory
 # On a CPU a larger stack runs slower per row once it leaves the caches and the allocator
@@ -43,6 +43,7 @@ class Job:
     subclient: int
     shard: Shard
     gen: torch.Generator
+    in_order: bool = False  # record order, last partial batch kept (--subclient_split paper after a re-split)
 
 
 def _state_of(moments: SubclientMoments | None, jobs: list[Job], numel: int, dtype: torch.dtype,
@@ -71,7 +72,7 @@ class LoopEngine:
                                           device=global_params.device)
             else:
                 state = moments.of(job.hospital, job.subclient)  # views: updated in place
-            result = self.trainer.update(global_params, job.shard, state, lr=lr, gen=job.gen)
+            result = self.trainer.update(global_params, job.shard, state, lr=lr, gen=job.gen, in_order=job.in_order)
             deltas[row] = result.delta
             results.append(result)
         return deltas, results
@@ -97,7 +98,7 @@ class BatchedEngine:
               lr: float) -> tuple[torch.Tensor, list[LocalResult]]:
         t = self.trainer
         numel = global_params.numel()
-        steps = [t.epochs * steps_per_epoch(len(j.shard), t.batch) for j in jobs]
+        steps = [t.epochs * steps_per_epoch(len(j.shard), t.batch, keep_last=j.in_order) for j in jobs]
         order = sorted(range(len(jobs)), key=lambda i: -steps[i])  # active rows form a prefix
         deltas = torch.zeros(len(jobs), numel, dtype=global_params.dtype, device=global_params.device)
         results: list[LocalResult | None] = [None] * len(jobs)
@@ -138,16 +139,16 @@ class BatchedEngine:
             active = sum(1 for n in steps if n > s)
             groups: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
             for r in range(active):
-                shard, gen = jobs[r].shard, jobs[r].gen
+                shard, gen, in_order = jobs[r].shard, jobs[r].gen, jobs[r].in_order
                 n = len(shard)
-                batch, per_epoch = min(t.batch, n), steps_per_epoch(n, t.batch)
+                batch, per_epoch = min(t.batch, n), steps_per_epoch(n, t.batch, keep_last=in_order)
                 j = s % per_epoch
                 if j == 0:  # a new epoch: the same draws, in the same order, as the loop engine
-                    orders[r] = torch.randperm(n, generator=gen).to(shard.index.device)
+                    orders[r] = epoch_order(n, in_order=in_order, gen=gen, device=shard.index.device)
                 images, targets = shard.batch(orders[r][j * batch:(j + 1) * batch])
                 if t.prepare is not None:
                     images = t.prepare(images, train=True, gen=gen)
-                groups.setdefault(batch, []).append((r, images, targets))
+                groups.setdefault(len(targets), []).append((r, images, targets))
             for members in groups.values():
                 rows = [m[0] for m in members]
                 contiguous = rows == list(range(rows[0], rows[0] + len(rows)))

@@ -33,10 +33,19 @@ class LocalResult:
     sample_rate: float = 1.0  # DP-SGD's Poisson rate (--dp_level sample)
 
 
-def steps_per_epoch(n: int, batch: int) -> int:
-    """The last incomplete batch is dropped as in the paper's loader, except that a
-    sub-client smaller than one batch trains on all of its samples as a single batch."""
-    return n // min(batch, n) if n else 0
+def steps_per_epoch(n: int, batch: int, *, keep_last: bool = False) -> int:
+    """The last incomplete batch is dropped as in the paper's shuffling loader, except that
+    a sub-client smaller than one batch trains on all of its samples as a single batch;
+    `keep_last` (the paper's loaders after a re-split) keeps it."""
+    if not n:
+        return 0
+    return -(-n // batch) if keep_last else n // min(batch, n)
+
+
+def epoch_order(n: int, *, in_order: bool, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The order of one epoch's records: a fresh permutation, or record order (the paper's
+    loaders after a re-split, which do not shuffle; no random draw is made then)."""
+    return torch.arange(n, device=device) if in_order else torch.randperm(n, generator=gen).to(device)
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -91,9 +100,10 @@ class LocalTrainer:
             self.dp_loss = self.loss_fn
 
     def update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, *, lr: float,
-               gen: torch.Generator) -> LocalResult:
+               gen: torch.Generator, in_order: bool = False) -> LocalResult:
         """Train from `global_params` on `data` for the configured epochs; `state` (one
-        row) is updated in place. Mini-batches are reshuffled every epoch from `gen`."""
+        row) is updated in place. Mini-batches are reshuffled every epoch from `gen`, or
+        with `in_order` taken in record order with the last partial batch kept."""
         if len(data) == 0:  # a sub-client the hash left empty this round: it sends a zero update
             return LocalResult(torch.zeros_like(global_params), 0, 0, 0.0)
         self.flat.set(global_params)
@@ -105,8 +115,8 @@ class LocalTrainer:
         params, grads = self.flat.vector[None], self.flat.grad[None]
         total_loss, steps = 0.0, 0
         for _ in range(self.epochs):
-            order = torch.randperm(n, generator=gen).to(data.index.device)
-            for s in range(steps_per_epoch(n, self.batch)):
+            order = epoch_order(n, in_order=in_order, gen=gen, device=data.index.device)
+            for s in range(steps_per_epoch(n, self.batch, keep_last=in_order)):
                 idx = order[s * batch:(s + 1) * batch]
                 self.flat.zero_grad()
                 images, targets = data.batch(idx)

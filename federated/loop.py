@@ -30,7 +30,7 @@ from federated.local import LocalResult
 from federated.pipeline import Participants
 from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
-from federated.subclients import allocate_subclients, split_hospitals
+from federated.subclients import allocate_subclients, paper_split, split_generator, split_hospitals
 from privacy.events import UNITS
 from privacy.intermediary import max_subclients, next_subclients, split_factor
 from privacy.sample_dp import charge_round
@@ -39,7 +39,7 @@ from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
 from utils.seeding import client_generator, make_streams
 
-CHECKPOINT_VERSION = 4  # 4: stacked Adam state, dropped at the end unless --keep_optimizer
+CHECKPOINT_VERSION = 5  # 4: stacked Adam state, dropped at the end unless --keep_optimizer; 5: in_order
 
 
 @dataclass
@@ -57,6 +57,7 @@ class RunState:
     rounds_since_best: int = 0
     timing: dict = field(default_factory=lambda: {"local_s": 0.0, "eval_s": 0.0, "total_s": 0.0})
     moments_dropped: bool = False  # a finished run's last.pt without the Adam state
+    in_order: bool = False  # --subclient_split paper after a re-split: record order, last partial batch kept
 
     def state_dict(self, *, keep_moments: bool = True) -> dict:
         moments = self.moments.state_dict() if self.moments is not None and keep_moments else None
@@ -65,7 +66,7 @@ class RunState:
             "subclient_counts": self.subclient_counts, "subclient_indices": self.subclient_indices,
             "moments": moments, "moments_dropped": self.moments is not None and not keep_moments,
             "rng": {k: g.get_state() for k, g in self.rng.items()},
-            "secret": self.secret, "v": self.v, "best": self.best,
+            "secret": self.secret, "v": self.v, "best": self.best, "in_order": self.in_order,
             "best_params": None if self.best_params is None else self.best_params.cpu(),
             "rounds_since_best": self.rounds_since_best,
             "timing": self.timing,
@@ -82,18 +83,40 @@ class RunState:
         return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
                         state["subclient_indices"], moments, rng, state["secret"], state["v"],
                         state["best"], None if best_params is None else best_params.to(device),
-                        state["rounds_since_best"], state["timing"], state["moments_dropped"])
+                        state["rounds_since_best"], state["timing"], state["moments_dropped"], state["in_order"])
 
 
 def initial_state(fed: Federation) -> RunState:
     cfg = fed.cfg
     rng = make_streams(cfg.seed, secure=cfg.secure_rng)
     counts = check_subclients(cfg, fed.data)
-    indices = split_hospitals(fed.record_keys, counts)
+    indices = draw_split(fed, fed.secret, counts, first_round=0)
     params = fed.trainer.flat.get()
     moments = None if cfg.reset_optimizer else \
         SubclientMoments.fresh(counts, params.numel(), dtype=params.dtype, device=params.device)
     return RunState(0, params, counts, indices, moments, rng, fed.secret, v=cfg.virtual_clients)
+
+
+def draw_split(fed: Federation, secret: bytes, counts: list[int], *, first_round: int) -> list[list[torch.Tensor]]:
+    """Each hospital's sub-clients as index sets: by the keyed hash, or (--subclient_split
+    paper) the paper's random equal parts, drawn from the secret and the first round they
+    train in, so a resumed run draws the same split."""
+    if fed.cfg.subclient_split == "hash":
+        return split_hospitals(fed.record_keys, counts)
+    gen = split_generator(secret, first_round)
+    return [paper_split(len(h.train), c, gen) for h, c in zip(fed.data.hospitals, counts)]
+
+
+def resplit(fed: Federation, state: RunState, v: int, *, round_idx: int) -> None:
+    """Split every hospital into `v` sub-clients for the rounds after `round_idx`; each
+    hospital's sub-client Adam states are averaged into its new ones."""
+    state.v = v
+    counts = allocate_subclients([len(h.train) for h in fed.data.hospitals], v, balance=fed.cfg.balance_split)
+    state.subclient_indices = draw_split(fed, state.secret, counts, first_round=round_idx + 1)
+    state.in_order = fed.cfg.subclient_split == "paper"  # the paper's re-split loaders do not shuffle
+    if state.moments is not None:
+        state.moments = state.moments.resplit(counts)
+    state.subclient_counts = counts
 
 
 def subclient_data(fed: Federation, state: RunState) -> list[list[Shard]]:
@@ -119,7 +142,8 @@ def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], m
     the local results. Adam states are kept per sub-client unless --reset_optimizer."""
     start = time.perf_counter()
     lr = local_lr(fed.cfg, round_idx)
-    jobs = [Job(h, k, shards[h][k], client_generator(fed.cfg.seed, round_idx, h, k)) for h, k in members]
+    jobs = [Job(h, k, shards[h][k], client_generator(fed.cfg.seed, round_idx, h, k), in_order=state.in_order)
+            for h, k in members]
     deltas, results = fed.engine.train(state.params, jobs, state.moments, lr)
     state.timing["local_s"] += time.perf_counter() - start
     check_finite(fed, deltas, results, members, round_idx, lr)
@@ -193,12 +217,7 @@ def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: i
     variant = "stable" if cfg.ada_stable else "prog" if cfg.ada_prog else "default"
     new_v = next_subclients(state.v, factor, variant=variant, v_max=max_subclients(sizes, cfg.batch))
     if new_v != state.v:
-        state.v = new_v
-        counts = allocate_subclients(sizes, new_v, balance=cfg.balance_split)
-        state.subclient_indices = split_hospitals(fed.record_keys, counts)
-        if state.moments is not None:
-            state.moments = state.moments.resplit(counts)
-        state.subclient_counts = counts
+        resplit(fed, state, new_v, round_idx=round_idx)
     return {"split_factor": factor}
 
 

@@ -41,7 +41,8 @@ def client_noise_multiplier(cfg: Config, counts: list[int]) -> float:
     def spent(z: float) -> float:
         releases = round_releases(z=z, sampling=sampling, subclients=max(counts),
                                   norm_sum_noise=cfg.norm_sum_noise if cfg.strict_dp else None,
-                                  count_noise=_count_noise(cfg))
+                                  count_noise=_count_noise(cfg),
+                                  patient_subclients=max(counts) if cfg.subclient_split == "paper" else 1)
         m = combined_multiplier(releases, unit)
         return epsilon([(m, sampling.rate)] * cfg.rounds, delta=cfg.delta, accountant=cfg.accountant,
                        sampling=sampling, relation=relation(unit, sampling))
@@ -64,7 +65,8 @@ def build_client_dp(cfg: Config, ledger: PrivacyLedger, counts: list[int]) -> Cl
     return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, counts), clip_policy=clip_policy,
                          noise_scale_when_unclipped=cfg.S, ledger=ledger, sampling=sampling_of(cfg), delta=cfg.delta,
                          secure=cfg.secure_rng, strict=cfg.strict_dp, norm_sum_noise=cfg.norm_sum_noise,
-                         budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant)
+                         budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant,
+                         random_split=cfg.subclient_split == "paper")
 
 
 def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_name: str, ledger: PrivacyLedger,

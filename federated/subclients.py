@@ -6,8 +6,12 @@ sub-client = H_key(record) mod v. Adding or removing one record therefore change
 sub-client of one hospital and leaves every other record where it was, which the patient
 unit of the privacy ledger relies on (a split seeded by the hospitals' sizes would move
 many records when one is added). The key is secret (from the seed, or from the OS under
---secure_rng). Sizes follow a multinomial, so sub-clients differ a little in size; the
-paper's code cuts equal parts and drops the remainder.
+--secure_rng). Sizes follow a multinomial, so sub-clients differ a little in size.
+
+`--subclient_split paper` instead draws the paper's split (its split_dataset): int(n/v)
+records per sub-client at random without replacement, the n mod v left over unused until
+the next split. One patient added can then change every sub-client of its hospital, which
+the patient unit is charged for (privacy/events.py).
 """
 from __future__ import annotations
 
@@ -59,3 +63,21 @@ def assign(keys: np.ndarray, parts: int) -> list[torch.Tensor]:
 def split_hospitals(keys: list[np.ndarray], counts: list[int]) -> list[list[torch.Tensor]]:
     """Sub-client index sets for every hospital: result[h][k] indexes hospital h's train set."""
     return [assign(k, c) for k, c in zip(keys, counts)]
+
+
+def paper_split(n: int, parts: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """The paper's split: `parts` disjoint random sets of int(n / parts) records, each in
+    record order (its sub-client loaders do not shuffle); the remainder is left out."""
+    if parts < 1:
+        raise ValueError(f"cannot split into {parts} sub-clients")
+    size = n // parts
+    drawn = torch.randperm(n, generator=gen)[:size * parts]
+    return [part.sort().values for part in drawn.view(parts, size)] if size else \
+        [torch.zeros(0, dtype=torch.long) for _ in range(parts)]
+
+
+def split_generator(secret: bytes, first_round: int) -> torch.Generator:
+    """The generator of a paper split used from `first_round` on: keyed by the run's secret
+    (from the OS under --secure_rng), so the draw is as secret as the hash's key."""
+    digest = hashlib.blake2b(first_round.to_bytes(8, "little"), key=secret[:64], digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)

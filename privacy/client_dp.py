@@ -19,8 +19,8 @@ import torch
 
 from privacy.accountants import Sampling
 from privacy.clipping import FixedClip
-from privacy.events import (ADJACENCY, UNITS, GaussianRelease, count_release, norm_sum_release, relation,
-                            round_multipliers, update_release)
+from privacy.events import (ADJACENCY, PAPER_SPLIT_PATIENT, UNITS, GaussianRelease, count_release,
+                            norm_sum_release, relation, round_multipliers, update_release)
 from privacy.ledger import PrivacyLedger
 from privacy.mechanism import clip, gaussian_noise, update_norms
 
@@ -39,15 +39,19 @@ class ReleaseResult:
 
 
 def round_releases(*, z: float, sampling: Sampling, subclients: int, clipped: bool = True,
-                   norm_sum_noise: float | None = None, count_noise: float | None = None) -> list[GaussianRelease]:
+                   norm_sum_noise: float | None = None, count_noise: float | None = None,
+                   patient_subclients: int = 1) -> list[GaussianRelease]:
     """The Gaussians one round releases, in units of the clip bound (C = 1; only the ratio
     of std to sensitivity matters): the update, and with --strict_dp the norm sum and,
-    with --adaclip, the clip count."""
-    releases = [update_release(std=z, subclients=subclients, sampling=sampling, clipped=clipped)]
+    with --adaclip, the clip count. `patient_subclients`: sub-clients one patient can
+    change (v under --subclient_split paper)."""
+    releases = [update_release(std=z, subclients=subclients, sampling=sampling, clipped=clipped,
+                               patient_subclients=patient_subclients)]
     if norm_sum_noise is not None:
-        releases.append(norm_sum_release(std=norm_sum_noise, subclients=subclients))
+        releases.append(norm_sum_release(std=norm_sum_noise, subclients=subclients,
+                                         patient_subclients=patient_subclients))
     if count_noise is not None:
-        releases.append(count_release(std=count_noise, subclients=subclients))
+        releases.append(count_release(std=count_noise, subclients=subclients, patient_subclients=patient_subclients))
     return releases
 
 
@@ -55,7 +59,7 @@ class ClientLevelDP:
     def __init__(self, *, noise_multiplier: float, clip_policy: FixedClip, noise_scale_when_unclipped: float,
                  ledger: PrivacyLedger, sampling: Sampling, delta: float, secure: bool, strict: bool,
                  norm_sum_noise: float, budget: float | None = None, budget_unit: str = "subclient",
-                 accountant: str = "rdp"):
+                 accountant: str = "rdp", random_split: bool = False):
         self.z = noise_multiplier
         self.clip_policy = clip_policy
         self.unclipped_scale = noise_scale_when_unclipped  # --noclip: the paper scales noise by --S
@@ -63,8 +67,10 @@ class ClientLevelDP:
         self.secure, self.strict = secure, strict
         self.norm_sum_noise = norm_sum_noise
         self.budget, self.budget_unit, self.accountant = budget, budget_unit, accountant
+        self.random_split = random_split  # --subclient_split paper: a patient can move all v sub-clients
+        adjacency = {**ADJACENCY, "patient": PAPER_SPLIT_PATIENT} if random_split else ADJACENCY
         for unit in UNITS:
-            ledger.open(f"client/{unit}", level="client", unit=unit, adjacency=ADJACENCY[unit],
+            ledger.open(f"client/{unit}", level="client", unit=unit, adjacency=adjacency[unit],
                         relation=relation(unit, sampling), sampling=sampling, delta=delta)
 
     # --- declared releases -------------------------------------------------------------
@@ -72,7 +78,8 @@ class ClientLevelDP:
         count_noise = getattr(self.clip_policy, "count_noise", None) if self.strict else None
         return round_releases(z=self.z, sampling=self.sampling, subclients=subclients,
                               clipped=not math.isinf(self.clip_policy.bound),
-                              norm_sum_noise=self.norm_sum_noise if self.strict else None, count_noise=count_noise)
+                              norm_sum_noise=self.norm_sum_noise if self.strict else None, count_noise=count_noise,
+                              patient_subclients=subclients if self.random_split else 1)
 
     def round_multipliers(self, subclients: int) -> dict[str, float]:
         return round_multipliers(self.planned_releases(subclients))

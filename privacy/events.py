@@ -19,6 +19,8 @@ Three units (the run's report states each one's adjacency):
 - sub-client: present or absent (its clipped update moves the sum by at most C).
 - patient: changes inside a sub-client that stays present, so its clipped update can move
   from one point of the C-ball to another: distance 2C (norm sum and count move by C and 1).
+  Under the paper's random split (--subclient_split paper) one patient added can change
+  the records of every sub-client of its hospital, so all v of them move: 2vC (v C, v).
 
 Under fixed-size sampling the number of hospitals is public, so every unit is analysed
 under replacement (a replaced sub-client also moves the sum by 2C).
@@ -39,6 +41,11 @@ ADJACENCY = {
     "patient": "one patient's records changed inside a sub-client that stays present (its clipped update moves "
                "by up to 2C); records are assigned to sub-clients by a keyed hash, so other records stay put",
 }
+# --subclient_split paper: int(n/v) records are drawn at random per sub-client, so one added
+# record can change which records every sub-client of its hospital holds.
+PAPER_SPLIT_PATIENT = ("one patient's records changed in a hospital that stays present; sub-clients are drawn at "
+                       "random (--subclient_split paper), so all v of its sub-clients' clipped updates can move "
+                       "(by up to 2C each): charged with the largest v")
 
 
 def relation(unit: str, sampling: Sampling) -> str:
@@ -56,22 +63,25 @@ class GaussianRelease:
     sensitivity: dict[str, float]
 
 
-def update_release(*, std: float, subclients: int, sampling: Sampling, clipped: bool) -> GaussianRelease:
-    """The noised sum of clipped updates; without clipping no sensitivity bound exists."""
+def update_release(*, std: float, subclients: int, sampling: Sampling, clipped: bool,
+                   patient_subclients: int = 1) -> GaussianRelease:
+    """The noised sum of clipped updates; without clipping no sensitivity bound exists.
+    `patient_subclients`: how many sub-clients one patient can change (1 under the keyed
+    hash, v under the paper's random split)."""
     if not clipped:
         return GaussianRelease(std, dict.fromkeys(UNITS, math.inf))
     move = 2.0 if sampling.kind == "fixed" else 1.0  # replacing a participant moves it across the C-ball
-    return GaussianRelease(std, {"hospital": move * subclients, "subclient": move, "patient": 2.0})
+    return GaussianRelease(std, {"hospital": move * subclients, "subclient": move, "patient": 2.0 * patient_subclients})
 
 
-def norm_sum_release(*, std: float, subclients: int) -> GaussianRelease:
+def norm_sum_release(*, std: float, subclients: int, patient_subclients: int = 1) -> GaussianRelease:
     """The noised sum of clipped update norms (each in [0, C])."""
-    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
+    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": float(patient_subclients)})
 
 
-def count_release(*, std: float, subclients: int) -> GaussianRelease:
+def count_release(*, std: float, subclients: int, patient_subclients: int = 1) -> GaussianRelease:
     """The noised count of unclipped updates (each sub-client adds 0 or 1; here C plays no part)."""
-    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": 1.0})
+    return GaussianRelease(std, {"hospital": float(subclients), "subclient": 1.0, "patient": float(patient_subclients)})
 
 
 def combined_multiplier(releases: list[GaussianRelease], unit: str) -> float:

@@ -104,3 +104,12 @@ def test_config_is_frozen():
     cfg = parse_config([])
     with pytest.raises(Exception):
         cfg.rounds = 5
+
+
+def test_subclient_split_defaults_to_the_papers_on_its_datasets_and_refuses_local_dp(capsys):
+    assert parse_config([]).subclient_split == "hash"
+    assert parse_config(["--data", "RSNA-ICH"]).subclient_split == "paper"
+    assert parse_config(["--data", "prostate"]).subclient_split == "paper"
+    for level in ("sample", "update_local"):
+        err = _error(["--subclient_split", "paper", "--dp_level", level], capsys)
+        assert "--subclient_split paper" in err and "use --subclient_split hash" in err

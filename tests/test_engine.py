@@ -108,7 +108,8 @@ def _loss(name: str) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def _run_engine(engine_cls, model_name: str, sizes: list[int], *, epochs: int, keep_state: bool, rounds: int = 2):
+def _run_engine(engine_cls, model_name: str, sizes: list[int], *, epochs: int, keep_state: bool, rounds: int = 2,
+                in_order: bool = False):
     """`rounds` rounds of local training from the same global parameters and keys; returns
     every round's deltas and the final Adam state."""
     with float64():
@@ -121,7 +122,8 @@ def _run_engine(engine_cls, model_name: str, sizes: list[int], *, epochs: int, k
                                        device=params.device) if keep_state else None
         all_deltas = []
         for r in range(rounds):
-            jobs = [Job(0, k, s, torch.Generator().manual_seed(100 * r + k)) for k, s in enumerate(shards)]
+            jobs = [Job(0, k, s, torch.Generator().manual_seed(100 * r + k), in_order=in_order)
+                    for k, s in enumerate(shards)]
             deltas, results = engine.train(params, jobs, store, lr=1e-2)
             all_deltas.append(deltas)
             params = params + deltas.mean(0)
@@ -129,16 +131,17 @@ def _run_engine(engine_cls, model_name: str, sizes: list[int], *, epochs: int, k
 
 
 @pytest.mark.parametrize("model_name", ["cnn", "batchnorm", "unet_small"])
-@pytest.mark.parametrize("sizes, epochs, keep_state", [
-    ([8, 8, 8, 8], 1, True),           # equal shards
-    ([13, 8, 3, 0, 6, 9], 2, True),    # unequal, one smaller than a batch, one empty; 2 epochs
-    ([13, 8, 3, 6], 3, False),         # --reset_optimizer
+@pytest.mark.parametrize("sizes, epochs, keep_state, in_order", [
+    ([8, 8, 8, 8], 1, True, False),           # equal shards
+    ([13, 8, 3, 0, 6, 9], 2, True, False),    # unequal, one smaller than a batch, one empty; 2 epochs
+    ([13, 8, 3, 6], 3, False, False),         # --reset_optimizer
+    ([13, 8, 3, 0, 6, 9], 2, True, True),     # the paper's re-split loaders: record order, last batch kept
 ])
-def test_batched_engine_gives_the_loop_engines_deltas(model_name, sizes, epochs, keep_state):
+def test_batched_engine_gives_the_loop_engines_deltas(model_name, sizes, epochs, keep_state, in_order):
     loop_deltas, loop_steps, loop_store = _run_engine(LoopEngine, model_name, sizes, epochs=epochs,
-                                                      keep_state=keep_state)
+                                                      keep_state=keep_state, in_order=in_order)
     batched_deltas, batched_steps, batched_store = _run_engine(BatchedEngine, model_name, sizes, epochs=epochs,
-                                                               keep_state=keep_state)
+                                                               keep_state=keep_state, in_order=in_order)
     assert loop_steps == batched_steps
     for a, b in zip(loop_deltas, batched_deltas):
         assert a.abs().max() > 0
@@ -147,6 +150,26 @@ def test_batched_engine_gives_the_loop_engines_deltas(model_name, sizes, epochs,
         assert torch.equal(loop_store.state.step, batched_store.state.step)
         torch.testing.assert_close(batched_store.state.max_exp_avg_sq, loop_store.state.max_exp_avg_sq,
                                    rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("engine_cls", [LoopEngine, BatchedEngine])
+def test_in_order_jobs_take_the_records_in_order_and_keep_the_last_partial_batch(engine_cls):
+    """A job with in_order (the paper's loaders after a re-split): batches are consecutive
+    slices of the sub-client's records, the same every epoch, the last one partial."""
+    seen = []
+
+    def spy(images, *, train, gen):
+        seen.append(images[:, 0, 0, 0].clone())
+        return images
+
+    shard = _shards([10])[0]
+    trainer = LocalTrainer(_model("cnn"), nn.CrossEntropyLoss(), batch=4, epochs=2, prepare=spy)
+    engine = engine_cls(trainer) if engine_cls is LoopEngine else engine_cls(trainer, chunk=1)
+    _, results = engine.train(trainer.flat.get(), [Job(0, 0, shard, torch.Generator(), in_order=True)], None, lr=1e-3)
+    pixels = shard.parent.images[shard.index, 0, 0, 0]
+    assert results[0].num_steps == 6
+    expected = [pixels[0:4], pixels[4:8], pixels[8:10]] * 2
+    assert len(seen) == 6 and all(torch.equal(a, b) for a, b in zip(seen, expected))
 
 
 def _federation(argv: list[str]):

@@ -224,3 +224,15 @@ def test_11_secure_runs_differ_in_their_split(tmp_path):
     sizes = [run(args, tmp_path, f"s{i}")["subclient_sizes"] for i in range(3)]
     assert len({json.dumps(s) for s in sizes}) > 1
     np.testing.assert_equal([sum(map(sum, s)) for s in sizes], [48] * 3)
+
+
+def test_4_paper_split_patient_epsilon_is_the_whole_hospitals_replacement(tmp_path):
+    """--subclient_split paper: the patient is charged as if all v sub-clients of its
+    hospital changed (z / 2v), checked against dp-accounting directly; the report says why."""
+    summary = run(TINY + DP + ["--noise_multiplier", "2.0", "-VN", "2", "--delta", "1e-3",
+                               "--subclient_split", "paper"], tmp_path)
+    eps = summary["privacy"]["epsilon"]
+    gaussian = lambda z: dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), 3)  # noqa: E731
+    assert eps["subclient"]["pld"] == pytest.approx(pld(gaussian(2.0)), rel=1e-6)
+    assert eps["patient"]["pld"] == pytest.approx(pld(gaussian(0.5)), rel=1e-6)
+    assert "drawn at random" in summary["privacy_report"]["accounts"]["client/patient"]["adjacency"]

@@ -232,3 +232,28 @@ def test_best_round_follows_the_selection_metric_with_strict_improvement(tiny_ar
     out = _run(tiny_args, "--rounds", "4", "--select_metric", metric, "--exp", metric)
     assert out["summary"]["best_round"] == best
     assert out["summary"]["model_selection"] == f"best validation {metric}"
+
+
+def test_paper_split_resplits_into_equal_random_parts_trained_in_order(tiny_args):
+    """--subclient_split paper: before any re-split the sub-clients shuffle and drop the last
+    partial batch; a re-split draws int(n / v) records each and trains them in record order,
+    keeping the last partial batch (the paper's loaders); the draw is keyed by the run's
+    secret and the round, so a resumed run re-draws the same split."""
+    cfg = parse_config(tiny_args + ["--train_size", "23", "--subclient_split", "paper"])
+    fed = build_federation(cfg)
+    state = loop.initial_state(fed)
+    members = [(h, 0) for h in range(cfg.clients)]
+    _, results = loop.local_updates(fed, state, loop.subclient_data(fed, state), members, 0)
+    assert [r.num_samples for r in results] == [23] * 3 and [r.num_steps for r in results] == [2] * 3  # 16 of 23
+    loop.resplit(fed, state, 2, round_idx=0)
+    assert state.in_order and [[len(i) for i in h] for h in state.subclient_indices] == [[11, 11]] * 3
+    members = [(h, k) for h in range(cfg.clients) for k in range(2)]
+    _, results = loop.local_updates(fed, state, loop.subclient_data(fed, state), members, 1)
+    assert [r.num_steps for r in results] == [2] * 6  # 8 + 3: the last partial batch is kept
+    again = loop.initial_state(fed)
+    loop.resplit(fed, again, 2, round_idx=0)
+    assert all(torch.equal(a, b) for x, y in zip(again.subclient_indices, state.subclient_indices)
+               for a, b in zip(x, y))
+    loop.resplit(fed, again, 2, round_idx=5)
+    assert not all(torch.equal(a, b) for x, y in zip(again.subclient_indices, state.subclient_indices)
+                   for a, b in zip(x, y))

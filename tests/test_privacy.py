@@ -436,3 +436,19 @@ def test_opening_an_account_twice_names_it():
     with pytest.raises(ValueError, match="privacy account 'client/hospital' is opened twice"):
         ledger.open("client/hospital", level="client", unit="hospital", adjacency="x", relation="add_remove",
                     sampling=ALL, delta=1e-3)
+
+
+def test_paper_split_charges_the_patient_with_every_subclient_of_its_hospital():
+    """Under --subclient_split paper a re-split draws int(n/v) records at random, so one
+    patient added can change the records of every sub-client of its hospital: each of the v
+    clipped updates moves by up to 2C (the norm sum and count by C and 1 each)."""
+    from privacy.client_dp import round_releases
+    from privacy.events import round_multipliers
+    hashed = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3))
+    paper = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, patient_subclients=3))
+    assert hashed["patient"] == pytest.approx(1.0)
+    assert paper["patient"] == pytest.approx(2.0 / (2 * 3))
+    assert paper["subclient"] == hashed["subclient"] and paper["hospital"] == hashed["hospital"]
+    strict = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, patient_subclients=3,
+                                              norm_sum_noise=4.0, count_noise=5.0))
+    assert strict["patient"] == pytest.approx((9 * (4 * 2 ** -2 + 4 ** -2 + 5 ** -2)) ** -0.5)

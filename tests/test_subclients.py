@@ -48,3 +48,26 @@ def test_balanced_allocation_gives_large_hospitals_more_subclients():
 def test_zero_subclients_is_refused():
     with pytest.raises(ValueError, match="cannot split into 0"):
         assign(np.zeros(3, dtype=np.uint64), 0)
+
+
+def test_paper_split_draws_equal_parts_in_a_fixed_order_and_leaves_the_remainder_unused():
+    """The paper's split_dataset: int(n / v) records per sub-client, drawn at random without
+    replacement; the n mod v left over train in no sub-client until the next split."""
+    from federated.subclients import paper_split
+    gen = torch.Generator().manual_seed(0)
+    parts = paper_split(23, 4, gen)
+    assert [len(p) for p in parts] == [5, 5, 5, 5]
+    drawn = torch.cat(parts).tolist()
+    assert len(set(drawn)) == 20 and all(0 <= i < 23 for i in drawn)  # 3 records unused
+    assert all(torch.equal(p, p.sort().values) for p in parts)  # batches run in record order
+    assert [len(p) for p in paper_split(750, 8, gen)] == [93] * 8  # RSNA-ICH at v = 8: 6 unused
+    assert not all(torch.equal(a, b) for a, b in zip(paper_split(23, 4, gen), parts))  # a fresh draw
+    assert torch.equal(torch.cat(paper_split(23, 1, gen)), torch.arange(23))
+
+
+def test_paper_loader_keeps_the_last_partial_batch():
+    from federated.local import steps_per_epoch
+    assert steps_per_epoch(93, 16) == 5                  # shuffled, last partial batch dropped
+    assert steps_per_epoch(93, 16, keep_last=True) == 6  # the paper's re-split loaders
+    assert steps_per_epoch(3, 16, keep_last=True) == steps_per_epoch(3, 16) == 1
+    assert steps_per_epoch(0, 16, keep_last=True) == 0
