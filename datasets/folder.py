@@ -87,7 +87,7 @@ def _segmentation(sites: list[Path], size: int, gen: torch.Generator) -> Federat
                 raise DataError(f"image {image} is {image_size(image)} but its mask {mask} is "
                                 f"{image_size(mask)}; they must be the same size")
         images = load_images(files, size=size, mode="RGB")
-        targets = (load_images(masks, size=size, mode="L", mask=True) > 0).float()
+        targets = (load_images(masks, size=size, mode="L", resample="nearest") > 0).float()
         parts = [Split(images[p], targets[p]) for p in _three_way(len(files), gen)]
         hospitals.append(Hospital(site.name, *parts))
     return FederatedData("folder", SEGMENTATION, hospitals, in_channels=3, num_outputs=1, prepare=ImagePreparation())

@@ -39,10 +39,14 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"image {path} cannot be read ({err}); replace or remove it") from None
 
 
-def load_images(paths: list[Path], *, size: int, mode: str, mask: bool = False) -> torch.Tensor:
+RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "area": Image.BOX}
+
+
+def load_images(paths: list[Path], *, size: int, mode: str, resample: str = "bilinear") -> torch.Tensor:
     """Decode and resize many files (threads overlap the I/O) -> uint8 tensor [n, C, size, size].
-    Masks are resized with nearest neighbour so they stay binary."""
-    resample = Image.NEAREST if mask else Image.BILINEAR
+    `resample`: bilinear (torchvision's Resize on a PIL image), nearest (keeps masks binary)
+    or area (the box average of MONAI's default Resized)."""
+    resample = RESAMPLE[resample]
     if not paths:
         return torch.zeros(0, 1 if mode == "L" else 3, size, size, dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -82,9 +82,11 @@ def _check_pairs(pairs: list[tuple[Path, Path]]) -> None:
 
 def _load(pairs: list[tuple[Path, Path]], size: int) -> Split:
     _check_pairs(pairs)
-    images = load_images([p for p, _ in pairs], size=size, mode="RGB")
-    masks = load_images([m for _, m in pairs], size=size, mode="L", mask=True)
-    return Split(images, (masks > 127).float())
+    # As the paper: image and mask area-resized (MONAI's Resized default), the mask's fractions
+    # kept as training targets; the paper's metrics threshold them (utils/metrics.py).
+    images = load_images([p for p, _ in pairs], size=size, mode="RGB", resample="area")
+    masks = load_images([m for _, m in pairs], size=size, mode="L", resample="area")
+    return Split(images, masks.float() / 255)
 
 
 def build(cfg, gen: torch.Generator) -> FederatedData:

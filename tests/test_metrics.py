@@ -2,6 +2,7 @@ import math
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from monai.metrics import compute_hausdorff_distance
 
@@ -148,3 +149,19 @@ def test_segmentation_trains_on_the_papers_soft_dice_loss_by_default():
     with_ce = make_task("segmentation", seg_loss="dicece").loss_fn(logits, target)
     assert torch.allclose(with_ce, paper + torch.nn.functional.binary_cross_entropy_with_logits(logits, target),
                           atol=1e-6)
+
+
+def test_paper_scores_threshold_fractional_masks_as_its_code():
+    """Area-resized masks carry fractions. The paper's IoU casts the mask to long (only 1.0
+    counts), its HD95 (medpy) casts it to bool (anything above 0 counts), and its soft Dice
+    uses the fractions as they are."""
+    from utils.metrics import paper_segmentation_metrics
+    target = torch.zeros(1, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1.0
+    target[0, 0, 1, 2:6] = 0.5  # a fractional rim above the square
+    logits = torch.full((1, 1, 8, 8), -20.0)
+    logits[0, 0, 2:6, 2:6] = 20.0  # predicts exactly the square of ones
+    scores = paper_segmentation_metrics(logits, target, batch=1)
+    assert scores["iou"] == pytest.approx(1.0)  # the rim truncates to 0
+    assert scores["hd95"] == pytest.approx(1.0)  # the rim counts for the distance: one pixel off
+    assert scores["dice"] == pytest.approx(2 * 16 / (16 + 18), rel=1e-4)  # soft: 16 + 4 * 0.5

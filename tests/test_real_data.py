@@ -254,3 +254,34 @@ def test_paper_models_forward_and_backward(name, shape, outputs):
     assert y.shape == ((shape[0], outputs) if name == "densenet121" else (shape[0], outputs, *shape[2:]))
     y.float().mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_ich_augmentation_is_the_papers_nearest_black_fill_before_normalisation():
+    """The paper augments the PIL image (RandomAffine: nearest, fill 0, whole-pixel shifts;
+    then a flip) before ToTensor and Normalize: rotated-in corners are black, not the mean,
+    and every pixel is one of the input's values (no interpolation)."""
+    from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePreparation
+    prep = ImagePreparation(IMAGENET_MEAN, IMAGENET_STD, augment=True)
+    white = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
+    out = prep(white, train=True, gen=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    black, bright = (0 - mean) / std, (1 - mean) / std
+    is_black, is_bright = torch.isclose(out, black), torch.isclose(out, bright)
+    assert bool((is_black | is_bright).all())  # nearest: no value between black and white
+    assert int(is_black[:, 0].sum()) > 0  # some rotation or shift brought in the black fill
+    assert torch.equal(prep(white, train=False), bright.expand(16, 3, 32, 32))  # evaluation: no augmentation
+
+
+def test_prostate_slices_are_area_resized_with_fractional_masks(tmp_path):
+    """The paper resizes image and mask with MONAI's default (area) and keeps the mask's
+    fractions; its metrics threshold them (IoU: truncation to 1, HD95: > 0)."""
+    from PIL import Image
+    from datasets.imageio import load_images
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[0, 0] = 255  # one pixel of the top-left 2x2 block
+    mask[2:, 2:] = 255  # the whole bottom-right block
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    small = load_images([tmp_path / "m.png"], size=2, mode="L", resample="area")[0, 0].float() / 255
+    assert small.tolist() == [[pytest.approx(0.25, abs=0.01), 0.0], [0.0, 1.0]]
+    nearest = load_images([tmp_path / "m.png"], size=2, mode="L", resample="nearest")[0, 0]
+    assert set(nearest.flatten().tolist()) <= {0, 255}

@@ -124,7 +124,8 @@ def paper_segmentation_metrics(logits: torch.Tensor, target: torch.Tensor, *, ba
     `batch` images in order (its evaluation loader): soft Dice of sigmoid probabilities and
     IoU of logits thresholded at 0.5, each per image, averaged per batch and then over
     batches; HD95 of sigmoid >= 0.5 per image, 1000 for an empty prediction, averaged over
-    the images with a positive distance (NaN when none has one). `dice_hard` is this
+    the images with a positive distance (NaN when none has one). A fractional mask (area
+    resizing) is thresholded as the paper's casts do: IoU counts only 1.0, HD95 anything > 0. `dice_hard` is this
     repository's hard Dice over images (segmentation_metrics), kept as an extra column."""
     logits, target = logits.float(), target.float()
     dice_batches, iou_batches, distances = [], [], []
@@ -132,13 +133,13 @@ def paper_segmentation_metrics(logits: torch.Tensor, target: torch.Tensor, *, ba
         out, gt = logits[start:start + batch].flatten(1), target[start:start + batch].flatten(1)
         prob = torch.sigmoid(out)
         dice = (2 * (prob * gt).sum(1) + PAPER_EPS) / (prob.sum(1) + gt.sum(1) + PAPER_EPS)
-        hard, truth = out > 0.5, gt > 0.5
+        hard, truth = out > 0.5, gt.long() != 0  # the paper casts the mask to long: fractions drop out
         iou = ((hard & truth).sum(1) + PAPER_EPS) / ((hard | truth).sum(1) + PAPER_EPS)
         dice_batches.append(float(dice.mean()))
         iou_batches.append(float(iou.mean()))
     for out, gt in zip(logits, target):
         pred = (torch.sigmoid(out[0]) >= 0.5).numpy()
-        distance = PAPER_EMPTY_HD95 if not pred.any() else hd95(pred, gt[0].numpy() > 0.5)
+        distance = PAPER_EMPTY_HD95 if not pred.any() else hd95(pred, gt[0].numpy() > 0)  # medpy: bool(mask)
         if distance > 0:  # NaN (an empty mask) and exact matches are left out, as in the paper's loop
             distances.append(distance)
     hard_dice = segmentation_metrics((logits > 0).float(), target)["dice"]
