@@ -26,16 +26,17 @@ if [ "$DATA" = real ]; then
   data="prostate"
   data_flags="--data prostate --data_root ${DATA_ROOT:?set DATA_ROOT to the prostate PNG root}"
   data_flags+="${SPLIT_DIR:+ --split_dir $SPLIT_DIR}"
+  common="$data_flags --batch 8 -N 6 --lr ${LR:-1e-3}"
   ADAM_LR=${ADAM_LR:-0.03}
-else
+else  # the paper's regime at one tenth of the six sites' slice counts (--scale paper; README)
   data="synthetic-prostate"
-  data_flags="--data synthetic-prostate"
+  common="--data synthetic-prostate --scale paper${LR:+ --lr $LR}"
   ADAM_LR=${ADAM_LR:-0.003}  # the paper's 0.03 wrecks the small U-Net (README, Table 1)
 fi
-LR=${LR:-1e-3}
-common="$data_flags --batch 8 -N 6 -VN 1 --rounds $ROUNDS --lr $LR --gpu $GPU --save_path $SAVE"
+common+=" -VN 1 --rounds $ROUNDS --gpu $GPU --save_path $SAVE"
 if [ "$QUICK" = 1 ]; then
-  common+=" -N 3 --train_size 8 --val_size 4 --test_size 4 --img_size 16 --batch 4 --rounds 2"
+  common="--data synthetic-prostate -N 3 --train_size 8 --val_size 4 --test_size 4 --img_size 16 --batch 4"
+  common+=" --rounds 2 --gpu $GPU --save_path $SAVE"
 fi
 adam="--adam_lr $ADAM_LR"
 

@@ -17,8 +17,10 @@ from datasets.synthetic import SyntheticSizes
 
 def _synthetic(build):
     def from_config(cfg, gen: torch.Generator) -> FederatedData:
+        from federated.config import paper_site_sizes
+        per_site = tuple(paper_site_sizes(cfg.data, cfg.clients)) if cfg.scale == "paper" else None
         sizes = SyntheticSizes(hospitals=cfg.clients, train=cfg.train_size, val=cfg.val_size,
-                               test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew)
+                               test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew, per_site=per_site)
         return build(sizes, gen)
     return from_config
 

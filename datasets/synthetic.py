@@ -24,6 +24,7 @@ class SyntheticSizes:
     test: int
     img_size: int
     size_skew: float = 0.0
+    per_site: tuple[tuple[int, int, int], ...] | None = None  # (train, val, test) per hospital (--scale paper)
 
 
 # (n, img_size, site traits, gen) -> (clean images [n,1,H,W] in [0,1], targets)
@@ -64,7 +65,8 @@ def build_synthetic(
             return Split(apply_scanner(images, profile, gen).contiguous(), targets)
 
         label = site_names[h] if site_names and h < len(site_names) else f"hospital{h:02d}"
-        hospitals.append(Hospital(label, split(train_sizes[h]), split(sizes.val), split(sizes.test)))
+        train, val, test = sizes.per_site[h] if sizes.per_site else (train_sizes[h], sizes.val, sizes.test)
+        hospitals.append(Hospital(label, split(train), split(val), split(test)))
     return FederatedData(name, task, hospitals, in_channels=1, num_outputs=num_outputs)
 
 

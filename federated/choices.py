@@ -5,7 +5,7 @@ SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "syntheti
 MEDMNIST = ("bloodmnist", "pathmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
             "organamnist", "organcmnist", "organsmnist", "tissuemnist")
 DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "folder") + MEDMNIST
-MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "unet_small")
+MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "cnn_narrow", "unet_small")
 PARTITIONS = ("dirichlet", "quantity", "iid")
 SAMPLING_MODES = ("fixed", "poisson")
 ENGINES = ("loop", "batched")

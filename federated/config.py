@@ -44,6 +44,30 @@ PRESETS.update({
 # The paper's code selects the best round by mean validation accuracy on RSNA-ICH (and by
 # Dice, the primary metric, on prostate).
 PAPER_SELECTION = {"RSNA-ICH": "acc"}
+# --scale paper: the paper's regime on the synthetic tasks. Hospitals are the paper's
+# (RSNA-ICH: 20 x 750/250/250 images; prostate: the six sites' training/validation/test
+# slices) divided by PAPER_SIZE_DIVISOR and rounded, its 100 rounds, at a resolution and
+# with a model a 2-core CPU trains in about half a minute per run.
+PAPER_SIZE_DIVISOR = 10
+PAPER_SITE_SIZES = {
+    "synthetic-ich": [(750, 250, 250)] * 20,
+    "synthetic-prostate": [(457, 152, 153), (285, 95, 95), (333, 111, 111), (290, 97, 96), (467, 156, 155),
+                           (976, 325, 326)],  # I2CVB, MSD, NCI_ISBI_3T, NCI_ISBI_DX, Promise12, ProstateX
+}
+_FROM_SITES = dict(train_size=0, val_size=0, test_size=0)  # 0: per-site sizes
+PAPER_PRESETS = {
+    "synthetic-ich": dict(clients=20, model="cnn_narrow", img_size=16, batch=16, lr=2e-3, rounds=100, **_FROM_SITES),
+    "synthetic-prostate": dict(clients=6, model="unet_small", img_size=32, batch=8, lr=1e-3, rounds=100,
+                               **_FROM_SITES),
+}
+SCALES = ("cpu", "paper")
+
+
+def paper_site_sizes(data: str, clients: int) -> list[tuple[int, int, int]]:
+    """(train, val, test) of each hospital under --scale paper."""
+    return [tuple(round(n / PAPER_SIZE_DIVISOR) for n in site) for site in PAPER_SITE_SIZES[data][:clients]]
+
+
 # Datasets whose default is the paper's sub-client split (--subclient_split).
 PAPER_SPLIT_DATA = ("RSNA-ICH", "prostate")
 SUBCLIENT_SPLITS = ("hash", "paper")
@@ -79,6 +103,7 @@ class Config:
     virtual_clients: int = 1
     balance_split: bool = False
     subclient_split: str = "hash"
+    scale: str = "cpu"
     rounds: int = 30
     local_epochs: int = 1
     batch: int = 16
@@ -242,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default="synthetic-ich",
                    help=f"dataset: {', '.join(DATASETS)}. RSNA-ICH labels are the 'healthy' column, as the "
                         "paper's code: class 1 = healthy, so AUC is that of P(healthy)")
+    g.add_argument("--scale", default="cpu", choices=SCALES,
+                   help="synthetic-ich/-prostate: cpu (small hospitals) or paper (the paper's hospitals "
+                        f"/ {PAPER_SIZE_DIVISOR}, 100 rounds, its split and selection)")
     g.add_argument("--img_size", type=int, default=None, help="image side in pixels (default: preset)")
     g.add_argument("--train_size", type=int, default=None, help="mean training images per hospital (default: preset)")
     g.add_argument("--val_size", type=int, default=None, help="validation images per hospital (default: preset)")
@@ -268,10 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--balance_split", action="store_true",
                    help="hand the N*VN sub-clients to hospitals by size, so sub-clients are of similar size")
     g.add_argument("--subclient_split", default=None, choices=SUBCLIENT_SPLITS,
-                   help="hash: each record's sub-client by a keyed hash, all records used, batches reshuffled; "
-                        "paper: int(n/VN) random records per sub-client (rest unused), after a re-split in record "
-                        "order with the last partial batch kept; charges a patient with all VN sub-clients "
-                        f"(default: paper for {', '.join(PAPER_SPLIT_DATA)}, else hash)")
+                   help="hash: keyed hash of each record; paper: int(n/VN) random records each, after a "
+                        "re-split unshuffled, last batch kept (a patient is charged all VN) "
+                        f"(default: paper for {', '.join(PAPER_SPLIT_DATA)}, --scale paper)")
     g.add_argument("--rounds", type=int, default=None, help="communication rounds (default: preset)")
     g.add_argument("--local_epochs", type=int, default=1, help="local epochs per round")
     g.add_argument("--batch", type=int, default=None, help="local batch size (default: preset)")
@@ -288,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fresh local Adam state every round instead of keeping it across rounds")
     g.add_argument("--early", action="store_true", help="stop when val has not improved for --patience rounds")
     g.add_argument("--seg_loss", default="dice", choices=("dice", "dicece"),
-                   help="segmentation loss: soft Dice (the paper's) or Dice + BCE")
+                   help="soft Dice (the paper's) or Dice + BCE")
     g.add_argument("--select_metric", default=None, choices=METRIC_NAMES, metavar="METRIC",
                    help="val metric for the best round (RSNA-ICH: acc)")
     g.add_argument("--patience", type=int, default=20, help="rounds without improvement before --early stops")
@@ -410,7 +437,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.lr_decay <= 0 or cfg.lr_decay <= 1, f"--lr_decay must be in (0, 1], or <= 0 for off (got {cfg.lr_decay})")
     _check(cfg.img_size >= 16 and cfg.img_size % 4 == 0,
            f"--img_size must be a multiple of 4 and >= 16 (got {cfg.img_size})")
-    if cfg.data in SYNTHETIC:
+    if cfg.data in SYNTHETIC and cfg.scale != "paper":  # --scale paper: the per-site sizes
         _check(cfg.train_size >= 1, f"--train_size must be >= 1 (got {cfg.train_size})")
         _check(cfg.val_size >= 2 and cfg.test_size >= 2,
                f"--val_size and --test_size must be >= 2 (got {cfg.val_size}, {cfg.test_size})")
@@ -513,19 +540,38 @@ def given_flags(argv: list[str] | None = None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+def _paper_scale_check(parser: argparse.ArgumentParser, args: dict) -> None:
+    if args["data"] not in PAPER_PRESETS and args["data"] not in PAPER_SPLIT_DATA:
+        parser.error(f"--scale paper is defined for {', '.join(PAPER_PRESETS)} (the real RSNA-ICH and prostate "
+                     f"presets are the paper's already), not --data {args['data']}; drop --scale paper")
+    fixed = [f"--{k}" for k in ("train_size", "val_size", "test_size", "size_skew") if args[k]]
+    if fixed and args["data"] in PAPER_PRESETS:
+        parser.error(f"--scale paper fixes the hospital sizes (the paper's / {PAPER_SIZE_DIVISOR}); drop {fixed[0]} "
+                     "or --scale paper")
+    sites = len(PAPER_SITE_SIZES.get(args["data"], []))
+    if sites and args["clients"] is not None and args["clients"] > sites:
+        parser.error(f"--scale paper on {args['data']} has at most {sites} hospitals (-N {args['clients']})")
+
+
 def parse_config(argv: list[str] | None = None) -> Config:
     """Parse flags, fill preset defaults, validate. Exits with a usage error on bad input."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     if args["data"] not in PRESETS:
         parser.error(f"--data {args['data']!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    paper_scale = args["scale"] == "paper"
+    if paper_scale:
+        _paper_scale_check(parser, args)
+    preset = PAPER_PRESETS.get(args["data"], PRESETS[args["data"]]) if paper_scale else PRESETS[args["data"]]
     for key in PRESET_KEYS:
         if args[key] is None:
-            args[key] = PRESETS[args["data"]][key]
+            args[key] = preset[key]
+    paper_like = paper_scale or args["data"] in PAPER_SPLIT_DATA
     if args["select_metric"] is None:
-        args["select_metric"] = PAPER_SELECTION.get(args["data"], "")
+        args["select_metric"] = PAPER_SELECTION.get("RSNA-ICH" if args["data"] == "synthetic-ich" and paper_scale
+                                                    else args["data"], "")
     if args["subclient_split"] is None:
-        args["subclient_split"] = "paper" if args["data"] in PAPER_SPLIT_DATA else "hash"
+        args["subclient_split"] = "paper" if paper_like else "hash"
     if args["debug"] and args["data"] in SYNTHETIC:  # four batches per hospital, as the paper's --debug
         args["train_size"] = min(args["train_size"], 4 * args["batch"])
         args["val_size"] = min(args["val_size"], 2 * args["batch"])

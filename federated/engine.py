@@ -33,7 +33,7 @@ CPU_CHUNK_BYTES = 1e9
 # --engine auto on a CPU: the batched engine wins where many small kernels leave a step
 # bound by per-operation overhead (the small U-Net at 32 px: 1.8-2.0x the loop), the loop
 # where convolutions dominate (the small CNN: the loop 1.1-3.8x faster).
-CPU_BATCHED_MODELS = ("unet_small",)
+CPU_BATCHED_MODELS = ("unet_small", "cnn_narrow")
 
 
 @dataclass

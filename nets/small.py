@@ -37,6 +37,13 @@ def small_cnn(in_channels: int, num_outputs: int) -> nn.Module:
     return SmallCNN(in_channels, num_outputs)
 
 
+@register("cnn_narrow")
+def narrow_cnn(in_channels: int, num_outputs: int) -> nn.Module:
+    """The small CNN at half width (8/16/32/32 channels, 15k parameters at one output pair):
+    the paper-regime runs (--scale paper), where a CPU trains 100 rounds of 20 hospitals."""
+    return SmallCNN(in_channels, num_outputs, width=8)
+
+
 @register("unet_small")
 def small_unet(in_channels: int, num_outputs: int) -> nn.Module:
     """Two levels of 8/16 channels (32 at the bottleneck), GroupNorm: sized for 32-64 px on a CPU."""

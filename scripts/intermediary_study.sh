@@ -1,25 +1,47 @@
 #!/usr/bin/env bash
-# Why do intermediaries not help on synthetic-ich? (README, "Do intermediaries help?")
-# Seeds 0-2 (SEEDS), 20 rounds: the cost of splitting without DP (-VN 1/2/4), DP at z = 1 with a fixed
-# -VN 1/2/4, and the same with 4x larger hospitals (256 training images each), plus --ada_vn.
-set -uo pipefail
+# The intermediary fidelity study (experiments/intermediaries/README.md) on synthetic-ich in
+# the paper's regime (--scale paper): for DP-FedAvg, DP-FedAdam, DP-FedNova and
+# DP2-RMSProp at z = 0.5, 1.0, 1.5, DP alone vs DP + adaptive intermediaries vs fixed
+# v = 2, 4, 8, seeds 0 1 2, and the four optimizers without DP.
+#   1. server learning rates of FedAdam and DP2-RMSProp: a grid of non-private runs
+#      (seed 0), chosen on validation (python -m utils.fidelity choose);
+#   2. the Table 1 sweep (run_ich_exp.sh) with those rates, and its report;
+#   3. the fixed splits, then the study's report.
+# Environment [default]: SAVE [experiments/intermediaries/runs], JOBS [2], SEEDS ["0 1 2"],
+# GPU [0]. Finished runs are skipped, so running it again continues the study.
+set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 PY=${PY:-.venv/bin/python}
-SAVE=${SAVE:-experiments/intermediary_study}
-JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-0 1 2}
-common="--data synthetic-ich -N 20 --rounds 20 --no_progress --save_path $SAVE"
-dp="--mode dpsgd --adaclip --noise_multiplier 1.0 --delta 0.01"
-runs=()
-for seed in $SEEDS; do
-  for vn in 1 2 4; do
-    runs+=("--seed $seed --mode fedavg -VN $vn --exp nodp_n64_vn$vn")
-    runs+=("--seed $seed $dp -VN $vn --exp dp_n64_vn$vn")
-    runs+=("--seed $seed $dp -VN $vn --train_size 256 --exp dp_n256_vn$vn")
-  done
-  runs+=("--seed $seed $dp --ada_vn --exp dp_n64_adavn")
-  runs+=("--seed $seed $dp --ada_vn --train_size 256 --exp dp_n256_adavn")
-  runs+=("--seed $seed --mode fedavg --train_size 256 --exp nodp_n256_vn1")
+SAVE=${SAVE:-experiments/intermediaries/runs}
+RESULTS=experiments/intermediaries/results
+export JOBS=${JOBS:-2} SEEDS=${SEEDS:-0 1 2} GPU=${GPU:-0} PY
+common="--data synthetic-ich --scale paper --gpu $GPU"
+
+grid=()
+for lr in 0.0003 0.001 0.003 0.01 0.03; do grid+=("--mode fedadam --adam_lr $lr $common --seed 0 --save_path $SAVE/grid"); done
+for lr in 0.0001 0.0003 0.001 0.003 0.01; do
+  grid+=("--mode fed2rmsprop --rmsprop_lr $lr $common --seed 0 --save_path $SAVE/grid")
 done
-printf '%s\n' "${runs[@]}" | OMP_NUM_THREADS=1 xargs -P "$JOBS" -I{} sh -c \
-  "$PY fed_train.py $common {} > /dev/null 2>&1 || echo 'skipped or failed: {}'"
+printf '%s\n' "${grid[@]}" | "$PY" -m utils.sweep --jobs "$JOBS"
+eval "$("$PY" -m utils.fidelity choose "$SAVE/grid")"  # sets ADAM_LR and RMSPROP_LR
+export ADAM_LR RMSPROP_LR
+echo "server learning rates chosen on validation: --adam_lr $ADAM_LR --rmsprop_lr $RMSPROP_LR" >&2
+
+SAVE="$SAVE/table1" bash run_ich_exp.sh
+mkdir -p "$RESULTS"
+cp "$SAVE/table1/table1_ich".* "$RESULTS/"
+
+fixed=()
+for seed in $SEEDS; do
+  for z in 0.5 1.0 1.5; do
+    for v in 2 4 8; do
+      dp="$common -VN $v --adaclip --delta 0.01 --noise_multiplier $z --seed $seed --save_path $SAVE/fixed_v"
+      fixed+=("--mode dpsgd $dp" "--mode dpadam --adam_lr $ADAM_LR $dp" "--mode dpnova $dp"
+              "--mode dp2rmsprop --rmsprop_lr $RMSPROP_LR $dp")
+    done
+  done
+done
+printf '%s\n' "${fixed[@]}" | "$PY" -m utils.sweep --jobs "$JOBS"
+"$PY" -m utils.fidelity report "$SAVE/table1" "$SAVE/fixed_v" --out "$RESULTS/fidelity"
+echo "report: $RESULTS/fidelity.* and $RESULTS/table1_ich.*" >&2

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import fed_train
 from federated import choices
@@ -113,3 +114,25 @@ def test_subclient_split_defaults_to_the_papers_on_its_datasets_and_refuses_loca
     for level in ("sample", "update_local"):
         err = _error(["--subclient_split", "paper", "--dp_level", level], capsys)
         assert "--subclient_split paper" in err and "use --subclient_split hash" in err
+
+
+def test_scale_paper_gives_the_papers_hospitals_at_one_tenth():
+    """--scale paper: the paper's hospital sizes divided by 10 (RSNA-ICH: 20 x 750/250/250;
+    prostate: the six sites' slice counts), its 100 rounds, its split and selection."""
+    from datasets import build_federated_data
+    cfg = parse_config(["--scale", "paper"])
+    assert (cfg.clients, cfg.rounds, cfg.model, cfg.img_size, cfg.subclient_split, cfg.select_metric) == \
+        (20, 100, "cnn_narrow", 16, "paper", "acc")
+    ich = build_federated_data(cfg, torch.Generator().manual_seed(0))
+    assert [(len(h.train), len(h.val), len(h.test)) for h in ich.hospitals] == [(75, 25, 25)] * 20
+    cfg = parse_config(["--scale", "paper", "--data", "synthetic-prostate", "--img_size", "16"])
+    assert (cfg.clients, cfg.rounds, cfg.subclient_split) == (6, 100, "paper")
+    prostate = build_federated_data(cfg, torch.Generator().manual_seed(0))
+    assert [len(h.train) for h in prostate.hospitals] == [46, 28, 33, 29, 47, 98]  # 457, 285, 333, 290, 467, 976
+    assert [len(h.test) for h in prostate.hospitals] == [15, 10, 11, 10, 16, 33]
+
+
+def test_scale_paper_refuses_what_it_fixes(capsys):
+    assert "--scale paper" in _error(["--scale", "paper", "--train_size", "50"], capsys)
+    assert "--scale paper" in _error(["--scale", "paper", "--data", "synthetic-blood"], capsys)
+    assert "at most 6" in _error(["--scale", "paper", "--data", "synthetic-prostate", "-N", "7"], capsys)

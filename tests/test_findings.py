@@ -236,3 +236,11 @@ def test_4_paper_split_patient_epsilon_is_the_whole_hospitals_replacement(tmp_pa
     assert eps["subclient"]["pld"] == pytest.approx(pld(gaussian(2.0)), rel=1e-6)
     assert eps["patient"]["pld"] == pytest.approx(pld(gaussian(0.5)), rel=1e-6)
     assert "drawn at random" in summary["privacy_report"]["accounts"]["client/patient"]["adjacency"]
+
+
+def test_4_paper_split_calibration_targets_the_patient_it_charges(tmp_path):
+    """--epsilon with --target_unit patient under the paper split calibrates z for the
+    patient charged with all v sub-clients, so the patient's epsilon ends at the target."""
+    summary = run(TINY + DP + ["--epsilon", "30", "--target_unit", "patient", "-VN", "2", "--delta", "1e-3",
+                               "--subclient_split", "paper"], tmp_path)
+    assert 29.0 < summary["privacy"]["epsilon"]["patient"]["rdp"] <= 30.0

@@ -74,3 +74,14 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         report([str(tmp_path / "nope")], out=None)
     with pytest.raises(SystemExit, match="no run folders"):
         report([str(tmp_path)], out=None)
+
+
+def test_segmentation_table_labels_soft_and_hard_dice(tmp_path):
+    d = tmp_path / "synthetic-prostate" / "seed0" / "fedavg"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"data": "synthetic-prostate", "mode": "fedavg", "seed": 0,
+                                               "noise_multiplier": None}))
+    (d / "summary.json").write_text(json.dumps({"test": {"dice": 0.3, "dice_hard": 0.8, "hd95": 5.0, "iou": 0.6},
+                                                "primary_metric": "dice", "final_v": 1}))
+    header = next(line for line in report([str(tmp_path)], out=None).splitlines() if "optimizer" in line)
+    assert "| Dice (soft, the paper's) | Dice (hard, logit > 0) | hd95 | iou |" in header

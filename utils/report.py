@@ -37,6 +37,8 @@ UNITS = ("subclient", "hospital", "patient")
 NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
 CELL_FLAGS = {"mode", "noise_multiplier", "epsilon", "ada_vn", "init_vn", "ada_stable", "ada_prog"}
 COLUMN_ORDER = ["auc", "acc", "sen", "spe", "f1", "dice", "dice_hard", "hd95", "iou"]
+# Column labels where the metric's name alone is ambiguous: the paper's Dice is soft.
+LABELS = {"dice": "Dice (soft, the paper's)", "dice_hard": "Dice (hard, logit > 0)"}
 
 
 @dataclass
@@ -166,7 +168,8 @@ def _pm(row: dict, key: str, digits: int = 4) -> str:
 def markdown(by_task: dict[str, list[dict]], metrics: dict[str, list[str]]) -> str:
     lines = []
     for task, rows in by_task.items():
-        header = ["noise", "optimizer", "setting", "seeds", *metrics[task], "ε sub-client (RDP)",
+        header = ["noise", "optimizer", "setting", "seeds", *(LABELS.get(m, m) for m in metrics[task]),
+                  "ε sub-client (RDP)",
                   "ε hospital (RDP)", "ε patient (RDP)", "final v"]
         lines += [f"**{task}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
