@@ -1,6 +1,6 @@
 """Per-round local-training time of the engines, side by side in one process.
 
-    python -m benchmarks.engine                      # small CNN and small U-Net, K = 20..160, CPU
+    python -m benchmarks.engine                      # small and narrow CNN, small U-Net, K = 20..160, CPU
     python -m benchmarks.engine --paper --gpu 0      # adds DenseNet-121 at 224 px and the paper's U-Net
 
 Three ways to train the same K sub-clients for one round from the same keys:
@@ -47,6 +47,7 @@ class Setting:
 
 
 SMALL = [Setting("small CNN, 32 px", "cnn", 32, 1, 2, 16, 48),
+         Setting("narrow CNN, 16 px", "cnn_narrow", 16, 1, 2, 16, 75),  # --scale paper: 75 images a hospital
          Setting("small U-Net, 32 px", "unet_small", 32, 1, 1, 8, 24, segmentation=True)]
 # The paper's models and batch sizes; sub-client sizes of its RSNA-ICH (750 images per
 # hospital at v = 8: ~94) and prostate hospitals.

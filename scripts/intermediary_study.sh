@@ -6,7 +6,7 @@
 #   1. server learning rates of FedAdam and DP2-RMSProp: a grid of non-private runs
 #      (seed 0), chosen on validation (python -m utils.fidelity choose);
 #   2. the Table 1 sweep (run_ich_exp.sh) with those rates, and its report;
-#   3. the fixed splits, then the study's report.
+#   3. the fixed splits (with DP, and FedAvg without DP), then the study's report.
 # Environment [default]: SAVE [experiments/intermediaries/runs], JOBS [2], SEEDS ["0 1 2"],
 # GPU [0]. Finished runs are skipped, so running it again continues the study.
 set -euo pipefail
@@ -29,11 +29,14 @@ export ADAM_LR RMSPROP_LR
 echo "server learning rates chosen on validation: --adam_lr $ADAM_LR --rmsprop_lr $RMSPROP_LR" >&2
 
 SAVE="$SAVE/table1" bash run_ich_exp.sh
-mkdir -p "$RESULTS"
-cp "$SAVE/table1/table1_ich".* "$RESULTS/"
+mkdir -p "$RESULTS" experiments/table1/results
+cp "$SAVE/table1/table1_ich".* experiments/table1/results/  # the README's Table 1
 
 fixed=()
 for seed in $SEEDS; do
+  for v in 2 4 8; do  # without DP: what splitting costs by itself
+    fixed+=("--mode fedavg $common -VN $v --seed $seed --save_path $SAVE/fixed_v")
+  done
   for z in 0.5 1.0 1.5; do
     for v in 2 4 8; do
       dp="$common -VN $v --adaclip --delta 0.01 --noise_multiplier $z --seed $seed --save_path $SAVE/fixed_v"
@@ -44,4 +47,4 @@ for seed in $SEEDS; do
 done
 printf '%s\n' "${fixed[@]}" | "$PY" -m utils.sweep --jobs "$JOBS"
 "$PY" -m utils.fidelity report "$SAVE/table1" "$SAVE/fixed_v" --out "$RESULTS/fidelity"
-echo "report: $RESULTS/fidelity.* and $RESULTS/table1_ich.*" >&2
+echo "report: $RESULTS/fidelity.* and experiments/table1/results/table1_ich.*" >&2

@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -eq 0 ]; then
-  set -- --mode dpsgd --adaclip --ada_vn --noise_multiplier 1.0 --delta 0.01
+  set -- --scale paper --mode dpsgd --adaclip --ada_vn --noise_multiplier 1.0 --delta 0.01
 fi
 exec .venv/bin/python fed_train.py "$@"

@@ -235,8 +235,8 @@ def test_engine_benchmark_prints_every_engine_and_the_ratios(capsys):
     from benchmarks import engine as bench
     bench.main(["--k", "2", "--rounds", "1", "--per_subclient", "4", "--threads", "1"])
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| small")]
-    assert len(rows) == 2 and all(len(re.findall(r"\d\.\d\dx \|", line)) == 2 for line in rows)
+    rows = [line for line in out.splitlines() if line.startswith(("| small", "| narrow"))]
+    assert len(rows) == 3 and all(len(re.findall(r"\d\.\d\dx \|", line)) == 2 for line in rows)
 
 
 def test_checkpoint_size_formula_matches_a_written_state(capsys):

@@ -35,8 +35,10 @@ def test_report_gives_dp_alone_adaptive_and_the_validation_oracle(tmp_path):
         _run(tmp_path, "dpsgd", seed, test=0.70 + shift, val=0.62, z=1.0, vn=2)
         _run(tmp_path, "dpsgd", seed, test=0.75 + shift, val=0.61, z=1.0, vn=4)  # best test, not best val
         _run(tmp_path, "dpsgd", seed, test=0.66 + shift, val=0.63, z=1.0, ada=True, final_v=3)
+        _run(tmp_path, "fedavg", seed, test=0.78 + shift, val=0.8, vn=4)  # splitting without noise
     out = tmp_path / "out" / "fidelity"
     text = report([str(tmp_path)], out=str(out))
+    assert "| DP-FedAvg | 0.810 ± 0.014 | – | 0.790 ± 0.014 | – |" in text
     row = next(line for line in text.splitlines() if line.startswith("| DP-FedAvg | 1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "0.810 ± 0.014"                      # no DP

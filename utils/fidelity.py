@@ -12,7 +12,8 @@ the test set is never read) and prints it as shell assignments.
 split: fixed v = 1 (DP alone), 2, 4, 8 or adaptive) and writes, per optimizer and noise
 level: DP alone, the adaptive rule (with its mean final v), the oracle (the fixed v with
 the best mean validation score; its test score is reported) and what each costs in
-hospital-level epsilon; non-private runs give the reference row. Writes OUT.md, OUT.csv and
+hospital-level epsilon; non-private runs at v = 1 give the reference column, and
+non-private runs at fixed v > 1 a second table: what splitting costs without noise. Writes OUT.md, OUT.csv and
 OUT.png (test score against v, one panel per optimizer).
 """
 from __future__ import annotations
@@ -78,7 +79,7 @@ def collect(roots: list[str]) -> tuple[dict, dict, str]:
         metric = metric or summary["primary_metric"]
         name = OPTIMIZER_OF_MODE[config["mode"]]
         if config["mode"] not in PRIVATE_MODES:
-            public[name].append(summary)
+            public[(name, split_of(config))].append(summary)
             continue
         split = split_of(config)
         if split is not None and config.get("noise_multiplier") is not None:
@@ -101,7 +102,8 @@ def build_rows(private: dict, public: dict, metric: str) -> list[dict]:
     rows = []
     levels = sorted({z for _, z, _ in private})
     for name, *_ in OPTIMIZERS:
-        reference = _mean_std([s["test"][metric] for s in public.get(name, [])]) if public.get(name) else None
+        reference = _mean_std([s["test"][metric] for s in public[(name, "v=1")]]) if public.get((name, "v=1")) \
+            else None
         for z in levels:
             cells = {split: _stats(runs, metric) for (n, lz, split), runs in private.items() if n == name and lz == z}
             if not cells:
@@ -122,6 +124,31 @@ def build_rows(private: dict, public: dict, metric: str) -> list[dict]:
                 row["oracle_test"] = fixed[oracle]["test"][0]
             rows.append(row)
     return rows
+
+
+def splitting_rows(public: dict, metric: str) -> list[dict]:
+    """Without DP: what splitting alone costs (fixed v, no noise)."""
+    rows = []
+    for name, *_ in OPTIMIZERS:
+        row = {"optimizer": name, "metric": metric}
+        for v in FIXED_V:
+            runs = public.get((name, f"v={v}"), [])
+            if runs:
+                row[f"v={v}_test"], row[f"v={v}_std"] = _mean_std([s["test"][metric] for s in runs])
+        if len(row) > 4:  # more than v = 1
+            rows.append(row)
+    return rows
+
+
+def splitting_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["", f"Without DP (the cost of splitting alone): test {rows[0]['metric']}, mean ± std over seeds", "",
+             "| optimizer | " + " | ".join(f"v={v}" for v in FIXED_V) + " |", "|" + "---|" * (1 + len(FIXED_V))]
+    for r in rows:
+        cells = [f"{r[f'v={v}_test']:.3f} ± {r[f'v={v}_std']:.3f}" if f"v={v}_test" in r else "–" for v in FIXED_V]
+        lines.append("| " + " | ".join([r["optimizer"], *cells]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(row: dict, split: str) -> str:
@@ -171,8 +198,8 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.axhline(r["no_dp"], color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_xticks(FIXED_V, [str(v) for v in FIXED_V])
-        ax.set_xlabel("sub-clients per hospital v (★: adaptive, at its mean final v)")
-        ax.set_title(f"{name}: dotted = no DP", fontsize=9)
+        ax.set_xlabel("sub-clients per hospital v")
+        ax.set_title(f"{name} (★ adaptive at its mean final v; dotted: no DP)", fontsize=8)
     axes[0][0].set_ylabel(f"test {rows[0]['metric']}")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -183,7 +210,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def report(roots: list[str], out: str | None) -> str:
     private, public, metric = collect(roots)
     rows = build_rows(private, public, metric)
-    text = markdown(rows)
+    text = markdown(rows) + splitting_markdown(splitting_rows(public, metric))
     if out:
         out_path = Path(out)
         io.write_text(out_path.with_suffix(".md"), text)

@@ -112,7 +112,8 @@ def collect(runs: list[tuple[Path, dict, dict | None]]) -> dict[tuple, Cell]:
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    with np.errstate(invalid="ignore"):  # an epsilon that is not finite (PLD/PRV beyond their range) stays inf
+        return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
 def metrics_of(cells: dict[tuple, Cell], task: str) -> list[str]:
@@ -190,6 +191,41 @@ def markdown(by_task: dict[str, list[dict]], metrics: dict[str, list[str]]) -> s
     return "\n".join(lines)
 
 
+def paper_layout(by_task: dict[str, list[dict]], metrics: dict[str, list[str]]) -> str:
+    """Table 1 as the paper lays it out: one row per optimizer and its "+ intermediaries"
+    row, one column per noise level, each cell the primary metric with the epsilon spent
+    per sub-client (the paper's unit) and per hospital."""
+    lines = []
+    for task, rows in by_task.items():
+        if not metrics[task]:
+            continue
+        metric = metrics[task][0]
+        levels = sorted({r["z"] for r in rows if r["z"] != ""})
+        lines += [f"**{task}**: test {LABELS.get(metric, metric)}, mean ± std over seeds; "
+                  "(ε per sub-client / per hospital, RDP)", "",
+                  "| " + " | ".join(["optimizer", "no DP", *(f"z = {z:g}" for z in levels)]) + " |",
+                  "|" + "---|" * (2 + len(levels))]
+        for name, *_ in OPTIMIZERS:
+            for setting, label in (("DP", name), ("DP + intermediaries", "+ intermediaries")):
+                cells = []
+                if setting == "DP":
+                    base = next((r for r in rows if r["optimizer"] == name and r["setting"] == "no DP"), None)
+                    cells.append(_pm(base, metric, 3) if base and base["seeds"] else "missing")
+                else:
+                    cells.append("")
+                for z in levels:
+                    r = next((r for r in rows if r["optimizer"] == name and r["setting"] == setting and r["z"] == z),
+                             None)
+                    if r is None or not r["seeds"]:
+                        cells.append("missing")
+                        continue
+                    cells.append(f"{_pm(r, metric, 3)} ({r['eps_subclient_rdp_mean']:.0f} / "
+                                 f"{r['eps_hospital_rdp_mean']:.0f})")
+                lines.append("| " + " | ".join([label, *cells]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot(by_task: dict[str, list[dict]], metrics: dict[str, list[str]], path: Path) -> None:
     """Primary metric against epsilon (sub-client, and hospital) for every optimizer."""
     import matplotlib
@@ -229,7 +265,7 @@ def report(paths: list[str], out: str | None) -> str:
     cells, seeds = collect(find_runs(paths))
     by_task = build_rows(cells, seeds)
     metrics = {task: metrics_of(cells, task) for task in by_task}
-    text = markdown(by_task, metrics)
+    text = paper_layout(by_task, metrics) + "\n" + markdown(by_task, metrics)
     if out:
         out_path = Path(out)
         io.write_text(out_path.with_suffix(".md"), text)
