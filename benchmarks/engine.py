@@ -196,11 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only_paper", action="store_true", help="only the paper's models")
     p.add_argument("--chunk", type=int, default=0, help="--engine_chunk of the batched engine (0 = automatic)")
     p.add_argument("--per_subclient", type=int, default=0, help="images per sub-client (0 = each setting's own)")
+    p.add_argument("--models", nargs="+", default=None, help="only the settings of these --model names")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu" if args.gpu == "cpu" or not torch.cuda.is_available() else f"cuda:{args.gpu}")
     settings = ([] if args.only_paper else SMALL) + (PAPER if args.paper or args.only_paper else [])
+    if args.models:
+        settings = [s for s in settings if s.model in args.models]
     if args.per_subclient:
         settings = [Setting(**{**s.__dict__, "per_subclient": args.per_subclient}) for s in settings]
     rows = []

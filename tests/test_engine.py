@@ -237,6 +237,8 @@ def test_engine_benchmark_prints_every_engine_and_the_ratios(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("| small", "| narrow"))]
     assert len(rows) == 3 and all(len(re.findall(r"\d\.\d\dx \|", line)) == 2 for line in rows)
+    bench.main(["--k", "2", "--rounds", "1", "--per_subclient", "4", "--threads", "1", "--models", "cnn_narrow"])
+    assert [line[:10] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:] == ["| narrow C"]
 
 
 def test_checkpoint_size_formula_matches_a_written_state(capsys):

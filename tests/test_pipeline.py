@@ -109,7 +109,6 @@ def test_batchnorm_models_are_scored_per_hospital_in_training_sized_batches():
     is reproduced for such models; GroupNorm models, whose outputs do not depend on the
     batch, are scored in pooled chunks (the same outputs, faster)."""
     import torch.nn as nn
-    from datasets.base import Split
     from federated.evaluate import EvalSet, model_outputs
 
     torch.manual_seed(0)
