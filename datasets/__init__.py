@@ -12,12 +12,11 @@ import torch
 from datasets import (folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_cxr, synthetic_ich,
                       synthetic_prostate)
 from datasets.base import FederatedData
-from datasets.synthetic import SyntheticSizes
+from datasets.synthetic import SyntheticSizes, paper_site_sizes
 
 
 def _synthetic(build):
     def from_config(cfg, gen: torch.Generator) -> FederatedData:
-        from federated.config import paper_site_sizes
         per_site = tuple(paper_site_sizes(cfg.data, cfg.clients)) if cfg.scale == "paper" else None
         sizes = SyntheticSizes(hospitals=cfg.clients, train=cfg.train_size, val=cfg.val_size,
                                test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew, per_site=per_site)

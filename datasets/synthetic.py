@@ -27,6 +27,21 @@ class SyntheticSizes:
     per_site: tuple[tuple[int, int, int], ...] | None = None  # (train, val, test) per hospital (--scale paper)
 
 
+# --scale paper: the paper's hospitals (RSNA-ICH: 20 x 750/250/250 images; prostate: the six
+# sites' training/validation/test slices) divided by PAPER_SIZE_DIVISOR and rounded.
+PAPER_SIZE_DIVISOR = 10
+PAPER_SITE_SIZES = {
+    "synthetic-ich": [(750, 250, 250)] * 20,
+    "synthetic-prostate": [(457, 152, 153), (285, 95, 95), (333, 111, 111), (290, 97, 96), (467, 156, 155),
+                           (976, 325, 326)],  # I2CVB, MSD, NCI_ISBI_3T, NCI_ISBI_DX, Promise12, ProstateX
+}
+
+
+def paper_site_sizes(data: str, hospitals: int) -> list[tuple[int, int, int]]:
+    """(train, val, test) of each hospital under --scale paper."""
+    return [tuple(round(n / PAPER_SIZE_DIVISOR) for n in site) for site in PAPER_SITE_SIZES[data][:hospitals]]
+
+
 # (n, img_size, site traits, gen) -> (clean images [n,1,H,W] in [0,1], targets)
 DrawSlices = Callable[[int, int, dict, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 # gen -> site traits (e.g. prevalence, gland size), drawn once per hospital

@@ -31,8 +31,9 @@ CHUNK_MEMORY_FRACTION = 0.5  # of free accelerator memory
 # K = 80 (~1.4 GB), against the expected 2x (benchmarks/engine.py).
 CPU_CHUNK_BYTES = 1e9
 # --engine auto on a CPU: the batched engine wins where many small kernels leave a step
-# bound by per-operation overhead (the small U-Net at 32 px: 1.8-2.0x the loop), the loop
-# where convolutions dominate (the small CNN: the loop 1.1-3.8x faster).
+# bound by per-operation overhead (the small U-Net at 32 px: 1.8-2.0x the loop; the narrow
+# CNN at 16 px: 2.6-3.8x), the loop where convolutions dominate (the small CNN at 32 px:
+# the loop 1.1-3.8x faster).
 CPU_BATCHED_MODELS = ("unet_small", "cnn_narrow")
 
 

@@ -132,6 +132,14 @@ def test_scale_paper_gives_the_papers_hospitals_at_one_tenth():
     assert [len(h.test) for h in prostate.hospitals] == [15, 10, 11, 10, 16, 33]
 
 
+def test_scale_paper_constants_match_the_generators():
+    from datasets.synthetic import PAPER_SITE_SIZES, PAPER_SIZE_DIVISOR
+    from federated import config
+    assert config.PAPER_SIZE_DIVISOR == PAPER_SIZE_DIVISOR
+    assert config.PAPER_SITES == {name: len(sites) for name, sites in PAPER_SITE_SIZES.items()}
+    assert set(config.PAPER_PRESETS) == set(PAPER_SITE_SIZES)
+
+
 def test_scale_paper_refuses_what_it_fixes(capsys):
     assert "--scale paper" in _error(["--scale", "paper", "--train_size", "50"], capsys)
     assert "--scale paper" in _error(["--scale", "paper", "--data", "synthetic-blood"], capsys)

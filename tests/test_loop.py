@@ -161,9 +161,9 @@ def test_client_sampling_uses_a_fraction_of_hospitals(tiny_args, monkeypatch):
     seen = []
     real = LocalTrainer.update
 
-    def spy(self, params, data, state, *, lr, gen):
+    def spy(self, params, data, state, *, lr, gen, in_order=False):
         seen.append(len(data))
-        return real(self, params, data, state, lr=lr, gen=gen)
+        return real(self, params, data, state, lr=lr, gen=gen, in_order=in_order)
 
     monkeypatch.setattr(LocalTrainer, "update", spy)
     _run(tiny_args, "-N", "4", "-sr", "0.5", "--rounds", "2")
