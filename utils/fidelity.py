@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import io
-from utils.report import OPTIMIZER_OF_MODE, OPTIMIZERS, PRIVATE_MODES, find_runs
+from utils.report import OPTIMIZER_OF_MODE, OPTIMIZERS, PRIVATE_MODES, _mean_std, find_runs
 
 SERVER_LR_FLAG = {"fedadam": "adam_lr", "fed2rmsprop": "rmsprop_lr"}
 ENV_NAME = {"adam_lr": "ADAM_LR", "rmsprop_lr": "RMSPROP_LR"}
@@ -63,11 +63,6 @@ def split_of(config: dict) -> str | None:
         return "adaptive"
     v = int(config.get("virtual_clients", 1))
     return f"v={v}" if v in FIXED_V else None
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
 def collect(roots: list[str]) -> tuple[dict, dict, str]:
