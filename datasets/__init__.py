@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from datasets import (folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_cxr, synthetic_ich,
-                      synthetic_prostate)
+from datasets import (chest_xray, folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_cxr,
+                      synthetic_ich, synthetic_prostate)
 from datasets.base import FederatedData
 from datasets.synthetic import SyntheticSizes, paper_site_sizes
 
@@ -31,6 +31,7 @@ DATASETS: dict[str, Callable[..., FederatedData]] = {
     "synthetic-cxr": _synthetic(synthetic_cxr.build),
     "RSNA-ICH": rsna_ich.build,
     "prostate": prostate.build,
+    "chest-xray": chest_xray.build,
     "folder": folder.build,
     **{name: medmnist.build for name in medmnist.NUM_CLASSES},
 }

@@ -78,9 +78,11 @@ class FederatedData:
     prepare: Callable | None = None
     # Names of the values of each per-image attribute (fairness groups), e.g. sex: male, female.
     attribute_groups: dict[str, list[str]] = field(default_factory=dict)
+    # Names of the outputs of a multi-label task (the findings), for reports; empty: output0, ...
+    label_names: list[str] = field(default_factory=list)
 
     def to(self, device: torch.device) -> "FederatedData":
         hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device))
                      for h in self.hospitals]
         return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs, self.prepare,
-                             self.attribute_groups)
+                             self.attribute_groups, self.label_names)

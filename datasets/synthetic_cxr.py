@@ -15,23 +15,29 @@ from __future__ import annotations
 import torch
 
 from datasets.base import MULTILABEL, FederatedData, Hospital, Split
+from datasets.radiograph_groups import AGE_GROUPS, ATTRIBUTE_GROUPS
 from datasets.scanner import ScannerProfile, apply_scanner
 from datasets.shapes import ellipse_radius, grid, smooth_field, soft_inside, uniform
 from datasets.synthetic import SyntheticSizes, hospital_train_sizes
 
 FINDINGS = ("cardiomegaly", "effusion", "opacity", "nodule")
-ATTRIBUTE_GROUPS = {"sex": ["male", "female"], "age": ["<40", "40-65", ">65"]}
 BASE_PREVALENCE = torch.tensor([0.25, 0.20, 0.25, 0.15])
-# Relative prevalence by age group (rows) and sex (male, female) for each finding.
-AGE_FACTOR = torch.tensor([[0.4, 0.5, 0.9, 0.6], [1.0, 1.0, 1.0, 1.0], [1.9, 1.8, 1.1, 1.5]])
+# Relative prevalence by age group (rows: the study's groups) and sex (male, female) per finding.
+AGE_FACTOR = torch.tensor([[0.4, 0.5, 0.9, 0.6], [0.8, 0.8, 1.0, 0.9], [1.2, 1.2, 1.0, 1.1],
+                           [1.6, 1.5, 1.05, 1.3], [1.9, 1.8, 1.1, 1.5]])
+AGE_RANGE = torch.tensor([[18, 30], [30, 60], [60, 70], [70, 80], [80, 95]], dtype=torch.float32)  # years
+AGE_MIX = torch.tensor([0.15, 0.35, 0.2, 0.18, 0.12])  # a site's share of each age group, before jitter
 SEX_FACTOR = torch.tensor([[1.1, 1.0, 1.0, 1.0], [0.8, 1.0, 1.0, 1.0]])
 NOISE_STD = (0.02, 0.05)
 
 
 def draw_attributes(n: int, site: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Sex, age in years and the age group (the group drawn from the site's mix first)."""
     sex = (torch.rand(n, generator=gen) < site["female"]).long()
-    age = torch.multinomial(site["age_mix"], n, replacement=True, generator=gen)
-    return {"sex": sex, "age": age}
+    group = torch.multinomial(site["age_mix"], n, replacement=True, generator=gen)
+    low, high = AGE_RANGE[group, 0], AGE_RANGE[group, 1]
+    years = (low + (high - low) * torch.rand(n, generator=gen)).floor()
+    return {"sex": sex, "age": group, "age_years": years}
 
 
 def draw_findings(attrs: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
@@ -44,7 +50,8 @@ def draw_radiographs(findings: torch.Tensor, attrs: dict[str, torch.Tensor], siz
     n = findings.shape[0]
     yy, xx = grid(size)
     zeros = torch.zeros(n)
-    female, age = attrs["sex"].float(), attrs["age"].float()
+    female = attrs["sex"].float()
+    age = (attrs["age_years"] - 18) / 77  # 0 at 18 years, 1 at 95
     thorax = uniform(n, 0.85, 0.95, gen) * (1 - 0.06 * female)
     body = soft_inside(ellipse_radius(yy, xx, zeros + 0.05, zeros, zeros + 1.1, thorax, zeros), 0.05)
     img = 0.55 * body + 0.04 * smooth_field(n, size, 5, gen)
@@ -54,7 +61,7 @@ def draw_radiographs(findings: torch.Tensor, attrs: dict[str, torch.Tensor], siz
                            zeros + side * 0.12, wobble=zeros + 0.04, gen=gen)
         lungs = torch.maximum(lungs, soft_inside(r, 0.06))
     ribs = 0.5 + 0.5 * torch.cos(yy * torch.pi * 7 + 2.0 * xx.abs() ** 2 + uniform(n, 0, 6.28, gen)[:, None, None])
-    rib_contrast = 0.12 - 0.035 * age[:, None, None]  # fainter ribs with age
+    rib_contrast = 0.12 - 0.07 * age[:, None, None]  # fainter ribs with age
     img = img - 0.38 * lungs + rib_contrast * ribs * lungs
     # Heart: wider with cardiomegaly; sits left of the midline (image right).
     heart_w = uniform(n, 0.22, 0.28, gen) * (1 + 0.45 * findings[:, 0])
@@ -84,7 +91,7 @@ def draw_radiographs(findings: torch.Tensor, attrs: dict[str, torch.Tensor], siz
 
 
 def draw_site(gen: torch.Generator) -> dict:
-    age_mix = torch.tensor([0.3, 0.4, 0.3]) + 0.15 * (torch.rand(3, generator=gen) - 0.5)
+    age_mix = AGE_MIX + 0.5 * AGE_MIX * (torch.rand(len(AGE_GROUPS), generator=gen) - 0.5)
     return {"female": float(uniform(1, 0.4, 0.6, gen)), "age_mix": age_mix / age_mix.sum()}
 
 
@@ -99,8 +106,8 @@ def build(sizes: SyntheticSizes, gen: torch.Generator) -> FederatedData:
             attrs = draw_attributes(n, site, gen)
             findings = draw_findings(attrs, gen)
             images = apply_scanner(draw_radiographs(findings, attrs, sizes.img_size, gen), profile, gen)
-            return Split(images.contiguous(), findings, attrs)
+            return Split(images.contiguous(), findings, {"sex": attrs["sex"], "age": attrs["age"]})
 
         hospitals.append(Hospital(f"hospital{h:02d}", split(train_sizes[h]), split(sizes.val), split(sizes.test)))
     return FederatedData("synthetic-cxr", MULTILABEL, hospitals, in_channels=1, num_outputs=len(FINDINGS),
-                         attribute_groups=ATTRIBUTE_GROUPS)
+                         attribute_groups=ATTRIBUTE_GROUPS, label_names=list(FINDINGS))

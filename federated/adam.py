@@ -1,4 +1,5 @@
-"""The sub-clients' local optimizer: Adam with amsgrad (the paper's), over stacked state.
+"""The sub-clients' local optimizer: Adam with amsgrad (the paper's) or NAdam (the
+chest-radiograph study's, `--local_opt nadam`), over stacked state.
 
 Every sub-client keeps its own Adam moments between rounds (unless --reset_optimizer). They
 live here as rows of three [S, P] tensors and one [S] step count, S = all sub-clients,
@@ -6,6 +7,9 @@ P = the flat model size, so a step of one sub-client (the loop engine) or of man
 (the batched engine) is one set of vector operations, and a checkpoint writes four tensors
 instead of three per model tensor per sub-client. The update is torch.optim.Adam's with
 amsgrad=True (tests compare the two); each row has its own step count and bias corrections.
+NAdam is torch.optim.NAdam's (Dozat, 2016; momentum decay 0.004) on the same rows: it uses
+exp_avg and exp_avg_sq and leaves max_exp_avg_sq at zero; its running product of momentum
+coefficients is a function of the step count, so it is looked up, not stored.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 import torch
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as the paper's code uses
+MOMENTUM_DECAY = 4e-3  # torch.optim.NAdam's default
+LOCAL_OPTIMIZERS = ("adam", "nadam")
 
 
 @dataclass
@@ -56,6 +62,43 @@ def adam_step(params: torch.Tensor, grads: torch.Tensor, state: AdamMoments, lr:
     denom = (state.max_exp_avg_sq.sqrt() / bias_correction2_sqrt[:, None].to(params.dtype)).add_(EPS)
     step_size = (lr / bias_correction1)[:, None].to(params.dtype)
     params.sub_(state.exp_avg / denom * step_size)
+
+
+def nadam_momentum(step: torch.Tensor) -> torch.Tensor:
+    """NAdam's momentum coefficient mu_t = beta1 (1 - 0.5 * 0.96^(t * psi)) at step t."""
+    return BETA1 * (1 - 0.5 * 0.96 ** (step * MOMENTUM_DECAY))
+
+
+_MU_PRODUCTS = torch.ones(1, dtype=torch.float64)  # [t] = mu_1 * ... * mu_t, grown on demand
+
+
+def nadam_momentum_product(step: torch.Tensor) -> torch.Tensor:
+    """mu_1 * ... * mu_t for each (rounded) step count t in `step` (float64, on its device)."""
+    global _MU_PRODUCTS
+    t = step.round().long().cpu()
+    top = int(t.max()) if t.numel() else 0
+    if top >= len(_MU_PRODUCTS):
+        steps = torch.arange(1, 2 * top + 2, dtype=torch.float64)
+        _MU_PRODUCTS = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(nadam_momentum(steps), 0)])
+    return _MU_PRODUCTS[t].to(step.device)
+
+
+@torch.no_grad()
+def nadam_step(params: torch.Tensor, grads: torch.Tensor, state: AdamMoments, lr: float) -> None:
+    """One NAdam step of every row of `params` [R, P] in place, as torch.optim.NAdam
+    (no weight decay): a Nesterov-style mix of the gradient and the first moment."""
+    state.step += 1
+    mu, mu_next = nadam_momentum(state.step), nadam_momentum(state.step + 1)
+    mu_product = nadam_momentum_product(state.step)
+    state.exp_avg.lerp_(grads, 1 - BETA1)
+    state.exp_avg_sq.mul_(BETA2).addcmul_(grads, grads, value=1 - BETA2)
+    denom = (state.exp_avg_sq / (1 - BETA2 ** state.step)[:, None].to(params.dtype)).sqrt_().add_(EPS)
+    grad_size = (lr * (1 - mu) / (1 - mu_product))[:, None].to(params.dtype)
+    moment_size = (lr * mu_next / (1 - mu_product * mu_next))[:, None].to(params.dtype)
+    params.sub_(grads / denom * grad_size + state.exp_avg / denom * moment_size)
+
+
+LOCAL_STEPS = {"adam": adam_step, "nadam": nadam_step}
 
 
 class SubclientMoments:

@@ -4,7 +4,10 @@ datasets/ and nets/, which stay the source of truth."""
 SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr")
 MEDMNIST = ("bloodmnist", "pathmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
             "organamnist", "organcmnist", "organsmnist", "tissuemnist")
-DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "folder") + MEDMNIST
+DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "chest-xray", "folder") + MEDMNIST
+# --data chest-xray: the default --findings, CheXpert's five competition findings (Irvin et al., 2019)
+CHEST_XRAY_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_POLICIES = ("zeros", "ones")
 MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "cnn_narrow", "unet_small")
 PARTITIONS = ("dirichlet", "quantity", "iid")
 SAMPLING_MODES = ("fixed", "poisson")

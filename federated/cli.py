@@ -52,8 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local update DP: largest epsilon per sub-client (= per patient) {_eps(p['epsilon_max'])}; "
               f"per hospital {_eps(p['epsilon_hospital_max'])} (delta = {p['delta']:g}, z = {p['noise_multiplier']:.4g})")
     if "fairness" in summary:
-        spd = {k: v for k, v in summary["fairness"].items() if k.startswith("spd_")}
-        print("fairness (test, pooled): " + ", ".join(f"{k} {v:+.4f}" for k, v in spd.items()))
+        f = summary["fairness"]
+        m = f["metrics"]
+
+        def ci(name: str, sign: str = "") -> str:
+            return f"{m[name]['value']:{sign}.4f} [{m[name]['low']:{sign}.3f}, {m[name]['high']:{sign}.3f}]"
+        print(f"fairness (test pooled, Youden thresholds from validation, 95% bootstrap CI over {f['resamples']} "
+              f"resamples): " + " | ".join(f"{k} {ci(k)}" for k in ("auc", "acc", "sen", "spe")))
+        print("  parity differences: " + ", ".join(f"{k[8:]} {ci(k, '+')}" for k in m if k.startswith("spd_acc_")))
+        if f["threshold_fallback"]:
+            print(f"  threshold 0.5 for {', '.join(f['threshold_fallback'])}: validation holds a single class")
     print(f"{summary['rounds_run']} rounds in {summary['wall_s']:.1f} s; outside local training "
           f"{100 * timing['outside_local_fraction']:.1f}% of round time "
           f"(evaluation {100 * timing['eval_s'] / timing['total_s']:.1f}%, checkpoints "

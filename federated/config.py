@@ -12,8 +12,10 @@ import json
 import math
 from dataclasses import dataclass
 
-from federated.choices import DATASETS, ENGINES, MEDMNIST, METRIC_NAMES, MODELS, PARTITIONS, SAMPLING_MODES, SYNTHETIC
+from federated.choices import (CHEST_XRAY_FINDINGS, DATASETS, ENGINES, MEDMNIST, METRIC_NAMES, MODELS, PARTITIONS,
+                               SAMPLING_MODES, SYNTHETIC, UNCERTAIN_POLICIES)
 
+LOCAL_OPTIMIZERS = ("adam", "nadam")  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
@@ -29,14 +31,17 @@ PRESETS: dict[str, dict] = {
                                val_size=20, test_size=20, batch=8, lr=1e-3, rounds=30),
     "synthetic-blood": dict(clients=5, model="dpresnet_small", img_size=28, train_size=160, val_size=40,
                             test_size=40, batch=16, lr=1e-3, rounds=15),
-    "synthetic-cxr": dict(clients=1, model="resnet9_small", img_size=32, train_size=800, val_size=200,
-                          test_size=400, batch=32, lr=1e-3, rounds=10),
+    # sized so that DP-SGD at epsilon 10 trains (experiments/cxr_fairness): 5 epochs, batch 128
+    "synthetic-cxr": dict(clients=1, model="resnet9_small", img_size=32, train_size=6000, val_size=1000,
+                          test_size=2000, batch=128, lr=1e-3, rounds=5),
 }
 # Real data: the paper's settings (RSNA-ICH, prostate), MedMNIST-sized ones otherwise.
 _REAL = dict(train_size=0, val_size=0, test_size=0)
 PRESETS.update({
     "RSNA-ICH": dict(clients=20, model="densenet121", img_size=224, batch=16, lr=3e-4, rounds=100, **_REAL),
     "prostate": dict(clients=6, model="unet", img_size=256, batch=8, lr=1e-3, rounds=100, **_REAL),
+    # the radiograph study: ResNet-9, a logical batch of 128 (its images are 512 px; 224 here)
+    "chest-xray": dict(clients=1, model="resnet9", img_size=224, batch=128, lr=2e-4, rounds=20, **_REAL),
     "folder": dict(clients=1, model=AUTO_MODEL, img_size=64, batch=16, lr=1e-3, rounds=50, **_REAL),
     **{name: dict(clients=10, model="cnn", img_size=28, batch=32, lr=1e-3, rounds=50, **_REAL)
        for name in MEDMNIST},
@@ -85,6 +90,8 @@ class Config:
     data_root: str | None = None
     image_dir: str | None = None
     split_dir: str | None = None
+    findings: str = ",".join(CHEST_XRAY_FINDINGS)
+    uncertain: str = "zeros"
     partition: str = "dirichlet"
     dirichlet_alpha: float = 0.5
     merge: bool = False
@@ -100,6 +107,7 @@ class Config:
     local_epochs: int = 1
     batch: int = 16
     lr: float = 1e-3
+    local_opt: str = "adam"
     lr_decay: float = -1.0
     sample_rate: float = 1.0
     client_sampling: str = "fixed"
@@ -161,6 +169,7 @@ class Config:
     threads: int = 2
     engine: str = "auto"
     engine_chunk: int = 0
+    bootstrap: int = 1000
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -189,6 +198,7 @@ class Config:
         name += "_InitVN" if self.init_vn else ""
         name += "_strict" if self.strict_dp else ""
         name += self._local_dp_info()
+        name += "_nadam" if self.local_opt == "nadam" else ""
         name += "_debug" if self.debug else ""
         return name
 
@@ -270,9 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log-normal spread of hospital training-set sizes (0 = equal sizes)")
     g.add_argument("--data_root", default=None,
                    help="real data: prostate PNG root, folder of MedMNIST .npz files, or --data folder's root")
-    g.add_argument("--image_dir", default=None, help="RSNA-ICH: the flat folder of PNGs")
+    g.add_argument("--image_dir", default=None,
+                   help="RSNA-ICH: the flat folder of PNGs; chest-xray: the folder the tables' Path column is under")
     g.add_argument("--split_dir", default=None,
-                   help="RSNA-ICH: folder of train/validate/test.csv; prostate: folder of <Site>.json (default: --data_root)")
+                   help="RSNA-ICH: folder of train/validate/test.csv; prostate: folder of <Site>.json (default: "
+                        "--data_root); chest-xray: folder of train/valid/test.csv (Path, Sex, Age, findings)")
+    g.add_argument("--findings", default=",".join(CHEST_XRAY_FINDINGS),
+                   help="chest-xray: comma-separated finding columns to predict")
+    g.add_argument("--uncertain", default="zeros", choices=UNCERTAIN_POLICIES,
+                   help="chest-xray: uncertain (-1) labels count as negative (zeros) or positive (ones)")
     g.add_argument("--partition", default="dirichlet", choices=PARTITIONS,
                    help="MedMNIST hospitals: Dirichlet label skew, quantity skew, or iid")
     g.add_argument("--dirichlet_alpha", type=float, default=0.5, help="MedMNIST: Dirichlet concentration")
@@ -294,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=int, default=None, help="communication rounds (default: preset)")
     g.add_argument("--local_epochs", type=int, default=1, help="local epochs per round")
     g.add_argument("--batch", type=int, default=None, help="local batch size (default: preset)")
-    g.add_argument("--lr", type=float, default=None, help="local Adam learning rate (default: preset)")
+    g.add_argument("--lr", type=float, default=None, help="local learning rate (default: preset)")
+    g.add_argument("--local_opt", default="adam", choices=LOCAL_OPTIMIZERS,
+                   help="local optimizer: adam (amsgrad, the paper's) or nadam (the radiograph study's)")
     g.add_argument("--lr_decay", type=float, default=-1.0,
                    help="multiply the local lr by this every round (<= 0: off)")
     g.add_argument("-sr", "--sample_rate", type=float, default=1.0,
@@ -393,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train sub-clients one by one (loop) or together (batched); auto: the faster measured")
     g.add_argument("--engine_chunk", type=int, default=0,
                    help="--engine batched: most sub-clients at once (0: what fits)")
+    g.add_argument("--bootstrap", type=int, default=1000,
+                   help="datasets with sex/age attributes: bootstrap resamples of the test set for the 95%% "
+                        "intervals of the fairness evaluation (seeded by --seed)")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."
     return p
 
@@ -410,6 +431,9 @@ def validate(cfg: Config) -> None:
                f"--{f.name} must be a finite number (got {value})"
                + ("; for no client-level DP use a non-private --mode (fedavg, ...)" if f.name == "epsilon" else ""))
     _check(cfg.threads >= 1, f"--threads must be >= 1 (got {cfg.threads})")
+    _check(all(f.strip() for f in cfg.findings.split(",")),
+           f"--findings {cfg.findings!r} has an empty name; give comma-separated column names")
+    _check(cfg.bootstrap >= 1, f"--bootstrap must be >= 1 resample (got {cfg.bootstrap}); the study uses 1000")
     for flag in ("epsilon", "sample_epsilon", "local_epsilon"):
         target = getattr(cfg, flag)
         _check(cfg.accountant == "rdp" or target is None or target <= NUMERIC_EPSILON_LIMIT,

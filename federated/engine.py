@@ -22,7 +22,7 @@ import torch
 
 from datasets.base import Shard
 from federated.config import ConfigError
-from federated.adam import AdamMoments, SubclientMoments, adam_step
+from federated.adam import AdamMoments, SubclientMoments
 from federated.local import LocalResult, LocalTrainer, epoch_order, steps_per_epoch
 
 CHUNK_MEMORY_FRACTION = 0.5  # of free accelerator memory
@@ -162,7 +162,7 @@ class BatchedEngine:
                 (grad,) = torch.autograd.grad(losses.sum(), leaf)
                 grads[where] = grad
                 loss_sums[where] += losses.detach().to(torch.float64)
-            adam_step(params[:active], grads[:active], state.rows(slice(0, active)), lr)
+            self.trainer.local_step(params[:active], grads[:active], state.rows(slice(0, active)), lr)
         return params - global_params, loss_sums.tolist()
 
     def auto_chunk(self, global_params: torch.Tensor, sample_from: Shard) -> int:

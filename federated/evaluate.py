@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from datasets.base import FederatedData, Split
 from federated.flat import FlatState
-from federated.task import EVAL_BATCH, Task, predict
-from utils.fairness import fairness_metrics
+from federated.task import EVAL_BATCH, Task, label_probabilities, predict
+from utils.fairness import fairness_evaluation
 
 MEAN = "mean"
 MERGED = "merged"
@@ -81,15 +81,25 @@ def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torc
     return results
 
 
-def evaluate_fairness(model: nn.Module, flat: FlatState, params: torch.Tensor, es: EvalSet, task: Task,
-                      groups: dict[str, list[str]]) -> dict[str, float]:
-    """Subgroup metrics and parity differences over all hospitals' images pooled
-    (utils.fairness); empty when the dataset has no attributes."""
-    if not groups or not es.attributes:
+def evaluate_fairness(model: nn.Module, flat: FlatState, params: torch.Tensor, val: EvalSet, test: EvalSet,
+                      task: Task, groups: dict[str, list[str]], label_names: list[str], *, resamples: int,
+                      seed: int) -> dict:
+    """The chest-radiograph study's evaluation of one model over all hospitals' images
+    pooled: per-finding Youden thresholds on validation, test metrics overall and per
+    subgroup, parity differences, bootstrap intervals (utils.fairness); empty when the
+    dataset has no attributes."""
+    if not groups or not test.attributes:
         return {}
     flat.set(params)
-    outputs = torch.cat(model_outputs(model, es))
-    return fairness_metrics(outputs, es.targets, es.attributes, groups, task.score)
+    scores = {}
+    for name, es in (("val", val), ("test", test)):
+        outputs = torch.cat(model_outputs(model, es))
+        scores[name] = label_probabilities(task.kind, outputs).double().cpu().numpy()
+    labels = {name: es.targets.reshape(len(es.targets), -1).cpu().numpy() for name, es in (("val", val), ("test", test))}
+    names = label_names or [f"output{i}" for i in range(scores["test"].shape[1])]
+    attributes = {k: v.cpu().numpy() for k, v in test.attributes.items()}
+    return fairness_evaluation(scores["val"], labels["val"], scores["test"], labels["test"], attributes, groups,
+                               names, resamples=resamples, seed=seed)
 
 
 def _nanmean(values: list[float]) -> float:

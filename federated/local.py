@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from datasets.base import Shard
-from federated.adam import AdamMoments, adam_step
+from federated.adam import LOCAL_STEPS, AdamMoments, nadam_momentum_product
 from federated.flat import FlatState
 from privacy.sample_dp import PerSampleLoss, SampleDPSettings
 
@@ -64,7 +64,7 @@ class ShardDataset(torch.utils.data.Dataset):
 
 class LocalTrainer:
     def __init__(self, model: nn.Module, loss_fn: nn.Module, *, batch: int, epochs: int, prepare=None,
-                 sample_dp: SampleDPSettings | None = None):
+                 sample_dp: SampleDPSettings | None = None, optimizer: str = "adam"):
         self.model = model
         self.prepare = prepare  # uint8 -> float (and augmentation) for real datasets
         self.flat = FlatState(model, channels_last=sample_dp is None)
@@ -72,6 +72,8 @@ class LocalTrainer:
         self.batch = batch
         self.epochs = epochs
         self.sample_dp = sample_dp
+        self.optimizer_name = optimizer
+        self.local_step = LOCAL_STEPS[optimizer]  # one step of stacked rows (federated/adam.py)
         if sample_dp is not None:
             self._wrap_for_dp_sgd(sample_dp)
 
@@ -83,7 +85,8 @@ class LocalTrainer:
         from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=1e-3, amsgrad=True)
+        self.optimizer = (torch.optim.NAdam(self.params, lr=1e-3) if self.optimizer_name == "nadam"
+                          else torch.optim.Adam(self.params, lr=1e-3, amsgrad=True))
         # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
@@ -124,7 +127,7 @@ class LocalTrainer:
                     images = self.prepare(images, train=True, gen=gen)
                 loss = self.loss_fn(self.model(images), targets)
                 loss.backward()
-                adam_step(params, grads, state, lr)
+                self.local_step(params, grads, state, lr)
                 total_loss += loss.detach()
                 steps += 1
         delta = self.flat.get() - global_params
@@ -171,13 +174,19 @@ class LocalTrainer:
         return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1), sample_rate=rate)
 
     def _lend_state(self, state: AdamMoments) -> None:
-        """Give torch's Adam the sub-client's state rows as views: it updates them in place."""
+        """Give torch's optimizer the sub-client's state rows as views: it updates them in
+        place. NAdam's momentum product is a function of the step count (federated/adam.py)."""
         self.optimizer.state.clear()
-        views = {key: self.flat.split(getattr(state, key)[0]) for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+        keys = ("exp_avg", "exp_avg_sq") if self.optimizer_name == "nadam" else ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        views = {key: self.flat.split(getattr(state, key)[0]) for key in keys}
+        extra = {}
+        if self.optimizer_name == "nadam":
+            extra["mu_product"] = nadam_momentum_product(state.step[:1])[0].to(torch.get_default_dtype())
         for i, t in enumerate(self.flat.tensors):
             if t.requires_grad:
                 self.optimizer.state[t] = {"step": torch.tensor(float(state.step[0]), dtype=torch.float32),
-                                           **{key: v[i] for key, v in views.items()}}
+                                           **{key: v[i] for key, v in views.items()},
+                                           **{key: v.clone() for key, v in extra.items()}}
 
 
 def _noise_generator(gen: torch.Generator, device: torch.device) -> torch.Generator:

@@ -336,11 +336,14 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))
-    fairness = evaluate_fairness(fed.model, fed.trainer.flat, state.best_params, test_splits, task,
-                                 fed.data.attribute_groups)
+    fairness = evaluate_fairness(fed.model, fed.trainer.flat, state.best_params, val_splits, test_splits, task,
+                                 fed.data.attribute_groups, fed.data.label_names, resamples=cfg.bootstrap,
+                                 seed=cfg.seed)
     if fairness:
         state.best["fairness"] = fairness
-        recorder.log(metric_rows(state.best["round"], "test_fairness", {"all": fairness}))
+        for part, split in (("value", "test_fairness"), ("low", "test_fairness_low"), ("high", "test_fairness_high")):
+            values = {name: m[part] for name, m in fairness["metrics"].items()}
+            recorder.log(metric_rows(state.best["round"], split, {"all": values}))
     save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
                {"val": state.best["val"], "test": test})
     save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})

@@ -177,8 +177,9 @@ def declared_outputs(cfg: Config) -> list[Output]:
     out.append(Output("validation scores", nc, "per-hospital validation scores, every round" +
                       (" (diagnostics only: the final model is kept)" if strict else "; they pick the best round"),
                       (("val", "*"),)))
-    out.append(Output("test scores", nc, "per-hospital test scores of the final model, and fairness metrics",
-                      (("test", "*"), ("test_fairness", "*"))))
+    out.append(Output("test scores", nc, "per-hospital test scores of the final model, and fairness metrics "
+                      "(thresholds chosen on the pooled validation set, bootstrap intervals)",
+                      (("test", "*"), ("test_fairness", "*"), ("test_fairness_low", "*"), ("test_fairness_high", "*"))))
     out.append(Output("hospital sizes", nc, "records per hospital and sub-client counts (printed and in the summary)"))
     out.append(Output("divergence stop", nc, "the run stops when a sub-client's loss or update is not finite; "
                       "the stop and its message name the hospital and round"))

@@ -92,7 +92,7 @@ def build_federation(cfg: Config) -> Federation:
     sample_settings = build_sample_dp(cfg, data, model, model_name, ledger, sizes)
     local_update_dp = build_local_update_dp(cfg, data, ledger)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
-                           sample_dp=sample_settings)
+                           sample_dp=sample_settings, optimizer=cfg.local_opt)
     engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else \
         default_engine(device, trainer, model_name)
     engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)

@@ -54,6 +54,16 @@ def _score_segmentation(outputs: torch.Tensor, targets: torch.Tensor, batch: int
     return paper_segmentation_metrics(outputs.cpu(), targets.cpu(), batch=batch or len(outputs))
 
 
+def label_probabilities(kind: str, outputs: torch.Tensor) -> torch.Tensor:
+    """One probability per label [n, L] for operating points and fairness: each finding's
+    sigmoid (multi-label), or P(class 1) of a two-class softmax (binary classification)."""
+    if kind == MULTILABEL:
+        return torch.sigmoid(outputs)
+    if kind == CLASSIFICATION:
+        return torch.softmax(outputs, dim=1)[:, 1:2]
+    raise ValueError(f"fairness evaluation needs a binary or multi-label task, not {kind!r}")
+
+
 SEG_LOSSES = ("dice", "dicece")
 
 

@@ -90,6 +90,11 @@ def test_flag_choices_match_the_registries():
     assert set(choices.DATASETS) == set(DATASETS) and choices.SYNTHETIC == SYNTHETIC
     assert set(choices.MEDMNIST) == set(NUM_CLASSES) and choices.PARTITIONS == PARTITIONS
     assert set(choices.MODELS) == set(MODELS)
+    from datasets.chest_xray import UNCERTAIN_POLICIES
+    from federated.adam import LOCAL_OPTIMIZERS
+    from federated.config import LOCAL_OPTIMIZERS as LOCAL_OPTIMIZER_CHOICES
+    assert set(choices.UNCERTAIN_POLICIES) == set(UNCERTAIN_POLICIES)
+    assert LOCAL_OPTIMIZER_CHOICES == LOCAL_OPTIMIZERS
 
 
 def test_targets_beyond_the_numerical_accountants_are_refused(capsys):

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from datasets.base import Shard, Split
 from federated import loop
-from federated.adam import AdamMoments, SubclientMoments, adam_step
+from federated.adam import AdamMoments, SubclientMoments, adam_step, nadam_step
 from federated.config import ConfigError, parse_config
 from federated.engine import BatchedEngine, Job, LoopEngine
 from federated.flat import FlatState
@@ -58,6 +58,34 @@ def test_stacked_adam_equals_torch_adam_with_amsgrad():
                 opt.step()
         torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(state.max_exp_avg_sq[r], opt.state[p]["max_exp_avg_sq"], rtol=1e-12, atol=0)
+
+
+def test_stacked_nadam_equals_torch_nadam():
+    """Rows with different step counts, float64: the same parameters and moments as
+    torch.optim.NAdam run on each row separately."""
+    gen = torch.Generator().manual_seed(1)
+    rows, numel, lr = 3, 40, 2e-3
+    start = torch.randn(rows, numel, dtype=torch.float64, generator=gen)
+    grads = [torch.randn(rows, numel, dtype=torch.float64, generator=gen) for _ in range(7)]
+    params, state = start.clone(), AdamMoments.zeros(rows, numel, dtype=torch.float64, device=torch.device("cpu"))
+    active = [3, 3, 3, 2, 2, 1, 1]
+    for g, a in zip(grads, active):
+        nadam_step(params[:a], g[:a], state.rows(slice(0, a)), lr)
+    assert state.step.tolist() == [7, 5, 3]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch keeps NAdam's momentum product in the default dtype
+    try:
+        for r in range(rows):
+            p = nn.Parameter(start[r].clone())
+            opt = torch.optim.NAdam([p], lr=lr)
+            for g, a in zip(grads, active):
+                if r < a:
+                    p.grad = g[r].clone()
+                    opt.step()
+            torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(state.exp_avg_sq[r], opt.state[p]["exp_avg_sq"], rtol=1e-12, atol=0)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_resplit_gives_each_new_subclient_its_hospitals_mean_state():

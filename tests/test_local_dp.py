@@ -1,4 +1,5 @@
 """Sample-level DP-SGD (Opacus) and local update DP inside each hospital."""
+import copy
 
 import dp_accounting
 from dp_accounting.rdp import rdp_privacy_accountant
@@ -263,3 +264,36 @@ def test_dp_sgd_refuses_batchnorm_without_affine_parameters(tmp_path):
                         "--save_path", str(tmp_path)])
     with pytest.raises(ConfigError, match="BatchNorm2d normalises with batch statistics"):
         build_federation(cfg)
+
+
+def test_dp_sgd_with_nadam_steps_as_the_stacked_nadam(tmp_path):
+    """Noise 0, a clip bound that never binds and Poisson rate 1 make DP-SGD full-batch
+    gradient descent, so NAdam through Opacus (state lent as views, momentum product from
+    the step count) must move the parameters as the stacked nadam_step does."""
+    from datasets.base import Shard, Split
+    from federated.local import LocalTrainer
+    from privacy.sample_dp import SampleDPSettings
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(12, 1, 4, 4, generator=gen), torch.randint(0, 2, (12, 3), generator=gen).float())
+    shard = Shard(split, torch.arange(12))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    loss = torch.nn.BCEWithLogitsLoss()
+    twin = copy.deepcopy(model)  # each trainer re-homes its model's tensors
+    dp = LocalTrainer(model, loss, batch=12, epochs=3, sample_dp=SampleDPSettings(0.0, 1e6, 0), optimizer="nadam")
+    plain = LocalTrainer(twin, loss, batch=12, epochs=3, optimizer="nadam")
+    start = dp.flat.get().clone()
+    numel = start.numel()
+    states = []
+    for _ in range(2):  # a state that has already taken 5 steps, so the lent step count matters
+        s = AdamMoments.zeros(1, numel, dtype=start.dtype, device=start.device)
+        s.step[:] = 5
+        s.exp_avg[:] = 0.01
+        s.exp_avg_sq[:] = 1e-4
+        states.append(s)
+    a = dp.update(start, shard, states[0], lr=0.05, gen=torch.Generator().manual_seed(1))
+    b = plain.update(start, shard, states[1], lr=0.05, gen=torch.Generator().manual_seed(1), in_order=True)
+    assert a.num_steps == b.num_steps == 3 and states[0].step.item() == states[1].step.item() == 8
+    torch.testing.assert_close(a.delta, b.delta, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(states[0].exp_avg, states[1].exp_avg, rtol=1e-4, atol=1e-7)

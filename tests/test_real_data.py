@@ -285,3 +285,90 @@ def test_prostate_slices_are_area_resized_with_fractional_masks(tmp_path):
     assert small.tolist() == [[pytest.approx(0.25, abs=0.01), 0.0], [0.0, 1.0]]
     nearest = load_images([tmp_path / "m.png"], size=2, mode="L", resample="nearest")[0, 0]
     assert set(nearest.flatten().tolist()) <= {0, 255}
+
+
+CXR_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "Atelectasis", "Cardiomegaly", "Consolidation",
+               "Edema", "Pleural Effusion"]
+
+
+@pytest.fixture
+def chest_xray(tmp_path):
+    """CheXpert-style tables: a lateral view to skip, uncertain and blank labels, every age
+    group and one patient of unknown sex."""
+    root, tables = tmp_path / "cxr", tmp_path / "tables"
+    tables.mkdir()
+    ages = [20, 29, 30, 59, 60, 69, 70, 79, 80, 95]
+    for name, n in (("train.csv", 12), ("valid.csv", 10), ("test.csv", 10)):
+        with open(tables / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CXR_COLUMNS)
+            for i in range(n):
+                path = f"{name[:-4]}/patient{i:03d}/study1/view1_frontal.png"
+                _png(root / path, size=(24, 20), mode="L")
+                labels = [i % 2, (i + 1) % 2, "-1.0" if i == 0 else "", "0.0", "-1" if i == 1 else i % 2]
+                sex = "Unknown" if i == 3 else ("Female" if i % 2 else "Male")
+                w.writerow([path, sex, ages[i % len(ages)], "Frontal", "AP", *labels])
+            lateral = f"{name[:-4]}/patient{n:03d}/study1/view2_lateral.png"
+            w.writerow([lateral, "Male", 50, "Lateral", "", 1, 1, 1, 1, 1])  # not on disk: never read
+    return ["--data", "chest-xray", "--image_dir", str(root), "--split_dir", str(tables), "-N", "1",
+            "--model", "resnet9_small", "--save_path", str(tmp_path / "runs"), "--bootstrap", "20",
+            "--rounds", "2", "--img_size", "16", "--batch", "4", "--no_progress"]
+
+
+def test_chest_xray_tables_load_with_the_stated_policies(chest_xray):
+    from datasets import build_federated_data
+    from federated.config import parse_config
+    data = build_federated_data(parse_config(chest_xray), torch.Generator().manual_seed(0))
+    train, val = data.hospitals[0].train, data.hospitals[0].val
+    assert train.images.shape == (12, 1, 16, 16) and train.images.dtype == torch.uint8  # lateral row skipped
+    assert data.label_names == ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+    assert train.targets[0, 2] == 0 and train.targets[1, 4] == 0  # uncertain -> 0 (U-Zeros, the default)
+    assert train.targets[2, 2] == 0 and train.targets[3, 4] == 1  # blank -> 0; 1 stays 1
+    # the study's age groups: <30, 30-59, 60-69, 70-79, 80+
+    assert val.attributes["age"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert val.attributes["sex"].tolist()[:4] == [0, 1, 0, -1]  # Unknown: in no sex group
+    ones = build_federated_data(parse_config(chest_xray + ["--uncertain", "ones"]), torch.Generator().manual_seed(0))
+    assert ones.hospitals[0].train.targets[0, 2] == 1 and ones.hospitals[0].train.targets[1, 4] == 1
+
+
+def test_chest_xray_run_reports_fairness_by_sex_and_age(chest_xray):
+    s = _run(chest_xray)["summary"]
+    metrics = s["fairness"]["metrics"]
+    assert {"spd_acc_sex=female", "acc_age=<30", "acc_age=80+", "auc_finding=Edema"} <= set(metrics)
+    assert set(s["fairness"]["thresholds"]) == {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                                                "Pleural Effusion"}
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing_column", "lacks the column(s) Age"),
+    ("bad_age", "Age = 'forty' is not a number of years in 0-120"),
+    ("age_out_of_range", "Age = '130' is not a number of years in 0-120"),
+    ("unknown_path", "1 image(s) listed in"),
+    ("bad_label", "Edema = '2'; labels must be 1, 0, -1 (uncertain) or blank"),
+    ("no_table", "label table"),
+    ("two_sites", "use -N 1"),
+])
+def test_chest_xray_bad_input(chest_xray, breakage, expected, capsys, tmp_path):
+    args = list(chest_xray)
+    table = tmp_path / "tables" / "train.csv"
+    rows = list(csv.reader(table.read_text().splitlines()))
+    if breakage == "missing_column":
+        rows = [r[:2] + r[3:] for r in rows]
+    elif breakage == "bad_age":
+        rows[2][2] = "forty"
+    elif breakage == "age_out_of_range":
+        rows[2][2] = "130"
+    elif breakage == "unknown_path":
+        rows[3][0] = "train/nobody/view1_frontal.png"
+    elif breakage == "bad_label":
+        rows[1][8] = "2"
+    elif breakage == "no_table":
+        (tmp_path / "tables" / "test.csv").unlink()
+    elif breakage == "two_sites":
+        args[args.index("-N") + 1] = "2"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert fed_train.main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert not (tmp_path / "runs").exists()  # nothing half-written

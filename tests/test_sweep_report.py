@@ -1,17 +1,24 @@
 """utils.sweep_report: rows per setting, fairness table and the epsilon-parity correlation."""
 import json
 
-from scipy.stats import pearsonr
+import numpy as np
+from scipy.stats import pearsonr, t as student_t
 
 from utils.sweep_report import privacy_setting, sweep_report
+
+
+def _m(value, half=0.02):
+    return {"value": value, "low": value - half, "high": value + half}
 
 
 def _fake(root, seed, eps, spd, acc):
     config = {"data": "synthetic-cxr", "mode": "fedavg", "dp_level": "sample" if eps else "none",
               "sample_epsilon": eps, "sample_noise": None, "seed": seed, "clients": 1}
+    fairness = {"auc": _m(acc + 0.1), "acc": _m(acc), "sen": _m(0.7), "spe": _m(0.8),
+                "acc_sex=female": _m(acc + spd / 2), "acc_sex=male": _m(acc - spd / 2),
+                "spd_acc_sex=female": _m(spd), "spd_acc_sex=male": _m(-spd)}
     summary = {"test": {"auc": acc, "acc": acc}, "primary_metric": "auc",
-               "fairness": {"acc_sex=female": acc + spd / 2, "acc_sex=male": acc - spd / 2,
-                            "spd_acc_sex=female": spd, "spd_acc_sex=male": -spd}}
+               "fairness": {"metrics": fairness, "resamples": 1000, "thresholds": {}, "threshold_fallback": []}}
     if eps:
         summary["sample_privacy"] = {"epsilon_max": {"rdp": eps * 0.99}}
     d = root / f"eps{eps}" / f"seed{seed}"
@@ -26,17 +33,34 @@ def test_privacy_setting_labels():
                             "local_noise": None}) == "client-level DP (ε=10) + local update DP (ε=5)"
 
 
-def test_fairness_table_and_pearson_correlation(tmp_path):
+def test_fairness_tables_costs_and_pearson_correlation(tmp_path):
     points = [(1.0, 0.10, 0.6), (1.0, 0.08, 0.62), (5.0, 0.05, 0.7), (5.0, 0.04, 0.7), (10.0, 0.01, 0.8)]
     for seed, (eps, spd, acc) in enumerate(points):
         _fake(tmp_path, seed, eps, spd, acc)
-    _fake(tmp_path, 9, None, 0.0, 0.85)  # epsilon = inf: in the tables, not in the correlation
+    for seed in (0, 1):  # epsilon = inf: in the tables and the costs, not in the correlation
+        _fake(tmp_path, seed, None, 0.0, 0.85 + 0.01 * seed)
     text = sweep_report([str(tmp_path)], out=str(tmp_path / "out"))
     assert "| sample-level DP-SGD (ε=1.0) | 2 | 0.6100 ± 0.0141 |" in text
-    assert "| no DP (ε = ∞) | 1 |" in text
-    r, p = pearsonr([e * 0.99 for e, _, _ in points], [s for _, s, _ in points])
-    assert f"| spd_acc_sex=female | {r:+.3f} | {p:.3g} | 5 |" in text
-    assert (tmp_path / "out.csv").read_text().count("\n") == 7
+    # the study's table: mean ± sd over seeds (mean bootstrap interval)
+    assert "| sample-level DP-SGD (ε=1.0) | 2 | 0.710 ± 0.014 (0.690–0.730) | 0.610 ± 0.014 (0.590–0.630) |" in text
+    assert "| +0.090 ± 0.014 (+0.070–+0.110) |" in text  # SPD female at ε = 1
+    # cost against no DP, paired by seed: ε = 1 vs seeds 0 and 1 -> (0.6 - 0.85, 0.62 - 0.86)
+    diffs = np.array([0.6 - 0.85, 0.62 - 0.86])
+    half = student_t.ppf(0.975, 1) * diffs.std(ddof=1) / np.sqrt(2)
+    assert f"| sample-level DP-SGD (ε=1.0) | {diffs.mean():+.3f} ({diffs.mean() - half:+.3f} to " \
+           f"{diffs.mean() + half:+.3f}) |" in text
+    eps, spd = zip(*sorted((e * 0.99, s) for e, s, _ in points))
+    r, p = pearsonr(eps, spd)
+    boot = []
+    for idx in np.random.default_rng(0).integers(0, 5, size=(1000, 5)):
+        x, y = np.array(eps)[idx], np.array(spd)[idx]
+        if x.std() > 0 and y.std() > 0:
+            boot.append(np.corrcoef(x, y)[0, 1])
+    low, high = np.percentile(boot, [2.5, 97.5])
+    assert f"| spd_acc_sex=female | {r:+.3f} | {p:.3g} | {low:+.3f} to {high:+.3f} | 5 |" in text
+    assert (tmp_path / "out.csv").read_text().count("\n") == 8
+    assert "fairness_spd_acc_sex=female_low" in (tmp_path / "out.csv").read_text().splitlines()[0]
+    assert (tmp_path / "out_parity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unfinished_runs_are_listed(tmp_path):

@@ -1,42 +1,111 @@
-"""Subgroup performance and statistical parity difference (the chest-radiograph study's
-fairness measures), from any task's score function.
+"""The chest-radiograph study's evaluation: operating points chosen on validation, test
+metrics overall and per subgroup, statistical parity differences, bootstrap intervals.
 
-For each attribute (e.g. sex, age group) and each of its groups g: the task's metrics on
-the images of g (AUC and accuracy), and the statistical parity difference on accuracy,
-    SPD_g = acc_g - sum_{h != g} n_h acc_h / sum_{h != g} n_h,
-the group against the sample-weighted mean of the other groups. With two groups this is
-acc_female - acc_male for g = female. Groups without images are left out.
+1. Threshold: per finding, the Youden point of the validation ROC curve, the score t that
+   maximises sensitivity + specificity - 1 (Youden, Cancer 1950); an image is called
+   positive when its score is >= t, the convention of the ROC curve the point comes from.
+   Ties go to the highest such t. A finding without both classes on validation keeps 0.5.
+2. Metrics on test at those thresholds: AUC, accuracy, sensitivity and specificity per
+   finding, averaged over findings (the study's macro average); AUC also per finding.
+3. Subgroups: the same four metrics on each group of each attribute (sex, age group), and
+   the statistical parity difference on accuracy,
+       SPD_g = acc_g - sum_{h != g} n_h acc_h / sum_{h != g} n_h,
+   the group against the size-weighted mean of the other groups (with two groups,
+   acc_female - acc_male for g = female). Groups without test images are left out.
+4. Every number comes with a 95% percentile-bootstrap interval over test images (utils/
+   bootstrap.py): whole resamples of the pooled test set, so subgroup sizes vary as they
+   would in a new sample; thresholds stay fixed (they belong to the validation set).
 """
 from __future__ import annotations
 
-from typing import Callable
+import numpy as np
+from sklearn.metrics import roc_curve
 
-import torch
+from utils.bootstrap import (estimate_and_interval, nanmean, resample_counts, weighted_auc, weighted_rates,
+                             with_full_set)
 
-Score = Callable[[torch.Tensor, torch.Tensor], dict]
+RESAMPLES = 1000
+FALLBACK_THRESHOLD = 0.5
+RATES = ("acc", "sen", "spe")
 
 
-def fairness_metrics(outputs: torch.Tensor, targets: torch.Tensor, attributes: dict[str, torch.Tensor],
-                     groups: dict[str, list[str]], score: Score) -> dict[str, float]:
-    """{"auc_sex=female": .., "acc_sex=female": .., "spd_acc_sex=female": .., ...}"""
-    result: dict[str, float] = {}
+def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """The score threshold at the Youden point of the ROC curve of (scores, labels) (the
+    highest one if several tie); None when the labels hold a single class."""
+    labels = np.asarray(labels).astype(int)
+    if labels.min() == labels.max():
+        return None
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))  # thresholds decrease: the first maximum is the highest
+    return float(thresholds[best])
+
+
+def youden_thresholds(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per column of [n, L] scores and labels: its Youden threshold, and the columns that
+    fell back to 0.5 because validation held a single class for them."""
+    thresholds, fallback = [], []
+    for label in range(scores.shape[1]):
+        t = youden_threshold(scores[:, label], labels[:, label])
+        if t is None:
+            fallback.append(label)
+        thresholds.append(FALLBACK_THRESHOLD if t is None else t)
+    return np.array(thresholds), fallback
+
+
+def _metrics(scores: np.ndarray, labels: np.ndarray, predicted: np.ndarray, weights: np.ndarray,
+             ) -> dict[str, list[np.ndarray]]:
+    """Per-finding AUC and rates of every weighted set: {"auc": [L arrays of R], ...}."""
+    out: dict[str, list[np.ndarray]] = {"auc": [], **{r: [] for r in RATES}}
+    for label in range(scores.shape[1]):
+        out["auc"].append(weighted_auc(scores[:, label], labels[:, label], weights))
+        for name, values in weighted_rates(predicted[:, label], labels[:, label], weights).items():
+            out[name].append(values)
+    return out
+
+
+def study_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, attributes: dict[str, np.ndarray],
+                  groups: dict[str, list[str]], weights: np.ndarray, label_names: list[str],
+                  ) -> dict[str, np.ndarray]:
+    """Every metric of the study for each weighted set (row of `weights`): overall "auc",
+    "acc", "sen", "spe" (mean over findings), "auc_finding=NAME", and per subgroup
+    "auc_ATTR=GROUP" (and acc_, sen_, spe_) and "spd_acc_ATTR=GROUP"."""
+    predicted = scores >= thresholds[None]
+    overall = _metrics(scores, labels, predicted, weights)
+    values = {name: nanmean(per_label) for name, per_label in overall.items()}
+    values.update({f"auc_finding={name}": auc for name, auc in zip(label_names, overall["auc"])})
     for attr, names in groups.items():
         if attr not in attributes:
             continue
-        values = attributes[attr].to(outputs.device)
-        per_group = {}
+        accuracy, size = {}, {}
         for g, name in enumerate(names):
-            mask = values == g
-            n = int(mask.sum())
-            if n == 0:
+            mask = attributes[attr] == g
+            if not mask.any():
                 continue
-            metrics = score(outputs[mask], targets[mask])
-            per_group[name] = (n, metrics["acc"])
-            result[f"auc_{attr}={name}"] = metrics.get("auc", float("nan"))
-            result[f"acc_{attr}={name}"] = metrics["acc"]
-        for name, (n, acc) in per_group.items():
-            others = [(m, a) for other, (m, a) in per_group.items() if other != name]
-            if others:
-                mean_others = sum(m * a for m, a in others) / sum(m for m, _ in others)
-                result[f"spd_acc_{attr}={name}"] = acc - mean_others
-    return result
+            group_weights = weights * mask[None]
+            for metric, per_label in _metrics(scores, labels, predicted, group_weights).items():
+                values[f"{metric}_{attr}={name}"] = nanmean(per_label)
+            accuracy[name], size[name] = values[f"acc_{attr}={name}"], group_weights.sum(1)
+        for name in accuracy:
+            others = [o for o in accuracy if o != name]
+            if not others:
+                continue
+            other_size = sum(size[o] for o in others)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                others_acc = sum(size[o] * np.nan_to_num(accuracy[o]) for o in others) / other_size
+            values[f"spd_acc_{attr}={name}"] = accuracy[name] - others_acc
+    return values
+
+
+def fairness_evaluation(val_scores: np.ndarray, val_labels: np.ndarray, test_scores: np.ndarray,
+                        test_labels: np.ndarray, attributes: dict[str, np.ndarray], groups: dict[str, list[str]],
+                        label_names: list[str], *, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """The study's evaluation of one model (scores are probabilities [n, L]):
+    {"thresholds": {finding: t}, "threshold_fallback": [findings], "resamples": R, "seed": s,
+     "metrics": {name: {"value", "low", "high"}}}."""
+    thresholds, fallback = youden_thresholds(val_scores, val_labels)
+    weights = with_full_set(resample_counts(len(test_scores), resamples, seed))
+    values = study_metrics(test_scores, test_labels, thresholds, attributes, groups, weights, label_names)
+    return {"thresholds": dict(zip(label_names, map(float, thresholds))),
+            "threshold_fallback": [label_names[i] for i in fallback],
+            "resamples": resamples, "seed": seed,
+            "metrics": {name: estimate_and_interval(v) for name, v in values.items()}}

@@ -7,9 +7,11 @@ Rows group runs by every flag except the seed; columns are the flags that differ
 rows, the test metrics (mean ± sample std over seeds) and the epsilon spent by each kind
 of DP the runs used (client level per sub-client, sample level and local update DP: the
 largest over hospitals; RDP). When runs carry fairness results (datasets with attributes)
-a second table lists subgroup accuracy and the statistical parity differences, and the
-Pearson correlation between epsilon and each parity difference across the private runs.
-Writes OUT.md and OUT.csv (one row per run with its DP flags and `epsilon_spent`, for replotting).
+the study's tables follow (utils/fairness_report.py): metrics at the validation-chosen
+thresholds with bootstrap intervals, per-group accuracy and parity differences, their cost
+against no DP, and the Pearson correlation of epsilon with each parity difference.
+Writes OUT.md, OUT.csv (one row per run with its DP flags, `epsilon_spent` and every
+fairness estimate with its interval, for replotting) and, with fairness results, OUT_parity.png.
 """
 from __future__ import annotations
 
@@ -21,9 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import pearsonr
 
-from utils import io
+from utils import fairness_report, io
 from utils.report import find_runs
 
 NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
@@ -118,32 +119,18 @@ def results_table(varying: list[str], groups: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fairness_table(varying: list[str], groups: dict) -> str:
-    names = sorted({k for runs in groups.values() for _, s in runs for k in s.get("fairness", {})
-                    if k.startswith(("auc_", "acc_", "spd_acc_"))})
-    if not names:
+def fairness_sections(groups: dict, points: list[tuple[float, dict]]) -> str:
+    """The study's tables, costs and correlations for runs with fairness results."""
+    keys = [k for k, runs in groups.items() if any("fairness" in s for _, s in runs)]
+    if not keys:
         return ""
-    header = [*varying, "seeds", *names]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for key, runs in groups.items():
-        cells = [_cell(v) for v in key] + [str(len(runs))]
-        cells += [_pm([s.get("fairness", {}).get(n) for _, s in runs]) for n in names]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def correlations(runs) -> dict[str, tuple[float, float, int]]:
-    """Pearson r (and p) between epsilon spent and each parity difference, over the
-    finished private runs (finite epsilon)."""
-    private = [s for _, _, s in runs if s is not None and "fairness" in s and math.isfinite(spent_epsilon(s))]
-    out = {}
-    for name in sorted({k for s in private for k in s["fairness"] if k.startswith("spd_")}):
-        pairs = [(spent_epsilon(s), s["fairness"][name]) for s in private if name in s["fairness"]]
-        xs, ys = zip(*pairs) if pairs else ((), ())
-        if len(pairs) >= 3 and np.std(xs) > 0 and np.std(ys) > 0:
-            r, p = pearsonr(xs, ys)
-            out[name] = (float(r), float(p), len(pairs))
-    return out
+    labels = [" / ".join(_cell(v) for v in k) for k in keys]
+    text = "\n" + fairness_report.study_tables(labels, [[s for _, s in groups[k]] for k in keys])
+    no_dp = json.dumps(privacy_setting({"mode": "fedavg"}))
+    text += fairness_report.cost_table([
+        (label, [(c["seed"], s) for c, s in groups[k]], {c["seed"]: s for c, s in groups.get(k[:-1] + (no_dp,), [])})
+        for label, k in zip(labels, keys) if k[-1] != no_dp])
+    return text + fairness_report.correlation_table(fairness_report.correlations(points))
 
 
 def sweep_report(paths: list[str], out: str | None) -> str:
@@ -151,15 +138,8 @@ def sweep_report(paths: list[str], out: str | None) -> str:
     varying, groups = group(runs)
     unfinished = [str(folder) for folder, _, s in runs if s is None]
     text = results_table(varying, groups)
-    fair = fairness_table(varying, groups)
-    if fair:
-        text += "\nFairness on the pooled test set (AUC and accuracy per subgroup; SPD = the group's accuracy " \
-                "minus the sample-weighted mean accuracy of the other groups):\n\n" + fair
-        corr = correlations(runs)
-        if corr:
-            text += "\nPearson correlation between epsilon spent and each parity difference (private runs):\n\n"
-            text += "| parity difference | r | p | runs |\n|---|---|---|---|\n"
-            text += "".join(f"| {k} | {r:+.3f} | {p:.3g} | {n} |\n" for k, (r, p, n) in corr.items())
+    points = [(spent_epsilon(s), s) for _, _, s in runs if s is not None and "fairness" in s]
+    text += fairness_sections(groups, points)
     if unfinished:
         text += f"\nUnfinished runs (no summary.json), not in the table: {len(unfinished)}\n" + \
                 "".join(f"- {u}\n" for u in unfinished)
@@ -173,9 +153,12 @@ def sweep_report(paths: list[str], out: str | None) -> str:
             row |= {k: config[k] for k in sorted(DP_FLAGS) if k in config}
             row |= {"seed": config["seed"], "epsilon_spent": spent_epsilon(summary)}
             row |= {f"test_{k}": v for k, v in summary["test"].items()}
-            row |= {f"fairness_{k}": v for k, v in summary.get("fairness", {}).items()}
+            for k, m in fairness_report.metrics(summary).items():
+                row |= {f"fairness_{k}": m["value"], f"fairness_{k}_low": m["low"], f"fairness_{k}_high": m["high"]}
             rows.append(row)
         io.write_csv(Path(out).with_suffix(".csv"), list(dict.fromkeys(k for r in rows for k in r)), rows)
+        if points:
+            fairness_report.plot_parity(points, Path(out).with_name(Path(out).name + "_parity.png"))
     return text
 
 
