@@ -262,8 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fed_train.py", usage="%(prog)s [flags]  (each group below; unset sizes come from the dataset preset)",
         description="Simulate federated training across hospitals and their sub-clients.",
         formatter_class=_HelpFormatter)
-    preset = "per dataset: " + "; ".join(
-        f"{name}: " + ", ".join(f"{k}={v}" for k, v in vals.items()) for name, vals in PRESETS.items())
+    # datasets with the same preset share one entry; real data's sizes (0: the files') are left out
+    shared: dict[str, list[str]] = {}
+    for name, vals in PRESETS.items():
+        shared.setdefault(", ".join(f"{k}={v}" for k, v in vals.items() if not (k in _REAL and v == 0)),
+                          []).append(name)
+    preset = "per dataset: " + "; ".join(f"{', '.join(names)}: {vals}" for vals, names in shared.items())
 
     g = p.add_argument_group("data")
     g.add_argument("--data", default="synthetic-ich",
@@ -412,8 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine_chunk", type=int, default=0,
                    help="--engine batched: most sub-clients at once (0: what fits)")
     g.add_argument("--bootstrap", type=int, default=1000,
-                   help="datasets with sex/age attributes: bootstrap resamples of the test set for the 95%% "
-                        "intervals of the fairness evaluation (seeded by --seed)")
+                   help="sex/age datasets: test-set bootstrap resamples for the fairness 95%% intervals")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."
     return p
 

@@ -59,6 +59,7 @@ def test_cxr_run_stores_fairness_in_results(tmp_path):
                 "--save_path", str(tmp_path)])
     fairness = out["summary"]["fairness"]
     assert fairness["resamples"] == 50 and set(fairness["thresholds"]) == set(synthetic_cxr.FINDINGS)
+    assert fairness["groups"] == {"sex": ["male", "female"], "age": ["<30", "30-59", "60-69", "70-79", "80+"]}
     m = fairness["metrics"]
     assert {"auc", "sen", "spe", "acc_sex=female", "spd_acc_sex=female", "sen_age=80+", "auc_finding=nodule"} <= set(m)
     assert m["spd_acc_sex=female"]["value"] == pytest.approx(-m["spd_acc_sex=male"]["value"])

@@ -100,12 +100,13 @@ def fairness_evaluation(val_scores: np.ndarray, val_labels: np.ndarray, test_sco
                         test_labels: np.ndarray, attributes: dict[str, np.ndarray], groups: dict[str, list[str]],
                         label_names: list[str], *, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """The study's evaluation of one model (scores are probabilities [n, L]):
-    {"thresholds": {finding: t}, "threshold_fallback": [findings], "resamples": R, "seed": s,
+    {"groups": {attribute: [group names]}, "thresholds": {finding: t}, "threshold_fallback": [findings], "resamples": R, "seed": s,
      "metrics": {name: {"value", "low", "high"}}}."""
     thresholds, fallback = youden_thresholds(val_scores, val_labels)
     weights = with_full_set(resample_counts(len(test_scores), resamples, seed))
     values = study_metrics(test_scores, test_labels, thresholds, attributes, groups, weights, label_names)
-    return {"thresholds": dict(zip(label_names, map(float, thresholds))),
+    return {"groups": {a: names for a, names in groups.items() if a in attributes},
+            "thresholds": dict(zip(label_names, map(float, thresholds))),
             "threshold_fallback": [label_names[i] for i in fallback],
             "resamples": resamples, "seed": seed,
             "metrics": {name: estimate_and_interval(v) for name, v in values.items()}}

@@ -26,14 +26,12 @@ def metrics(summary: dict) -> dict[str, dict]:
 
 
 def attribute_groups(runs: list[dict]) -> dict[str, list[str]]:
-    """{attribute: [groups in first-seen order]} from the metric names of the runs."""
+    """{attribute: [groups in the dataset's order]}, from the runs' fairness results."""
     found: dict[str, list[str]] = {}
     for s in runs:
-        for name in metrics(s):
-            if name.startswith("acc_") and "=" in name:
-                attr, group = name[4:].split("=", 1)
-                if attr != "finding" and group not in found.setdefault(attr, []):
-                    found[attr].append(group)
+        for attr, names in s.get("fairness", {}).get("groups", {}).items():
+            found.setdefault(attr, [])
+            found[attr] += [g for g in names if g not in found[attr]]
     return found
 
 
@@ -59,11 +57,11 @@ def study_tables(labels: list[str], groups: list[list[dict]]) -> str:
     text += _table(["setting", "seeds", "AUC", "accuracy", "sensitivity", "specificity"],
                    [[label, str(len(runs))] + [cell(runs, m) for m in OVERALL] for label, runs in zip(labels, groups)])
     for attr, names in attribute_groups(all_runs).items():
-        text += f"\nBy {attr}: accuracy per group, then the statistical parity difference (SPD) of each group:\n\n"
-        header = ["setting"] + [f"acc {g}" for g in names] + [f"SPD {g}" for g in names]
-        rows = [[label] + [cell(runs, f"acc_{attr}={g}") for g in names]
-                + [cell(runs, f"spd_acc_{attr}={g}", "+") for g in names] for label, runs in zip(labels, groups)]
-        text += _table(header, rows)
+        for what, prefix, sign in (("accuracy", "acc_", ""), ("statistical parity difference (SPD) of accuracy",
+                                                             "spd_acc_", "+")):
+            text += f"\nBy {attr}, {what} of each group:\n\n"
+            text += _table(["setting"] + names, [[label] + [cell(runs, f"{prefix}{attr}={g}", sign) for g in names]
+                                                 for label, runs in zip(labels, groups)])
     return text
 
 

@@ -27,7 +27,9 @@ import numpy as np
 from utils import fairness_report, io
 from utils.report import find_runs
 
-NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
+# Flags that do not change what is computed (physical_batch: how DP-SGD's logical batch is cut).
+NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt",
+                 "physical_batch", "threads", "engine_chunk"}
 # Flags summarised by the "privacy" column.
 DP_FLAGS = {"mode", "dp_level", "noise_multiplier", "epsilon", "delta", "S", "adaclip", "noclip", "accountant",
             "dp_mode", "target_unit", "sample_noise", "sample_epsilon", "sample_delta", "max_grad_norm",
