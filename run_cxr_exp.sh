@@ -18,7 +18,8 @@
 # FINDINGS comma-separated columns [CheXpert's five] and UNCERTAIN zeros|ones [zeros]);
 # GPU [0]; JOBS [1]; SAVE [experiments/cxr]; ROUNDS (epochs) [5 synthetic, 20 real];
 # SEEDS ["0 1 2"]; EPSILONS ["10 5 1"]; MODEL [resnet9_small synthetic, resnet9 real];
-# LR [1e-3 synthetic, 2e-4 real]; MAX_GRAD_NORM [1.5]; QUICK=1.
+# LR [1e-3 synthetic, 2e-4 real]; IMG_SIZE [the preset's: 32 synthetic, 224 real];
+# MAX_GRAD_NORM [1.5]; QUICK=1.
 set -euo pipefail
 cd "$(dirname "$0")"
 SWEEP=cxr
@@ -37,7 +38,8 @@ else
   data=synthetic-cxr
   common="--data synthetic-cxr --model ${MODEL:-resnet9_small}${LR:+ --lr $LR}"
 fi
-common+=" -N 1 --local_opt nadam --batch 128 --rounds $ROUNDS --gpu $GPU --save_path $SAVE"
+common+="${IMG_SIZE:+ --img_size $IMG_SIZE} -N 1 --local_opt nadam --batch 128 --rounds $ROUNDS --gpu $GPU"
+common+=" --save_path $SAVE"
 [ "$QUICK" = 1 ] && common="--data synthetic-cxr -N 1 --local_opt nadam --train_size 32 --val_size 16 \
 --test_size 32 --img_size 16 --batch 8 --rounds 2 --bootstrap 50 --gpu $GPU --save_path $SAVE"
 dp="--dp_level sample --physical_batch 32 --max_grad_norm ${MAX_GRAD_NORM:-1.5} --sample_delta 6e-6"

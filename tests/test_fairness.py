@@ -33,6 +33,8 @@ def test_thresholds_come_from_validation_and_apply_to_test():
     assert m["acc"] == pytest.approx((0.5 + 1) / 2)
     # AUC a: positives {0.65, 0.1} vs negatives {0.55, 0.6} -> 2 of 4 pairs; b: 1.0
     assert m["auc_finding=a"] == pytest.approx(0.5) and m["auc"] == pytest.approx(0.75)
+    assert m["sen_finding=a"] == pytest.approx(0.5) and m["spe_finding=b"] == pytest.approx(1.0)
+    assert m["acc_finding=b"] == pytest.approx(1.0)
     assert out["thresholds"] == {"a": 0.6, "b": 0.5} and out["threshold_fallback"] == ["b"]
 
 

@@ -372,3 +372,20 @@ def test_chest_xray_bad_input(chest_xray, breakage, expected, capsys, tmp_path):
     err = capsys.readouterr().err
     assert expected in err, err
     assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_run_cxr_exp_sh_takes_the_tables(chest_xray, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DATA": "real", "IMAGE_DIR": str(tmp_path / "cxr"), "SPLIT_DIR": str(tmp_path / "tables"),
+           "SEEDS": "0", "EPSILONS": "10", "ROUNDS": "1", "MODEL": "resnet9_small", "IMG_SIZE": "16", "JOBS": "1",
+           "PY": sys.executable, "SAVE": str(tmp_path / "sweep"), "UNCERTAIN": "ones"}
+    done = subprocess.run(["bash", str(root / "run_cxr_exp.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "sweep" / "chest-xray").rglob("config.json")]
+    assert len(configs) == 2 and {c["uncertain"] for c in configs} == {"ones"}
+    assert {c["local_opt"] for c in configs} == {"nadam"} and {c["img_size"] for c in configs} == {16}
+    assert "SPD" in (tmp_path / "sweep" / "cxr.md").read_text()

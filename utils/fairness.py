@@ -6,7 +6,7 @@ metrics overall and per subgroup, statistical parity differences, bootstrap inte
    positive when its score is >= t, the convention of the ROC curve the point comes from.
    Ties go to the highest such t. A finding without both classes on validation keeps 0.5.
 2. Metrics on test at those thresholds: AUC, accuracy, sensitivity and specificity per
-   finding, averaged over findings (the study's macro average); AUC also per finding.
+   finding, and their averages over findings (the study's macro average).
 3. Subgroups: the same four metrics on each group of each attribute (sex, age group), and
    the statistical parity difference on accuracy,
        SPD_g = acc_g - sum_{h != g} n_h acc_h / sum_{h != g} n_h,
@@ -67,12 +67,13 @@ def study_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
                   groups: dict[str, list[str]], weights: np.ndarray, label_names: list[str],
                   ) -> dict[str, np.ndarray]:
     """Every metric of the study for each weighted set (row of `weights`): overall "auc",
-    "acc", "sen", "spe" (mean over findings), "auc_finding=NAME", and per subgroup
+    "acc", "sen", "spe" (mean over findings), the same per finding ("sen_finding=NAME"), per subgroup
     "auc_ATTR=GROUP" (and acc_, sen_, spe_) and "spd_acc_ATTR=GROUP"."""
     predicted = scores >= thresholds[None]
     overall = _metrics(scores, labels, predicted, weights)
     values = {name: nanmean(per_label) for name, per_label in overall.items()}
-    values.update({f"auc_finding={name}": auc for name, auc in zip(label_names, overall["auc"])})
+    for metric, per_label in overall.items():  # each finding's own AUC, accuracy, sensitivity, specificity
+        values.update({f"{metric}_finding={name}": v for name, v in zip(label_names, per_label)})
     for attr, names in groups.items():
         if attr not in attributes:
             continue

@@ -56,6 +56,14 @@ def study_tables(labels: list[str], groups: list[list[dict]]) -> str:
     text = "Overall, at the Youden thresholds chosen on validation:\n\n"
     text += _table(["setting", "seeds", "AUC", "accuracy", "sensitivity", "specificity"],
                    [[label, str(len(runs))] + [cell(runs, m) for m in OVERALL] for label, runs in zip(labels, groups)])
+    findings = sorted({n.split("=", 1)[1] for s in all_runs for n in metrics(s) if n.startswith("auc_finding=")})
+    if findings:
+        text += ("\nEach finding: AUC, and sensitivity / specificity at its threshold (mean over seeds); the last "
+                 "column is the lowest sensitivity or specificity of any finding in any run (0: a constant "
+                 "predictor):\n\n")
+        text += _table(["setting"] + findings + ["lowest"], [
+            [label] + [_finding_cell(runs, f) for f in findings] + [_lowest_rate(runs, findings)]
+            for label, runs in zip(labels, groups)])
     for attr, names in attribute_groups(all_runs).items():
         for what, prefix, sign in (("accuracy", "acc_", ""), ("statistical parity difference (SPD) of accuracy",
                                                              "spd_acc_", "+")):
@@ -63,6 +71,22 @@ def study_tables(labels: list[str], groups: list[list[dict]]) -> str:
             text += _table(["setting"] + names, [[label] + [cell(runs, f"{prefix}{attr}={g}", sign) for g in names]
                                                  for label, runs in zip(labels, groups)])
     return text
+
+
+def _mean_of(runs: list[dict], name: str) -> float:
+    values = [metrics(s)[name]["value"] for s in runs if name in metrics(s)]
+    return float(np.nanmean(values)) if values else math.nan
+
+
+def _finding_cell(runs: list[dict], finding: str) -> str:
+    auc, sen, spe = (_mean_of(runs, f"{m}_finding={finding}") for m in ("auc", "sen", "spe"))
+    return f"{auc:.3f}; {sen:.2f} / {spe:.2f}"
+
+
+def _lowest_rate(runs: list[dict], findings: list[str]) -> str:
+    rates = [metrics(s)[f"{m}_finding={f}"]["value"] for s in runs for f in findings for m in ("sen", "spe")
+             if f"{m}_finding={f}" in metrics(s)]
+    return f"{min(rates):.3f}" if rates else "-"
 
 
 def paired_cost(private: list[tuple[int, dict]], baseline: dict[int, dict], name: str) -> str:
@@ -97,7 +121,7 @@ def correlations(points: list[tuple[float, dict]], *, seed: int = 0) -> dict[str
     """Pearson r of epsilon with each parity difference over the private runs (points:
     (epsilon spent, summary)), its p-value and a bootstrap interval over runs."""
     private = [(eps, s) for eps, s in points if math.isfinite(eps)]
-    names = sorted({n for _, s in private for n in metrics(s) if n.startswith("spd_")})
+    names = [f"spd_acc_{a}={g}" for a, groups in attribute_groups([s for _, s in private]).items() for g in groups]
     out = {}
     for name in names:
         rng = np.random.default_rng(seed)
@@ -136,36 +160,34 @@ def plot_parity(points: list[tuple[float, dict]], path: Path) -> None:
     groups = attribute_groups([s for _, s in points])
     if not groups:
         return
-    finite = sorted({eps for eps, _ in points if math.isfinite(eps)})
-    where_inf = (max(finite) * 3 if finite else 1.0)
+    # runs are placed at their epsilon spent to two significant digits (9.985 -> 10), no DP at the right
+    levels = sorted({float(f"{eps:.2g}") for eps, _ in points if math.isfinite(eps)})
+    where_inf = max(levels) * 3 if levels else 1.0
+
+    def position(eps: float) -> float:
+        return float(f"{eps:.2g}") if math.isfinite(eps) else where_inf
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (attr, names) in zip(axes[0], groups.items()):
         for k, g in enumerate(names):
             name = f"spd_acc_{attr}={g}"
-            xs, ys, lows, highs = [], [], [], []
-            for eps, s in points:
-                if name in metrics(s):
-                    m = metrics(s)[name]
-                    xs.append(eps if math.isfinite(eps) else where_inf)
-                    ys.append(m["value"])
-                    lows.append(m["value"] - m["low"])
-                    highs.append(m["high"] - m["value"])
-            if not xs:
+            found = [(position(eps), metrics(s)[name]) for eps, s in points if name in metrics(s)]
+            if not found:
                 continue
-            jitter = np.array(xs) * (1 + 0.04 * (k - len(names) / 2))
-            line = ax.errorbar(jitter, ys, yerr=[lows, highs], fmt="o", ms=3, alpha=0.5, capsize=2)
-            xs_unique = sorted(set(xs))
-            means = [np.mean([y for x, y in zip(xs, ys) if x == u]) for u in xs_unique]
-            ax.plot(xs_unique, means, "-", color=line[0].get_color(), label=g)
+            xs = np.array([x for x, _ in found])
+            ys = np.array([m["value"] for _, m in found])
+            errors = [[m["value"] - m["low"] for _, m in found], [m["high"] - m["value"] for _, m in found]]
+            line = ax.errorbar(xs * (1 + 0.04 * (k - len(names) / 2)), ys, yerr=errors, fmt="o", ms=3, alpha=0.5,
+                               capsize=2)
+            at = sorted(set(xs))
+            ax.plot(at, [ys[xs == x].mean() for x in at], "-", color=line[0].get_color(), label=g)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
-        ticks = finite + [where_inf]
-        ax.set_xticks(ticks, [f"{e:g}" for e in finite] + ["∞"])
+        ax.set_xticks(levels + [where_inf], [f"{e:g}" for e in levels] + ["∞"])
         ax.minorticks_off()
-        ax.set_xlabel("ε (sample-level DP-SGD)")
+        ax.set_xlabel("ε spent (sample-level DP-SGD)")
         ax.set_ylabel("SPD of accuracy")
         ax.set_title(f"Statistical parity difference by {attr}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
