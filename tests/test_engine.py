@@ -217,6 +217,7 @@ def _federation(argv: list[str]):
     ["--mode", "dpnova", "--noise_multiplier", "1.0", "-VN", "2"],
     ["--mode", "dp2rmsprop", "--noise_multiplier", "1.0", "-VN", "2", "--dp2_interval", "1"],
     ["--mode", "dpsgd", "--adaclip", "--ada_vn", "--noise_multiplier", "1.0", "--local_epochs", "2"],
+    ["--mode", "fedavg", "--local_opt", "nadam", "-VN", "2"],
 ])
 def test_engines_agree_through_every_server_optimizer(mode_args):
     """Whole rounds (local training, release pipeline, server step, intermediary rule) with

@@ -19,7 +19,7 @@ def _fake(root, seed, eps, spd, acc):
                 "acc_sex=female": _m(acc + spd / 2), "acc_sex=male": _m(acc - spd / 2),
                 "spd_acc_sex=female": _m(spd), "spd_acc_sex=male": _m(-spd)}
     summary = {"test": {"auc": acc, "acc": acc}, "primary_metric": "auc",
-               "fairness": {"metrics": fairness, "resamples": 1000, "thresholds": {}, "threshold_fallback": [],
+               "fairness": {"metrics": fairness, "resamples": 1000, "thresholds": {}, "threshold_fallback": [], "seed": seed,
                             "groups": {"sex": ["male", "female"]}}}
     if eps:
         summary["sample_privacy"] = {"epsilon_max": {"rdp": eps * 0.99}}
@@ -54,7 +54,8 @@ def test_fairness_tables_costs_and_pearson_correlation(tmp_path):
     half = student_t.ppf(0.975, 1) * diffs.std(ddof=1) / np.sqrt(2)
     assert f"| sample-level DP-SGD (ε=1.0) | {diffs.mean():+.3f} ({diffs.mean() - half:+.3f} to " \
            f"{diffs.mean() + half:+.3f}) |" in text
-    eps, spd = zip(*sorted((e * 0.99, s) for e, s, _ in points))
+    runs = sorted((e * 0.99, seed, s) for seed, (e, s, _) in enumerate(points))  # by epsilon, then seed
+    eps, spd = [e for e, _, _ in runs], [s for _, _, s in runs]
     r, p = pearsonr(eps, spd)
     boot = []
     for idx in np.random.default_rng(0).integers(0, 5, size=(1000, 5)):
@@ -63,6 +64,8 @@ def test_fairness_tables_costs_and_pearson_correlation(tmp_path):
             boot.append(np.corrcoef(x, y)[0, 1])
     low, high = np.percentile(boot, [2.5, 97.5])
     assert f"| spd_acc_sex=female | {r:+.3f} | {p:.3g} | {low:+.3f} to {high:+.3f} | 5 |" in text
+    # the same resampled runs for every parity difference: male's interval mirrors female's
+    assert f"| spd_acc_sex=male | {-r:+.3f} | {p:.3g} | {-high:+.3f} to {-low:+.3f} | 5 |" in text
     assert (tmp_path / "out.csv").read_text().count("\n") == 8
     assert "fairness_spd_acc_sex=female_low" in (tmp_path / "out.csv").read_text().splitlines()[0]
     assert (tmp_path / "out_parity.png").read_bytes()[:4] == b"\x89PNG"

@@ -120,13 +120,14 @@ def cost_table(rows: list[tuple[str, list[tuple[int, dict]], dict[int, dict]]]) 
 def correlations(points: list[tuple[float, dict]], *, seed: int = 0) -> dict[str, dict]:
     """Pearson r of epsilon with each parity difference over the private runs (points:
     (epsilon spent, summary)), its p-value and a bootstrap interval over runs."""
-    private = [(eps, s) for eps, s in points if math.isfinite(eps)]
+    # one run order for every name (by epsilon, then seed), so resamples are the same runs for all
+    private = sorted(((eps, s) for eps, s in points if math.isfinite(eps)),
+                     key=lambda p: (p[0], p[1].get("fairness", {}).get("seed", 0)))
     names = [f"spd_acc_{a}={g}" for a, groups in attribute_groups([s for _, s in private]).items() for g in groups]
     out = {}
     for name in names:
         rng = np.random.default_rng(seed)
-        # sorted, so that the interval does not depend on the order the runs were found in
-        pairs = np.array(sorted((eps, metrics(s)[name]["value"]) for eps, s in private if name in metrics(s)))
+        pairs = np.array([(eps, metrics(s)[name]["value"]) for eps, s in private if name in metrics(s)])
         if len(pairs) < 3 or np.isnan(pairs).any() or pairs[:, 0].std() == 0 or pairs[:, 1].std() == 0:
             continue
         r, p = pearsonr(pairs[:, 0], pairs[:, 1])
