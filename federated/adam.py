@@ -9,7 +9,7 @@ instead of three per model tensor per sub-client. The update is torch.optim.Adam
 amsgrad=True (tests compare the two); each row has its own step count and bias corrections.
 NAdam is torch.optim.NAdam's (Dozat, 2016; momentum decay 0.004) on the same rows: it uses
 exp_avg and exp_avg_sq and leaves max_exp_avg_sq at zero; its running product of momentum
-coefficients is a function of the step count, so it is looked up, not stored.
+coefficients is a function of the step count, so it is recomputed, not stored.
 """
 from __future__ import annotations
 
@@ -69,18 +69,15 @@ def nadam_momentum(step: torch.Tensor) -> torch.Tensor:
     return BETA1 * (1 - 0.5 * 0.96 ** (step * MOMENTUM_DECAY))
 
 
-_MU_PRODUCTS = torch.ones(1, dtype=torch.float64)  # [t] = mu_1 * ... * mu_t, grown on demand
-
-
 def nadam_momentum_product(step: torch.Tensor) -> torch.Tensor:
-    """mu_1 * ... * mu_t for each (rounded) step count t in `step` (float64, on its device)."""
-    global _MU_PRODUCTS
-    t = step.round().long().cpu()
+    """mu_1 * ... * mu_t for each step count t in `step` (rounded: a re-split averages step
+    counts), float64 on its device; computed afresh (O(max t)), no state to keep in step."""
+    t = step.round().long()
     top = int(t.max()) if t.numel() else 0
-    if top >= len(_MU_PRODUCTS):
-        steps = torch.arange(1, 2 * top + 2, dtype=torch.float64)
-        _MU_PRODUCTS = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(nadam_momentum(steps), 0)])
-    return _MU_PRODUCTS[t].to(step.device)
+    steps = torch.arange(1, top + 1, dtype=torch.float64, device=step.device)
+    products = torch.cat([torch.ones(1, dtype=torch.float64, device=step.device),
+                          torch.cumprod(nadam_momentum(steps), 0)])
+    return products[t]
 
 
 @torch.no_grad()

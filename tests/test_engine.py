@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from datasets.base import Shard, Split
 from federated import loop
-from federated.adam import AdamMoments, SubclientMoments, adam_step, nadam_step
+from federated.adam import AdamMoments, SubclientMoments, adam_step, nadam_momentum_product, nadam_step
 from federated.config import ConfigError, parse_config
 from federated.engine import BatchedEngine, Job, LoopEngine
 from federated.flat import FlatState
@@ -86,6 +86,23 @@ def test_stacked_nadam_equals_torch_nadam():
             torch.testing.assert_close(state.exp_avg_sq[r], opt.state[p]["exp_avg_sq"], rtol=1e-12, atol=0)
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_nadam_momentum_product_is_torchs_running_product():
+    p = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        opt = torch.optim.NAdam([p])
+        products = []
+        for _ in range(30):
+            p.grad = torch.ones_like(p)
+            opt.step()
+            products.append(float(opt.state[p]["mu_product"]))
+    finally:
+        torch.set_default_dtype(previous)
+    got = nadam_momentum_product(torch.tensor([30.0, 1.0, 0.0, 12.4], dtype=torch.float64))
+    assert got.tolist() == pytest.approx([products[29], products[0], 1.0, products[11]], rel=1e-14)
 
 
 def test_resplit_gives_each_new_subclient_its_hospitals_mean_state():

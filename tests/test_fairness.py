@@ -26,7 +26,8 @@ def test_thresholds_come_from_validation_and_apply_to_test():
     # test: finding 1 at t = 0.6 -> predictions [0, 1, 1, 0] vs labels [0, 0, 1, 1]
     test_scores = np.array([[0.55, 0.9], [0.6, 0.1], [0.65, 0.7], [0.1, 0.2]])
     test_labels = np.array([[0, 1], [0, 0], [1, 1], [1, 0]])
-    out = fairness_evaluation(val_scores, val_labels, test_scores, test_labels, {}, {}, ["a", "b"], resamples=10)
+    out = fairness_evaluation(val_scores, val_labels, test_scores, test_labels, {}, {}, ["a", "b"], resamples=10,
+                              seed=0)
     m = {k: v["value"] for k, v in out["metrics"].items()}
     # finding a: tp 1, tn 1, fp 1, fn 1; finding b at 0.5: predictions [1, 0, 1, 0] all right
     assert m["sen"] == pytest.approx((0.5 + 1) / 2) and m["spe"] == pytest.approx((0.5 + 1) / 2)
@@ -36,6 +37,7 @@ def test_thresholds_come_from_validation_and_apply_to_test():
     assert m["sen_finding=a"] == pytest.approx(0.5) and m["spe_finding=b"] == pytest.approx(1.0)
     assert m["acc_finding=b"] == pytest.approx(1.0)
     assert out["thresholds"] == {"a": 0.6, "b": 0.5} and out["threshold_fallback"] == ["b"]
+    assert out["resamples"] == 10 and out["seed"] == 0 and out["groups"] == {}
 
 
 def test_subgroup_metrics_and_parity_by_hand():
@@ -55,6 +57,15 @@ def test_subgroup_metrics_and_parity_by_hand():
     assert v["spd_acc_age=<30"] == pytest.approx(1.0 - 0.5)
     assert v["spd_acc_age=30-59"] == pytest.approx(0.5 - (2 * 1.0 + 2 * 0.5) / 4)
     assert np.isnan(v["auc_age=60+"]) and v["acc_age=60+"] == pytest.approx(0.5)
+
+
+def test_missing_attributes_and_empty_groups_are_skipped_not_fatal():
+    scores, labels = np.array([[0.9], [0.2], [0.8], [0.1]]), np.array([[1], [0], [1], [0]])
+    groups = {"site": ["a"], "age": ["<30", "30-59", "80+"], "sex": ["male", "female"]}  # no "site" attribute
+    attributes = {"age": np.array([0, 0, 2, 2]), "sex": np.array([0, 1, 0, 1])}  # no image aged 30-59
+    v = study_metrics(scores, labels, np.array([0.5]), attributes, groups, np.ones((1, 4)), ["x"])
+    assert "acc_age=30-59" not in v and v["acc_age=80+"][0] == 1.0 and "spd_acc_sex=female" in v
+    assert not any(k.endswith("site=a") for k in v)
 
 
 def test_parity_weights_the_other_groups_by_size():
@@ -94,17 +105,19 @@ def test_bootstrap_interval_is_the_percentile_of_explicit_resamples():
     n, resamples, seed = 60, 200, 5
     labels = rng.integers(0, 2, (n, 1))
     scores = np.clip(0.3 * labels + 0.7 * rng.random((n, 1)), 0, 1)
-    sex = rng.integers(0, 2, n)
-    out = fairness_evaluation(scores, labels, scores, labels, {"sex": sex}, {"sex": ["m", "f"]}, ["x"],
-                              resamples=resamples, seed=seed)
+    sex, age = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    out = fairness_evaluation(scores, labels, scores, labels, {"sex": sex, "age": age},
+                              {"sex": ["m", "f"], "age": ["y", "m", "o"]}, ["x"], resamples=resamples, seed=seed)
+    assert out["groups"] == {"sex": ["m", "f"], "age": ["y", "m", "o"]}
     t = out["thresholds"]["x"]
-    by_hand = {"auc": [], "acc": [], "spd_acc_sex=f": []}
+    by_hand = {"auc": [], "acc": [], "spd_acc_sex=f": [], "spd_acc_age=o": []}
     for idx in np.random.default_rng(seed).integers(0, n, size=(resamples, n)):
-        y, s, g = labels[idx, 0], scores[idx, 0], sex[idx]
+        y, s, g, a = labels[idx, 0], scores[idx, 0], sex[idx], age[idx]
         right = (s >= t) == (y == 1)
         by_hand["auc"].append(roc_auc_score(y, s))
         by_hand["acc"].append(right.mean())
         by_hand["spd_acc_sex=f"].append(right[g == 1].mean() - right[g == 0].mean())
+        by_hand["spd_acc_age=o"].append(right[a == 2].mean() - right[a != 2].mean())  # others weighted by size
     for name, values in by_hand.items():
         low, high = np.percentile(values, [2.5, 97.5])
         assert out["metrics"][name]["low"] == pytest.approx(low)
@@ -119,6 +132,15 @@ def test_interval_of_a_two_image_accuracy_spans_every_resample():
     val = np.array([[0.9], [0.1]]), np.array([[1], [0]])  # validation picks t = 0.9
     out = fairness_evaluation(*val, scores, labels, {}, {}, ["x"], resamples=1000, seed=0)
     assert out["metrics"]["acc"] == {"value": 0.5, "low": 0.0, "high": 1.0}
+
+
+def test_a_metric_undefined_in_every_resample_has_no_interval():
+    # the female group has no positive image: its AUC is undefined in every resample
+    scores, labels = np.array([[0.9], [0.2], [0.3], [0.4]]), np.array([[1], [0], [0], [0]])
+    out = fairness_evaluation(scores, labels, scores, labels, {"sex": np.array([0, 0, 1, 1])},
+                              {"sex": ["m", "f"]}, ["x"], resamples=50, seed=0)
+    m = out["metrics"]["auc_sex=f"]
+    assert np.isnan(m["value"]) and np.isnan(m["low"]) and np.isnan(m["high"])
 
 
 def test_interval_narrows_with_more_test_images():

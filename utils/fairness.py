@@ -99,7 +99,7 @@ def study_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
 
 def fairness_evaluation(val_scores: np.ndarray, val_labels: np.ndarray, test_scores: np.ndarray,
                         test_labels: np.ndarray, attributes: dict[str, np.ndarray], groups: dict[str, list[str]],
-                        label_names: list[str], *, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+                        label_names: list[str], *, resamples: int = RESAMPLES, seed: int) -> dict:
     """The study's evaluation of one model (scores are probabilities [n, L]):
     {"groups": {attribute: [group names]}, "thresholds": {finding: t}, "threshold_fallback": [findings], "resamples": R, "seed": s,
      "metrics": {name: {"value", "low", "high"}}}."""
