@@ -71,6 +71,17 @@ def test_fairness_tables_costs_and_pearson_correlation(tmp_path):
     assert (tmp_path / "out_parity.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_undefined_fairness_values_read_back_from_json_are_reported_as_missing(tmp_path):
+    _fake(tmp_path, 0, 1.0, 0.1, 0.6)
+    _fake(tmp_path, 1, None, 0.0, 0.8)
+    path = next(tmp_path.glob("eps1.0/seed0/summary.json"))
+    summary = json.loads(path.read_text())
+    summary["fairness"]["metrics"]["auc_finding=nodule"] = {"value": None, "low": None, "high": None}
+    path.write_text(json.dumps(summary))  # as utils.io writes NaN
+    text = sweep_report([str(tmp_path)], out=str(tmp_path / "out"))
+    assert "| sample-level DP-SGD (ε=1.0) | nan; 0.60 / 0.90 | 0.600 |" in text
+
+
 def test_unfinished_runs_are_listed(tmp_path):
     _fake(tmp_path, 0, 1.0, 0.1, 0.6)
     d = tmp_path / "broken"

@@ -22,7 +22,9 @@ CORRELATION_RESAMPLES = 1000
 
 
 def metrics(summary: dict) -> dict[str, dict]:
-    return summary.get("fairness", {}).get("metrics", {})
+    """A run's fairness metrics; an undefined value (NaN, written as null) reads as NaN."""
+    found = summary.get("fairness", {}).get("metrics", {})
+    return {name: {k: math.nan if v is None else v for k, v in m.items()} for name, m in found.items()}
 
 
 def attribute_groups(runs: list[dict]) -> dict[str, list[str]]:
@@ -41,7 +43,7 @@ def cell(summaries: list[dict], name: str, sign: str = "") -> str:
     if not values:
         return "-"
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    low, high = (float(np.nanmean([m[k] for m in found])) for k in ("low", "high"))
+    low, high = (_mean([m[k] for m in found]) for k in ("low", "high"))
     return f"{np.mean(values):{sign}.3f} ± {sd:.3f} ({low:{sign}.3f}–{high:{sign}.3f})"
 
 
@@ -73,9 +75,14 @@ def study_tables(labels: list[str], groups: list[list[dict]]) -> str:
     return text
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the defined values (NaN if none is)."""
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
 def _mean_of(runs: list[dict], name: str) -> float:
-    values = [metrics(s)[name]["value"] for s in runs if name in metrics(s)]
-    return float(np.nanmean(values)) if values else math.nan
+    return _mean([metrics(s)[name]["value"] for s in runs if name in metrics(s)])
 
 
 def _finding_cell(runs: list[dict], finding: str) -> str:
