@@ -6,8 +6,9 @@ One working model serves every sub-client: its tensors are views into one flat v
 sub-client's stacked state (federated/adam.py) and reading the delta are single vector
 operations; no per-client model copies exist (docs/design.md, one round).
 With `sample_dp` (--dp_level sample) the same model is wrapped once in Opacus's
-GradSampleModule and torch's Adam in a DPOptimizer: local steps become DP-SGD steps
-(privacy/sample_dp.py), and the sub-client's state rows are handed to that Adam as views.
+GradSampleModule and torch's Adam (or NAdam, --local_opt nadam) in a DPOptimizer: local
+steps become DP-SGD steps (privacy/sample_dp.py), and the sub-client's state rows are
+handed to that optimizer as views.
 """
 from __future__ import annotations
 
@@ -179,9 +180,8 @@ class LocalTrainer:
         self.optimizer.state.clear()
         keys = ("exp_avg", "exp_avg_sq") if self.optimizer_name == "nadam" else ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
         views = {key: self.flat.split(getattr(state, key)[0]) for key in keys}
-        extra = {}
-        if self.optimizer_name == "nadam":
-            extra["mu_product"] = nadam_momentum_product(state.step[:1])[0].to(torch.get_default_dtype())
+        extra = {"mu_product": nadam_momentum_product(state.step[:1])[0].to(torch.get_default_dtype())} \
+            if self.optimizer_name == "nadam" else {}
         for i, t in enumerate(self.flat.tensors):
             if t.requires_grad:
                 self.optimizer.state[t] = {"step": torch.tensor(float(state.step[0]), dtype=torch.float32),

@@ -37,70 +37,59 @@ def float64():
         torch.set_default_dtype(previous)
 
 
-def test_stacked_adam_equals_torch_adam_with_amsgrad():
-    """Rows with different step counts, several steps, float64: the same parameters as
-    torch.optim.Adam(amsgrad=True) run on each row separately."""
-    gen = torch.Generator().manual_seed(0)
-    rows, numel, lr = 3, 50, 3e-3
+def _stacked_and_torch(step_fn, make_optimizer, *, seed: int, active: list[int], numel: int = 40, lr: float = 3e-3):
+    """Stacked rows stepped by `step_fn` (row r steps while r < active[i]) beside one torch
+    optimizer per row fed the same gradients, in float64: (params, state, torch rows)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = max(active)
     start = torch.randn(rows, numel, dtype=torch.float64, generator=gen)
-    grads = [torch.randn(rows, numel, dtype=torch.float64, generator=gen) for _ in range(6)]
+    grads = [torch.randn(rows, numel, dtype=torch.float64, generator=gen) for _ in active]
     params, state = start.clone(), AdamMoments.zeros(rows, numel, dtype=torch.float64, device=torch.device("cpu"))
-    active = [3, 3, 2, 2, 1, 1]  # row r takes a step while r < active: rows end with 6, 4 and 2 steps
     for g, a in zip(grads, active):
-        adam_step(params[:a], g[:a], state.rows(slice(0, a)), lr)
+        step_fn(params[:a], g[:a], state.rows(slice(0, a)), lr)
+    reference = []
+    with float64():  # torch keeps NAdam's momentum product in the default dtype
+        for r in range(rows):
+            p = nn.Parameter(start[r].clone())
+            opt = make_optimizer([p], lr)
+            for g, a in zip(grads, active):
+                if r < a:
+                    p.grad = g[r].clone()
+                    opt.step()
+            reference.append((p, opt))
+    return params, state, reference
+
+
+def test_stacked_adam_equals_torch_adam_with_amsgrad():
+    """Rows with different step counts, several steps: the same parameters as
+    torch.optim.Adam(amsgrad=True) run on each row separately."""
+    params, state, reference = _stacked_and_torch(
+        adam_step, lambda ps, lr: torch.optim.Adam(ps, lr=lr, amsgrad=True), seed=0, active=[3, 3, 2, 2, 1, 1])
     assert state.step.tolist() == [6, 4, 2]
-    for r in range(rows):
-        p = nn.Parameter(start[r].clone())
-        opt = torch.optim.Adam([p], lr=lr, amsgrad=True)
-        for g, a in zip(grads, active):
-            if r < a:
-                p.grad = g[r].clone()
-                opt.step()
+    for r, (p, opt) in enumerate(reference):
         torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(state.max_exp_avg_sq[r], opt.state[p]["max_exp_avg_sq"], rtol=1e-12, atol=0)
 
 
 def test_stacked_nadam_equals_torch_nadam():
-    """Rows with different step counts, float64: the same parameters and moments as
-    torch.optim.NAdam run on each row separately."""
-    gen = torch.Generator().manual_seed(1)
-    rows, numel, lr = 3, 40, 2e-3
-    start = torch.randn(rows, numel, dtype=torch.float64, generator=gen)
-    grads = [torch.randn(rows, numel, dtype=torch.float64, generator=gen) for _ in range(7)]
-    params, state = start.clone(), AdamMoments.zeros(rows, numel, dtype=torch.float64, device=torch.device("cpu"))
-    active = [3, 3, 3, 2, 2, 1, 1]
-    for g, a in zip(grads, active):
-        nadam_step(params[:a], g[:a], state.rows(slice(0, a)), lr)
+    """The same for NAdam: parameters and moments as torch.optim.NAdam on each row."""
+    params, state, reference = _stacked_and_torch(
+        nadam_step, lambda ps, lr: torch.optim.NAdam(ps, lr=lr), seed=1, active=[3, 3, 3, 2, 2, 1, 1])
     assert state.step.tolist() == [7, 5, 3]
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # torch keeps NAdam's momentum product in the default dtype
-    try:
-        for r in range(rows):
-            p = nn.Parameter(start[r].clone())
-            opt = torch.optim.NAdam([p], lr=lr)
-            for g, a in zip(grads, active):
-                if r < a:
-                    p.grad = g[r].clone()
-                    opt.step()
-            torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
-            torch.testing.assert_close(state.exp_avg_sq[r], opt.state[p]["exp_avg_sq"], rtol=1e-12, atol=0)
-    finally:
-        torch.set_default_dtype(previous)
+    for r, (p, opt) in enumerate(reference):
+        torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(state.exp_avg_sq[r], opt.state[p]["exp_avg_sq"], rtol=1e-12, atol=0)
 
 
 def test_nadam_momentum_product_is_torchs_running_product():
     p = nn.Parameter(torch.zeros(1, dtype=torch.float64))
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with float64():
         opt = torch.optim.NAdam([p])
         products = []
         for _ in range(30):
             p.grad = torch.ones_like(p)
             opt.step()
             products.append(float(opt.state[p]["mu_product"]))
-    finally:
-        torch.set_default_dtype(previous)
     got = nadam_momentum_product(torch.tensor([30.0, 1.0, 0.0, 12.4], dtype=torch.float64))
     assert got.tolist() == pytest.approx([products[29], products[0], 1.0, products[11]], rel=1e-14)
 
