@@ -199,6 +199,7 @@ class Config:
         name += "_strict" if self.strict_dp else ""
         name += self._local_dp_info()
         name += "_nadam" if self.local_opt == "nadam" else ""
+        name += self._label_info()
         name += "_debug" if self.debug else ""
         return name
 
@@ -218,6 +219,15 @@ class Config:
             noise = f"z{self.local_noise}" if self.local_noise is not None else f"eps{self.local_epsilon}"
             return f"_localDP_{noise}_C{self.local_clip}"
         return ""
+
+    def _label_info(self) -> str:
+        """chest-xray: the uncertain-label policy and the findings, where not the defaults."""
+        if self.data != "chest-xray":
+            return ""
+        name = "_Uones" if self.uncertain == "ones" else ""
+        if self.findings != ",".join(CHEST_XRAY_FINDINGS):
+            name += "_findings-" + "-".join(f.strip().replace(" ", "") for f in self.findings.split(","))
+        return name
 
     def _server_info(self) -> str:
         if self.mode in ("fedadam", "dpadam"):

@@ -149,3 +149,14 @@ def test_scale_paper_refuses_what_it_fixes(capsys):
     assert "--scale paper" in _error(["--scale", "paper", "--train_size", "50"], capsys)
     assert "--scale paper" in _error(["--scale", "paper", "--data", "synthetic-blood"], capsys)
     assert "at most 6" in _error(["--scale", "paper", "--data", "synthetic-prostate", "-N", "7"], capsys)
+
+
+def test_run_names_keep_the_label_ablations_apart():
+    """A run folder is found by its name: flags that change the labels or the optimizer must
+    change it, or a sweep would take the second ablation for the finished first one."""
+    tables = ["--data", "chest-xray", "-N", "1"]
+    names = {parse_config(tables + extra).run_name() for extra in (
+        [], ["--uncertain", "ones"], ["--findings", "Edema,Cardiomegaly"], ["--local_opt", "nadam"])}
+    assert len(names) == 4
+    assert parse_config(["--data", "synthetic-cxr"]).run_name() == \
+        parse_config(["--data", "synthetic-cxr", "--uncertain", "ones"]).run_name()  # tables only
