@@ -62,6 +62,10 @@ class Hospital:
     train: Split
     val: Split
     test: Split
+    # The hospital's identity in its federation (its partition id): every per-hospital random
+    # stream is keyed by it, so one hospital leaving changes nothing of the others. Set to
+    # the hospital's position when the federation is built.
+    key: int = -1
 
 
 @dataclass
@@ -81,8 +85,13 @@ class FederatedData:
     # Names of the outputs of a multi-label task (the findings), for reports; empty: output0, ...
     label_names: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        for position, hospital in enumerate(self.hospitals):
+            if hospital.key < 0:
+                hospital.key = position
+
     def to(self, device: torch.device) -> "FederatedData":
-        hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device))
+        hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device), h.key)
                      for h in self.hospitals]
         return FederatedData(self.name, self.task, hospitals, self.in_channels, self.num_outputs, self.prepare,
                              self.attribute_groups, self.label_names)

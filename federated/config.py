@@ -138,6 +138,7 @@ class Config:
     norm_sum_noise: float = 5.0
     ada_vn: bool = False
     init_vn: bool = False
+    max_vn: int = 0  # 0: the smallest hospital's training size // --batch
     ada_stable: bool = False
     ada_prog: bool = False
     # local DP inside each hospital
@@ -196,6 +197,7 @@ class Config:
         name += "_adaStable" if self.ada_stable else ""
         name += "_adaProg" if self.ada_prog else ""
         name += "_InitVN" if self.init_vn else ""
+        name += f"_maxVN{self.max_vn}" if self.max_vn else ""
         name += "_strict" if self.strict_dp else ""
         name += self._local_dp_info()
         name += "_nadam" if self.local_opt == "nadam" else ""
@@ -363,10 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dp_mode", default="overhead", choices=("overhead", "bounded"),
                    help="overhead: report the epsilon of a fixed z; bounded: stop before a round exceeds --epsilon")
     g.add_argument("--target_unit", default="subclient", choices=("subclient", "hospital", "patient"),
-                   help="unit that --epsilon refers to: a sub-client (the paper's), a hospital (all its sub-clients) "
-                        "or a patient (records changed inside a sub-client: sensitivity 2C)")
+                   help="what --epsilon protects: a sub-client (the paper's), a hospital or a patient (a record)")
     g.add_argument("--secure_rng", action="store_true",
-                   help="draw DP noise from the OS's cryptographic source (what a deployment needs; not reproducible)")
+                   help="draw DP noise, sampling and the sub-client key from the OS (a deployment's; not reproducible)")
     g.add_argument("--strict_dp", action="store_true",
                    help="privatise everything data-dependent that leaves a hospital: clip bound and intermediary "
                         "statistic noised and charged; no training losses; the final model, not the best-val one")
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ada_vn", action="store_true",
                    help="adaptive intermediaries: a discarded probe round, then v re-chosen every round")
     g.add_argument("--init_vn", action="store_true", help="choose v once from a discarded probe round")
+    g.add_argument("--max_vn", type=int, default=0,
+                   help="largest v the rule may choose (default: smallest hospital // --batch; reads sizes)")
     g.add_argument("--ada_stable", action="store_true", help="intermediary variant: v' = floor(factor) * v")
     g.add_argument("--ada_prog", action="store_true", help="intermediary variant: move half-way to the new v")
 
@@ -491,6 +494,14 @@ def _validate_privacy(cfg: Config) -> None:
     _check(cfg.subclient_split == "hash" or cfg.dp_level == "none",
            f"--subclient_split paper re-draws which records form a sub-client, which the per-record and "
            f"per-sub-client accounting of --dp_level {cfg.dp_level} assumes fixed; use --subclient_split hash")
+    _check(not cfg.balance_split or cfg.dp_level == "none",
+           f"--balance_split hands a sub-client from one hospital to another when a record is added, re-splitting "
+           f"both, which the per-record and per-sub-client accounting of --dp_level {cfg.dp_level} assumes fixed; "
+           f"drop --balance_split")
+    _check(cfg.max_vn >= 0, f"--max_vn must be >= 1, or 0 for the smallest hospital's size // --batch "
+                            f"(got {cfg.max_vn})")
+    _check(not cfg.max_vn or cfg.adaptive_subclients, "--max_vn caps the v that --ada_vn/--init_vn choose; add one "
+                                                      "of those or drop --max_vn")
     dp_only = [f for f in ("adaclip", "noclip", "strict_dp", "ada_vn", "init_vn", "ada_stable", "ada_prog")
                if getattr(cfg, f)]
     if cfg.noise_multiplier is not None or cfg.epsilon is not None:
@@ -519,10 +530,6 @@ def _validate_privacy(cfg: Config) -> None:
     _check(not (cfg.ada_stable and cfg.ada_prog), "--ada_stable and --ada_prog exclude each other; pick one")
     _check(not (cfg.ada_stable or cfg.ada_prog) or cfg.adaptive_subclients,
            "--ada_stable/--ada_prog choose a variant of --ada_vn or --init_vn; add one of those")
-    _check(not (cfg.epsilon is not None and cfg.dp_mode == "overhead" and cfg.target_unit == "hospital"
-                and cfg.adaptive_subclients),
-           "--epsilon for --target_unit hospital needs a fixed -VN (future v is unknown with --ada_vn); "
-           "use --dp_mode bounded instead")
     # The noise std must not depend on who was sampled (a fixed denominator everywhere).
     _check(not (cfg.weighted_avg and cfg.sample_rate < 1),
            "--weighted_avg with -sr < 1 under client-level DP: the weights n_k / sum n would depend on which "
@@ -544,8 +551,6 @@ def _validate_local_dp(cfg: Config) -> None:
         _check(cfg.sample_epsilon is None or not cfg.adaptive_subclients,
                "--sample_epsilon with --ada_vn/--init_vn: the rule may split hospitals into smaller sub-clients "
                "(a larger sampling rate) than the calibration assumed; give --sample_noise instead")
-        _check(not cfg.secure_rng, "--secure_rng with --dp_level sample needs Opacus's secure mode (torchcsprng), "
-                                   "which this repository does not install; drop --secure_rng")
     elif cfg.dp_level == "update_local":
         _check((cfg.local_noise is None) != (cfg.local_epsilon is None),
                "--dp_level update_local needs exactly one of --local_noise z or --local_epsilon E")

@@ -23,6 +23,7 @@ from datasets.base import Shard
 from federated.adam import LOCAL_STEPS, AdamMoments, nadam_momentum_product
 from federated.flat import FlatState
 from privacy.sample_dp import PerSampleLoss, SampleDPSettings
+from utils.seeding import secure_generator
 
 
 @dataclass
@@ -91,7 +92,7 @@ class LocalTrainer:
         # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
-                       expected_batch_size=self.batch)
+                       expected_batch_size=self.batch, secure_mode=sample_dp.secure)
         if sample_dp.grad_sample_mode == "ghost":
             # Per-sample gradient norms from a first backward pass, clipped sum from a second.
             self.train_model = GradSampleModuleFastGradientClipping(
@@ -141,6 +142,8 @@ class LocalTrainer:
         from opacus.data_loader import DPDataLoader
         from opacus.utils.batch_memory_manager import BatchMemoryManager
 
+        if self.sample_dp.secure:  # batches, augmentation and noise unpredictable from --seed
+            gen = secure_generator()
         self._lend_state(state)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

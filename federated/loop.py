@@ -24,6 +24,7 @@ from datasets.base import Shard
 from federated.config import Config, ConfigError
 from federated.errors import Diverged
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
+from federated.journal import ReleaseJournal
 from federated.adam import SubclientMoments
 from federated.engine import Job
 from federated.local import LocalResult
@@ -32,14 +33,16 @@ from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
 from federated.subclients import allocate_subclients, paper_split, split_generator, split_hospitals
 from privacy.events import UNITS
-from privacy.intermediary import max_subclients, next_subclients, split_factor
+from privacy.intermediary import next_subclients, split_factor
 from privacy.sample_dp import charge_round
 from utils import io
 from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
 from utils.seeding import client_generator, make_streams
 
-CHECKPOINT_VERSION = 5  # 4: stacked Adam state, dropped at the end unless --keep_optimizer; 5: in_order
+# 4: stacked Adam state, dropped at the end unless --keep_optimizer; 5: in_order; 6: releases with
+# their kind in the ledger, the paper split keyed per hospital, the release journal's length
+CHECKPOINT_VERSION = 6
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunState:
     timing: dict = field(default_factory=lambda: {"local_s": 0.0, "eval_s": 0.0, "total_s": 0.0})
     moments_dropped: bool = False  # a finished run's last.pt without the Adam state
     in_order: bool = False  # --subclient_split paper after a re-split: record order, last partial batch kept
+    journal_length: int = 0  # --secure_rng: rounds of the release journal that the ledger holds
 
     def state_dict(self, *, keep_moments: bool = True) -> dict:
         moments = self.moments.state_dict() if self.moments is not None and keep_moments else None
@@ -69,7 +73,7 @@ class RunState:
             "secret": self.secret, "v": self.v, "best": self.best, "in_order": self.in_order,
             "best_params": None if self.best_params is None else self.best_params.cpu(),
             "rounds_since_best": self.rounds_since_best,
-            "timing": self.timing,
+            "timing": self.timing, "journal_length": self.journal_length,
         }
 
     @staticmethod
@@ -83,7 +87,8 @@ class RunState:
         return RunState(state["next_round"], state["params"].to(device), state["subclient_counts"],
                         state["subclient_indices"], moments, rng, state["secret"], state["v"],
                         state["best"], None if best_params is None else best_params.to(device),
-                        state["rounds_since_best"], state["timing"], state["moments_dropped"], state["in_order"])
+                        state["rounds_since_best"], state["timing"], state["moments_dropped"], state["in_order"],
+                        state["journal_length"])
 
 
 def initial_state(fed: Federation) -> RunState:
@@ -103,8 +108,8 @@ def draw_split(fed: Federation, secret: bytes, counts: list[int], *, first_round
     train in, so a resumed run draws the same split."""
     if fed.cfg.subclient_split == "hash":
         return split_hospitals(fed.record_keys, counts)
-    gen = split_generator(secret, first_round)
-    return [paper_split(len(h.train), c, gen) for h, c in zip(fed.data.hospitals, counts)]
+    return [paper_split(len(h.train), c, split_generator(secret, first_round, h.key))
+            for h, c in zip(fed.data.hospitals, counts)]
 
 
 def resplit(fed: Federation, state: RunState, v: int, *, round_idx: int) -> None:
@@ -140,9 +145,12 @@ def local_updates(fed: Federation, state: RunState, shards: list[list[Shard]], m
     """Each member sub-client (hospital h, sub-client k) trains from the global params with
     its own generator, keyed by (seed, round, h, k); returns the stacked deltas [K, P] and
     the local results. Adam states are kept per sub-client unless --reset_optimizer."""
+    if not members:  # Poisson sampling picked no hospital
+        return state.params.new_zeros((0, state.params.numel())), []
     start = time.perf_counter()
     lr = local_lr(fed.cfg, round_idx)
-    jobs = [Job(h, k, shards[h][k], client_generator(fed.cfg.seed, round_idx, h, k), in_order=state.in_order)
+    keys = [h.key for h in fed.data.hospitals]
+    jobs = [Job(h, k, shards[h][k], client_generator(fed.cfg.seed, round_idx, keys[h], k), in_order=state.in_order)
             for h, k in members]
     deltas, results = fed.engine.train(state.params, jobs, state.moments, lr)
     state.timing["local_s"] += time.perf_counter() - start
@@ -177,18 +185,21 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
     """One communication round; updates `state` in place. Returns (train losses per
     hospital, round statistics)."""
     cfg = fed.cfg
-    hospitals = sample_hospitals(len(shards), cfg.sample_rate, cfg.client_sampling, state.rng["sampling"])
+    keys = [h.key for h in fed.data.hospitals]
+    hospitals = sample_hospitals(keys, cfg.sample_rate, cfg.client_sampling, state.rng["sampling"],
+                                 population=cfg.clients)
     members = [(h, k) for h in hospitals for k in range(state.subclient_counts[h])]
     deltas, results = local_updates(fed, state, shards, members, round_idx)
     if fed.trainer.sample_dp is not None:  # DP-SGD steps each hospital took
         charge_round(fed.ledger, fed.trainer.sample_dp.noise_multiplier,
                      by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
-    fed.pipeline.charge_round(max(state.subclient_counts))  # sampled-out rounds count too
-    if not members:  # Poisson sampling picked no hospital: nothing is released
+    fed.pipeline.charge_round(state.subclient_counts)  # whoever was sampled
+    if not members and fed.client_dp is None:  # nobody sampled and no noise to release: nothing is sent
         return {}, {}
     part = Participants(members, [r.num_samples for r in results], [r.num_steps for r in results],
                         [[len(s) for s in per_h] for per_h in shards],
-                        [client_generator(cfg.seed, round_idx, h, k, purpose="local_noise") for h, k in members])
+                        [client_generator(cfg.seed, round_idx, keys[h], k, purpose="local_noise") for h, k in members],
+                        planned_subclients=cfg.clients * state.v)
     state.params, stats = fed.pipeline.round(state.params, deltas, part, round_idx, state.rng["noise"],
                                              step=not is_probe_round(cfg, round_idx))
     if not bool(torch.isfinite(state.params).all()):
@@ -211,11 +222,12 @@ def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: i
     cfg = fed.cfg
     if not cfg.adaptive_subclients or (cfg.init_vn and round_idx > 0) or not stats:
         return {}
-    sizes = [len(h.train) for h in fed.data.hospitals]
+    if not cfg.strict_dp and stats["norm_sum"] == 0:
+        return {}  # the paper's rule reads the updates' norms: a round that sampled nobody has none
     factor = split_factor(noise_norm=stats["expected_noise_norm"], aggregate_norm=stats["aggregate_norm"],
                           norm_sum=max(stats["norm_sum"], 1e-12), num_hospitals=cfg.clients)
     variant = "stable" if cfg.ada_stable else "prog" if cfg.ada_prog else "default"
-    new_v = next_subclients(state.v, factor, variant=variant, v_max=max_subclients(sizes, cfg.batch))
+    new_v = next_subclients(state.v, factor, variant=variant, v_max=fed.subclient_cap)
     if new_v != state.v:
         resplit(fed, state, new_v, round_idx=round_idx)
     return {"split_factor": factor}
@@ -259,10 +271,12 @@ def selection_metric(fed: Federation) -> str:
     return fed.cfg.select_metric or fed.task.primary_metric
 
 
-def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: float | None = None) -> dict:
+def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: float | None = None,
+          journal: ReleaseJournal | None = None) -> dict:
     """Run rounds state.next_round .. cfg.rounds-1 and return the run summary. `started`
     (time.perf_counter()) is when this process began the run: the wall time of a resumed
-    run adds this process's time to what the checkpoint recorded."""
+    run adds this process's time to what the checkpoint recorded. `journal` (--secure_rng)
+    receives each round's charges before any of the round's outputs is written."""
     cfg, task = fed.cfg, fed.task
     started = time.perf_counter() if started is None else started
     wall_before = state.timing.get("wall_s", 0.0)
@@ -270,6 +284,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
     def checkpoint(final: bool = False) -> None:
         start = time.perf_counter()
         state.timing["wall_s"] = wall_before + start - started
+        state.journal_length = len(journal) if journal is not None else 0
         recorder.flush()  # metrics.csv first: rows past the checkpoint are dropped on resume
         save_checkpoint(recorder.dir / "last.pt", fed, state, final=final)
         spent = time.perf_counter() - start
@@ -286,11 +301,14 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
                desc=f"{cfg.data} {cfg.mode}", unit="round", disable=not cfg.progress, dynamic_ncols=True)
     stopped_by_budget = False
     for r in bar:
-        if not fed.pipeline.within_budget(max(state.subclient_counts)):
+        if not fed.pipeline.within_budget(state.subclient_counts):
             stopped_by_budget = True  # --dp_mode bounded: the next round would exceed --epsilon
             break
         round_start = time.perf_counter()
+        charged = fed.ledger.mark()
         train_losses, stats = run_round(fed, state, shards, r)
+        if journal is not None:  # before anything of the round is written or shown
+            journal.record(r, fed.ledger.since(charged))
         counts_before = state.subclient_counts
         stats.update(adapt_subclients(fed, state, stats, r))
         if state.subclient_counts is not counts_before:  # the rule re-split the hospitals

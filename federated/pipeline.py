@@ -10,6 +10,7 @@ Server side:
 Each step works row by row on the stacked [K, P] deltas, so a row depends only on its own
 sub-client. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
 weights, which noise std and which releases to charge are decided here and in privacy/.
+Under client-level DP a round with no participant (K = 0) still releases its noise.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Participants:
     local_steps: list[int]           # local optimizer steps of each member
     all_sizes: list[list[int]]       # records of every sub-client of every hospital (sampled or not)
     generators: list[torch.Generator]  # each member's own generator (local update DP noise)
+    planned_subclients: int          # sub-clients of the planned federation (-N times v): public
 
 
 def round_weights(num_samples: list[int], *, weighted: bool) -> torch.Tensor:
@@ -44,13 +46,14 @@ def round_weights(num_samples: list[int], *, weighted: bool) -> torch.Tensor:
 
 def private_weights(cfg: Config, part: Participants) -> tuple[torch.Tensor, float]:
     """Weights with fixed denominators: they, and the largest weight that sets the noise
-    std, depend on the federation and the sampling rate, never on who was sampled.
-    Uniform: 1 / (q * all sub-clients). --weighted_avg (q = 1 only): n_k / all records."""
+    std, depend on the planned federation and the sampling rate, never on who was sampled
+    (nor on whether one hospital is there at all). Uniform: 1 / (q * planned sub-clients).
+    --weighted_avg (q = 1 only; declared not covered): n_k / all records."""
     if cfg.weighted_avg:
         total = sum(sum(sizes) for sizes in part.all_sizes)
         largest = max(max(sizes) for sizes in part.all_sizes)
         return torch.tensor(part.num_samples, dtype=torch.float32) / total, largest / total
-    denominator = cfg.sample_rate * sum(len(sizes) for sizes in part.all_sizes)
+    denominator = cfg.sample_rate * part.planned_subclients
     return torch.full((len(part.members),), 1.0 / denominator), 1.0 / denominator
 
 
@@ -59,13 +62,14 @@ class ReleasePipeline:
                  local_dp: LocalUpdateDP | None):
         self.cfg, self.server, self.client_dp, self.local_dp = cfg, server, client_dp, local_dp
 
-    def charge_round(self, subclients: int) -> None:
-        """Charge the round's declared releases (every round, sampled-out ones included)."""
+    def charge_round(self, counts: list[int]) -> None:
+        """Charge the round's declared releases (every round, sampled-out ones included);
+        `counts`: each hospital's sub-clients this round."""
         if self.client_dp is not None:
-            self.client_dp.charge_round(subclients)
+            self.client_dp.charge_round(counts)
 
-    def within_budget(self, subclients: int) -> bool:
-        return self.client_dp is None or self.client_dp.within_budget(subclients)
+    def within_budget(self, counts: list[int]) -> bool:
+        return self.client_dp is None or self.client_dp.within_budget(counts)
 
     def round(self, params: torch.Tensor, deltas: torch.Tensor, part: Participants, round_idx: int,
               noise_gen: torch.Generator, *, step: bool = True) -> tuple[torch.Tensor, dict]:
@@ -79,10 +83,10 @@ class ReleasePipeline:
             weights = round_weights(part.num_samples, weighted=self.cfg.weighted_avg)
         rnd = ServerRound(round_idx, weights, torch.tensor(part.local_steps, dtype=torch.float32))
         messages = self.server.precondition(deltas, rnd)
-        if self.local_dp is not None:
+        if self.local_dp is not None and part.members:
             messages = self.local_dp.privatize(messages, [h for h, _ in part.members], part.generators)
         if self.client_dp is not None:
-            plan = RoundPlan(max_weight, noise_gen)
+            plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients)
             result = self.client_dp.release(messages, weights, plan)
             update, stats = result.update, result.stats
         else:

@@ -6,10 +6,11 @@ import torch.nn as nn
 
 from datasets.base import SEGMENTATION, FederatedData
 from federated.config import Config, ConfigError
+from federated.subclients import allocate_subclients
 from privacy.accountants import Sampling, calibrate, epsilon
-from privacy.client_dp import ClientLevelDP, round_releases
+from privacy.client_dp import ClientLevelDP, round_charges
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
-from privacy.events import combined_multiplier, relation
+from privacy.events import RoundShape, relation
 from privacy.ledger import PrivacyLedger
 from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
 from privacy.report import Output
@@ -30,29 +31,39 @@ def _count_noise(cfg: Config) -> float | None:
     return cfg.clip_count_noise if cfg.strict_dp and cfg.adaclip else None
 
 
-def client_noise_multiplier(cfg: Config, counts: list[int]) -> float:
+def planned_shapes(cfg: Config, sizes: list[int], counts: list[int], cap: int) -> list[RoundShape]:
+    """The shape of every planned round as --epsilon calibration assumes it: the real first
+    split, then with --ada_vn / --init_vn the split at the largest v the rule can reach
+    (`cap`): every unit's charge grows with v, so no choice of the rule can cost more."""
+    first = RoundShape(tuple(counts), cfg.subclient_split, cfg.balance_split)
+    if not cfg.adaptive_subclients:
+        return [first] * cfg.rounds
+    largest = RoundShape(tuple(allocate_subclients(sizes, cap, balance=cfg.balance_split)), cfg.subclient_split,
+                         cfg.balance_split)
+    return [first] + [largest] * (cfg.rounds - 1)
+
+
+def client_noise_multiplier(cfg: Config, shapes: list[RoundShape]) -> float:
     """--noise_multiplier, or the z that --epsilon calibrates for the planned rounds (the
-    probe round of --ada_vn / --init_vn included), with the round's releases composed as
-    they are charged and the hospital unit at the real largest sub-client count."""
+    probe round of --ada_vn / --init_vn included), each charged as `charge_round` charges it."""
     if cfg.noise_multiplier is not None:
         return cfg.noise_multiplier
     sampling, unit = sampling_of(cfg), cfg.target_unit
 
     def spent(z: float) -> float:
-        releases = round_releases(z=z, sampling=sampling, subclients=max(counts),
-                                  norm_sum_noise=cfg.norm_sum_noise if cfg.strict_dp else None,
-                                  count_noise=_count_noise(cfg),
-                                  patient_subclients=max(counts) if cfg.subclient_split == "paper" else 1)
-        m = combined_multiplier(releases, unit)
-        return epsilon([(m, sampling.rate)] * cfg.rounds, delta=cfg.delta, accountant=cfg.accountant,
-                       sampling=sampling, relation=relation(unit, sampling))
+        history = [round_charges(z=z, shape=shape, sampling=sampling, count_noise=_count_noise(cfg),
+                                 norm_sum_noise=cfg.norm_sum_noise if cfg.strict_dp else None)[unit]
+                   for shape in shapes]
+        return epsilon(history, delta=cfg.delta, accountant=cfg.accountant, sampling=sampling,
+                       relation=relation(unit, sampling))
     try:
         return calibrate(cfg.epsilon, spent, what=f"--epsilon (--target_unit {unit}, {cfg.rounds} rounds)")
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
 
-def build_client_dp(cfg: Config, ledger: PrivacyLedger, counts: list[int]) -> ClientLevelDP:
+def build_client_dp(cfg: Config, ledger: PrivacyLedger, shapes: list[RoundShape]) -> ClientLevelDP:
+    """The client-level release; `shapes`: the planned rounds, for --epsilon calibration."""
     if cfg.noclip:
         clip_policy = NoClip()
     elif cfg.adaclip and cfg.strict_dp:
@@ -62,11 +73,11 @@ def build_client_dp(cfg: Config, ledger: PrivacyLedger, counts: list[int]) -> Cl
     else:
         clip_policy = FixedClip(cfg.S)
     budget = cfg.epsilon if cfg.dp_mode == "bounded" else None
-    return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, counts), clip_policy=clip_policy,
+    return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, shapes), clip_policy=clip_policy,
                          noise_scale_when_unclipped=cfg.S, ledger=ledger, sampling=sampling_of(cfg), delta=cfg.delta,
                          secure=cfg.secure_rng, strict=cfg.strict_dp, norm_sum_noise=cfg.norm_sum_noise,
                          budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant,
-                         random_split=cfg.subclient_split == "paper")
+                         split=cfg.subclient_split, balanced=cfg.balance_split)
 
 
 def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_name: str, ledger: PrivacyLedger,
@@ -98,7 +109,7 @@ def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_na
         except ValueError as err:
             raise ConfigError(str(err)) from None
     open_sample_accounts(ledger, [h.name for h in data.hospitals], delta=cfg.sample_delta)
-    return SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode)
+    return SampleDPSettings(z, cfg.max_grad_norm, cfg.physical_batch, cfg.grad_sample_mode, secure=cfg.secure_rng)
 
 
 def build_local_update_dp(cfg: Config, data: FederatedData, ledger: PrivacyLedger) -> LocalUpdateDP | None:
@@ -116,9 +127,10 @@ def build_local_update_dp(cfg: Config, data: FederatedData, ledger: PrivacyLedge
                          hospitals=[h.name for h in data.hospitals], ledger=ledger)
 
 
-def declared_outputs(cfg: Config) -> list[Output]:
-    """Everything the run writes besides the declared releases, with what protects it.
-    The recorder refuses a metric that no entry here declares."""
+def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
+    """Everything the run writes besides the declared releases, with what protects it, and
+    what the run's guarantees assume of its randomness. The recorder refuses a metric that
+    no entry here declares. `cap`: the largest v the adaptive rule may choose."""
     private, strict = cfg.private, cfg.strict_dp
     nc, pp, cov = "not covered", "post-processing", "covered"
     out = []
@@ -158,9 +170,19 @@ def declared_outputs(cfg: Config) -> list[Output]:
                               "count and the server scales by tau_eff; step counts follow from sub-client sizes"))
         if cfg.weighted_avg:
             out.append(Output("aggregation weights", nc, "--weighted_avg: weights use sub-client sample counts"))
-        if not cfg.secure_rng:
-            out.append(Output("randomness", nc, "noise, client sampling and the sub-client assignment key come from "
-                              "--seed (reproducible, predictable); --secure_rng draws them from the OS"))
+        if cfg.adaptive_subclients and not cfg.max_vn:
+            out.append(Output("intermediary cap", nc, f"v is capped at the smallest hospital's training size // "
+                              f"--batch{f' (= {cap})' if cap else ''}: one record more or less in that hospital can "
+                              "move the cap, and with it every hospital's split" +
+                              (" and the calibrated noise" if cfg.epsilon is not None else "") +
+                              "; --max_vn sets a public cap"))
+        if cfg.epsilon is not None and cfg.dp_mode == "overhead":
+            planned = (f"; the rounds after the probe are planned at the largest v the rule can reach "
+                       f"({cap if cap else '--max_vn'}), since no smaller v costs more" if cfg.adaptive_subclients
+                       else "")
+            out.append(Output("noise calibration", pp, f"z is the smallest that keeps --target_unit "
+                              f"{cfg.target_unit} within --epsilon {cfg.epsilon:g} over the {cfg.rounds} planned "
+                              f"rounds, each charged as it will be{planned}"))
     else:
         out.append(Output("model updates", nc, "no client-level DP: updates are averaged without noise"))
         out.append(Output("round statistics", nc, "v, update norms and the aggregate norm",
@@ -172,6 +194,7 @@ def declared_outputs(cfg: Config) -> list[Output]:
     if cfg.dp_level == "update_local":
         out.append(Output("local update DP", cov, "each sub-client clips its update and adds noise before sending",
                           (("privacy", "epsilon_local_*"),)))
+    out += _randomness(cfg)
     if not strict:
         out.append(Output("training losses", nc, "per-hospital training losses, every round", (("train", "loss"),)))
     out.append(Output("validation scores", nc, "per-hospital validation scores, every round" +
@@ -186,6 +209,31 @@ def declared_outputs(cfg: Config) -> list[Output]:
     out.append(Output("checkpoint last.pt", nc, "a simulation artefact of the server side: every sub-client's "
                       "optimizer moments, the RNG states and the sub-client assignment key; a deployment keeps "
                       "these at the hospitals"))
+    return out
+
+
+def _randomness(cfg: Config) -> list[Output]:
+    """Where each DP mechanism's randomness comes from, and what its guarantee needs of it."""
+    if not (cfg.private or cfg.dp_level != "none"):
+        return []
+    draws = []
+    if cfg.private:
+        draws.append("client-level noise, client sampling and the sub-client assignment key")
+    if cfg.dp_level == "update_local":
+        draws.append("local update DP's noise")
+    if cfg.dp_level == "sample":
+        draws.append("DP-SGD's Poisson batches, augmentation and noise")
+    seeded = ("local training's batch order and augmentation come from --seed" +
+              (" even under --secure_rng" if cfg.secure_rng else ""))
+    out = [Output("local training randomness", "covered",
+                  f"{seeded}; each sub-client's whole update is clipped (client-level or local update DP) whatever "
+                  "that randomness is, so it need not be secret" +
+                  ("; DP-SGD's own randomness is listed separately" if cfg.dp_level == "sample" else ""))]
+    if cfg.secure_rng:
+        out.append(Output("randomness", "covered", f"{', '.join(draws)} come from the OS (--secure_rng)"))
+    else:
+        out.append(Output("randomness", "not covered", f"{', '.join(draws)} come from --seed (reproducible, "
+                          "predictable); --secure_rng draws them from the OS"))
     return out
 
 

@@ -14,6 +14,7 @@ import torch
 from federated.config import Config, ConfigError
 from federated.errors import Diverged, Interrupted, RunError
 from federated.evaluate import MEAN, eval_set, evaluate
+from federated.journal import JOURNAL, ReleaseJournal
 from federated.loop import CHECKPOINT_VERSION, RunState, initial_state, train
 from federated.setup import build_federation
 from privacy.accountants import ACCOUNTANTS
@@ -126,7 +127,7 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
     if folder.exists() and not last.exists():
         print(f"note: {folder} holds no checkpoint (a run that stopped before its first round ended); "
               "starting it afresh", flush=True)
-        shutil.rmtree(folder)
+        clear_uncheckpointed(folder)
         return folder, None
     if cfg.resume:
         if not last.exists():
@@ -163,7 +164,7 @@ def run_training(cfg: Config) -> dict:
     except BaseException as err:
         saved = _saved_rounds(folder)
         if not (folder / "last.pt").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            clear_uncheckpointed(folder)
         kept = ("nothing was kept (no round had been checkpointed)" if saved is None else
                 f"rounds 0-{saved - 1} are kept in {folder}")
         if isinstance(err, KeyboardInterrupt):
@@ -175,6 +176,17 @@ def run_training(cfg: Config) -> dict:
             hint = " and rerun with --resume" if saved is not None else " and rerun"
             raise RunError(f"{err.strerror}; {kept}; free space or fix the permissions{hint}") from None
         raise
+
+
+def clear_uncheckpointed(folder: Path) -> None:
+    """Remove a run folder that holds no checkpoint, except its release journal: what a
+    --secure_rng attempt released stays charged to the run that starts afresh there."""
+    if not (folder / JOURNAL).exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in folder.iterdir():
+        if path.name != JOURNAL:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _saved_rounds(folder: Path) -> int | None:
@@ -195,8 +207,11 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     mode = "strict" if cfg.strict_dp else "faithful (paper's code)"
     print(format_report(build_report(mode=mode, accounts=fed.ledger.report(accountants=()), outputs=fed.outputs)),
           flush=True)
+    # Under --secure_rng a repeated round draws new noise: both releases are charged.
+    journal = ReleaseJournal(folder) if cfg.secure_rng or (folder / JOURNAL).exists() else None
     if checkpoint is None:
         state = initial_state(fed)
+        _charge_journaled(journal, 0, fed)
         recorder = RunRecorder(folder, outputs=fed.outputs)
     else:
         state = RunState.from_state_dict(checkpoint["state"], fed.device)
@@ -209,10 +224,11 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
         if fed.client_dp is not None:
             fed.client_dp.load_state_dict(checkpoint["client_dp"])
         fed.ledger.load_state_dict(checkpoint["ledger"])
+        _charge_journaled(journal, state.journal_length, fed)
         recorder = RunRecorder(folder, resume_round=state.next_round - 1, outputs=fed.outputs)
     recorder.write_config(cfg.to_dict())
     try:
-        summary = train(fed, recorder, state, started=started)
+        summary = train(fed, recorder, state, started=started, journal=journal)
     finally:
         recorder.close()
     summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs)
@@ -238,6 +254,13 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)
     return summary
+
+
+def _charge_journaled(journal: ReleaseJournal | None, length: int, fed) -> None:
+    """Charge the rounds an earlier attempt released after the checkpoint resumed from."""
+    if journal is not None and (repeated := journal.charge_after(length, fed.ledger)):
+        print(f"note: {repeated} round(s) were released after the last checkpoint before the run stopped; "
+              "repeating them draws new noise (--secure_rng), so both releases are charged", flush=True)
 
 
 def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:

@@ -13,11 +13,13 @@ from federated.config import AUTO_MODEL, Config, ConfigError
 from federated.engine import BatchedEngine, LoopEngine, build_engine, default_engine
 from federated.local import LocalTrainer
 from federated.pipeline import ReleasePipeline
-from federated.privacy_setup import build_client_dp, build_local_update_dp, build_sample_dp, declared_outputs
+from federated.privacy_setup import (build_client_dp, build_local_update_dp, build_sample_dp, declared_outputs,
+                                     planned_shapes)
 from federated.server import build_server
 from federated.subclients import allocate_subclients, record_keys, split_hospitals
 from federated.task import Task, make_task
 from nets import build_model
+from privacy.intermediary import max_subclients
 from privacy.ledger import PrivacyLedger
 from privacy.report import Output
 from utils.seeding import make_generator, split_secret, stream_seed
@@ -38,6 +40,7 @@ class Federation:
     device: torch.device
     secret: bytes                  # key of the sub-client assignment hash
     record_keys: list[np.ndarray]  # per hospital: the keyed hash of each training record
+    subclient_cap: int             # the largest v the adaptive rule may choose (--max_vn, or from sizes)
 
     @property
     def server(self):
@@ -75,10 +78,16 @@ def check_subclients(cfg: Config, data: FederatedData) -> list[int]:
     return counts
 
 
+def subclient_cap(cfg: Config, data: FederatedData) -> int:
+    """--max_vn, or the largest v that leaves every sub-client at least one full batch."""
+    return cfg.max_vn or max_subclients([len(h.train) for h in data.hospitals], cfg.batch)
+
+
 def build_federation(cfg: Config) -> Federation:
     device = select_device(cfg.gpu)
     data = build_federated_data(cfg, make_generator(cfg.seed, "data"))
     counts = check_subclients(cfg, data)
+    cap = subclient_cap(cfg, data)
     secret = split_secret(cfg.seed, secure=cfg.secure_rng)
     keys = [record_keys(h.train, secret) for h in data.hospitals]
     sizes = [[len(idx) for idx in per_h] for per_h in split_hospitals(keys, counts)]
@@ -98,12 +107,13 @@ def build_federation(cfg: Config) -> Federation:
     engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)
     client_dp = None
     if cfg.private:
-        client_dp = build_client_dp(cfg, ledger, counts)
-        if not client_dp.within_budget(max(counts)):
+        client_dp = build_client_dp(cfg, ledger, planned_shapes(cfg, [len(h.train) for h in data.hospitals], counts,
+                                                               cap))
+        if not client_dp.within_budget(counts):
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
     pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp)
     return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
-                      ledger, declared_outputs(cfg), device, secret, keys)
+                      ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap)
 

@@ -76,8 +76,10 @@ def paper_split(n: int, parts: int, gen: torch.Generator) -> list[torch.Tensor]:
         [torch.zeros(0, dtype=torch.long) for _ in range(parts)]
 
 
-def split_generator(secret: bytes, first_round: int) -> torch.Generator:
-    """The generator of a paper split used from `first_round` on: keyed by the run's secret
-    (from the OS under --secure_rng), so the draw is as secret as the hash's key."""
-    digest = hashlib.blake2b(first_round.to_bytes(8, "little"), key=secret[:64], digest_size=8).digest()
+def split_generator(secret: bytes, first_round: int, hospital: int) -> torch.Generator:
+    """The generator of one hospital's paper split used from `first_round` on: keyed by the
+    run's secret (from the OS under --secure_rng), so the draw is as secret as the hash's
+    key, and by the hospital's key, so no hospital's draw depends on another's size."""
+    message = first_round.to_bytes(8, "little") + hospital.to_bytes(8, "little")
+    digest = hashlib.blake2b(message, key=secret[:64], digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)

@@ -1,13 +1,28 @@
 """Epsilon of a history of Gaussian releases, with the libraries' own math.
 
-A history is a list of (noise_multiplier, sample_rate) entries, one per release, where the
-multiplier is the noise std divided by the distance between the outputs on two
-neighbouring datasets (privacy/events.py computes it for each protected unit). Two
-neighbouring relations are used:
+A history is a list of releases, one per round (`Release`): the noise multiplier (the
+noise std divided by the distance between the outputs on two neighbouring datasets;
+privacy/events.py computes it for each protected unit), the probability that the release
+involves the unit, and how that probability arises (its kind):
+
+- "sampled": the unit is what the sampling draws (a hospital, or a sub-client that is its
+  hospital's only one): accounted with the account's sampling scheme, which hides whether
+  the unit took part.
+- "revealed": the unit takes part with probability q together with companions that are in
+  both neighbouring datasets (the other sub-clients of its hospital), so an observer can
+  tell whether it took part. The neighbouring pair is then (1-q) x + q N(1/z) against
+  (1-q) x + q N(0) with x an outcome the same for both: a Gaussian released with
+  probability q, visibly. Its PLD is the Gaussian's mixed with the identity's
+  (dp-accounting's `compute_mixture`, exact), its RDP (1/(a-1)) log(1 - q + q e^((a-1) r_a))
+  with r_a the Gaussian's RDP at order a (the Renyi integral split over the two branches),
+  and PRV has no analysis of it.
+
+Two neighbouring relations are used:
 
 - "add_remove": the unit is present or absent (a hospital or sub-client joins or leaves).
-- "replace": the unit stays and its data changes (a patient inside a sub-client; any unit
-  under fixed-size sampling, where the population size is public).
+- "replace": the unit stays and its contribution changes within its clipping ball (a
+  patient's sub-client or hospital; any unit under fixed-size sampling, where the
+  population size is public).
 
 Sampling is accounted as what it is: "all" (q = 1), "poisson" (each hospital independently
 with probability q) or "fixed" (m of n hospitals without replacement). Where a library has
@@ -20,6 +35,7 @@ amplification (q = 1), a valid upper bound, and `approximation_note` says so:
 | poisson  | add_remove | Poisson-sampled Gaussian   | Poisson-sampled Gaussian      | Poisson        |
 | poisson  | replace    | no amplification           | Poisson-sampled, REPLACE_ONE  | no amplif.     |
 | fixed    | replace    | sampled w/o replacement    | no amplification              | no amplif.     |
+| revealed | either     | closed form (above)        | mixture with the identity     | no amplif.     |
 
 dp-accounting's PLD reads a REPLACE_ONE Gaussian's multiplier as std / (per-element bound),
 half the neighbouring distance, while its RDP reads it as std / distance; `_pld_event`
@@ -44,10 +60,11 @@ import functools
 import math
 from dataclasses import dataclass
 from itertools import groupby
+from typing import NamedTuple
 
 import dp_accounting
 import numpy as np
-from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.pld import pld_privacy_accountant, privacy_loss_distribution
 from dp_accounting.rdp import rdp_privacy_accountant
 
 ACCOUNTANTS = ("rdp", "prv", "pld")
@@ -70,7 +87,17 @@ PRV_EPS_ERROR = 0.01  # Opacus's default
 # i.e. at +-10 standard deviations: 20 / z nats of loss at multiplier z.
 _PLD_LOSS_SPAN = 20.0
 
-History = list[tuple[float, float]]
+KINDS = ("sampled", "revealed")
+
+
+class Release(NamedTuple):
+    """One Gaussian release as an account sees it (see the module docstring for `kind`)."""
+    multiplier: float   # noise std / neighbouring distance
+    rate: float         # probability that the release involves the unit
+    kind: str = "sampled"
+
+
+History = list[Release]  # (multiplier, rate) pairs are read as "sampled" releases
 
 
 @dataclass(frozen=True)
@@ -103,16 +130,57 @@ def approximation_note(sampling: Sampling, relation: str, accountant: str) -> st
            "(an upper bound)"
 
 
-def _compress(history: History) -> list[tuple[float, float, int]]:
-    """Runs of equal consecutive releases -> (noise_multiplier, sample_rate, count)."""
-    return [(z, q, len(list(run))) for (z, q), run in groupby(history)]
+def revealed_note(accountant: str) -> str:
+    """What a history with "revealed" releases is charged, for the report."""
+    if accountant == "prv":
+        return ("prv: no analysis of a unit sampled together with its hospital's other sub-clients; those rounds "
+                "are accounted without subsampling amplification (an upper bound)")
+    return (f"{accountant}: the unit is sampled together with its hospital's other sub-clients, which show whether "
+            "it took part: those rounds are charged as a Gaussian released with probability q that an observer "
+            "can tell apart from no release (no amplification by hidden sampling)")
+
+
+def history_notes(history: History, *, sampling: Sampling, relation: str, accountant: str) -> list[str]:
+    """Why `accountant` reads part of `history` other than as the account's sampling says."""
+    releases = [Release(*r) for r in history]
+    notes = []
+    if any(r.kind == "sampled" and r.rate < 1 for r in releases) or not releases:
+        notes += [n for n in [approximation_note(sampling, relation, accountant)] if n]
+    if any(r.kind == "revealed" and r.rate < 1 for r in releases):
+        notes.append(revealed_note(accountant))
+    return notes
+
+
+def _analysed(history: History, sampling: Sampling, relation: str, accountant: str) -> list[Release]:
+    """The releases as `accountant` reads them: each that it cannot amplify as a plain
+    Gaussian (rate 1), an upper bound."""
+    out = []
+    for r in (Release(*e) for e in history):
+        if r.kind not in KINDS:
+            raise ValueError(f"unknown release kind {r.kind!r}; choose one of {KINDS}")
+        plain = r.rate >= 1 or (accountant == "prv" if r.kind == "revealed" else
+                                not amplified(sampling, relation, accountant))
+        out.append(Release(float(r.multiplier), 1.0) if plain else Release(float(r.multiplier), float(r.rate), r.kind))
+    return out
+
+
+def _all_plain(history: list[Release]) -> bool:
+    return all(r.rate >= 1 for r in history)
+
+
+def _compress(history: list[Release]) -> list[tuple[float, float, str, int]]:
+    """Runs of equal consecutive releases -> (noise_multiplier, sample_rate, kind, count)."""
+    return [(z, q, kind, len(list(run))) for (z, q, kind), run in groupby(Release(*r) for r in history)]
 
 
 def dp_event(history: History, *, sampling: Sampling, relation: str) -> dp_accounting.DpEvent:
     """The composition of `history` as a dp-accounting event, in RDP's reading of the
-    multiplier (std / neighbouring distance)."""
+    multiplier (std / neighbouring distance). dp-accounting has no event for a "revealed"
+    release (its RDP is computed in `_rdp_curve`)."""
     events = []
-    for z, q, n in _compress(history):
+    for z, q, kind, n in _compress(history):
+        if kind != "sampled" and q < 1:
+            raise ValueError(f"dp-accounting has no event for a {kind!r} release")
         event = dp_accounting.GaussianDpEvent(z)
         if q < 1 and sampling.kind == "poisson":
             event = dp_accounting.PoissonSampledDpEvent(q, event)
@@ -131,23 +199,26 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
         raise ValueError(f"unknown neighbouring relation {relation!r}; choose one of {RELATIONS}")
     if not history:
         return 0.0
-    if any(z <= 0 or math.isinf(1 / z) for z, _ in history):
+    if any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
         return math.inf  # a release without noise (or without a sensitivity bound) has no finite guarantee
-    if not amplified(sampling, relation, accountant):
-        history = [(z, 1.0) for z, _ in history]
+    history = _analysed(history, sampling, relation, accountant)
+    if _all_plain(history):
         sampling, relation = EVERY_ROUND, "add_remove"  # plain Gaussians: the distance is all that matters
     if accountant == "rdp":
         return _rdp_epsilon(history, delta, sampling, relation)
     if _rdp_bound(history, delta, sampling, relation) > NUMERIC_LIMIT:
         return math.inf  # not computed (limit_note says why); RDP's bound is finite
-    history = _folded(history, sampling)
+    history = _folded(history)
     if accountant == "prv":
         acc = _prv_accountant(history)
         with np.errstate(divide="ignore"):  # Opacus takes log(1 - q) = log(0) at q = 1, harmlessly
             eps = acc.get_epsilon(delta, eps_error=_prv_eps_error(acc, delta))
         return float(eps)
+    if any(r.kind == "revealed" for r in history):
+        interval = _pld_interval(history, relation, composed=True)
+        return float(_pld_of(history, relation, interval).get_epsilon_for_delta(delta))
     acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=_NEIGHBOURS[relation],
-                                               value_discretization_interval=_pld_interval(history, relation, sampling))
+                                               value_discretization_interval=_pld_interval(history, relation))
     acc.compose(_pld_event(history, relation))
     return float(acc.get_epsilon(delta))
 
@@ -157,18 +228,19 @@ def limit_note(history: History, *, delta: float, accountant: str, sampling: Sam
     """Why `accountant` gives no finite epsilon or a looser one than usual, or None."""
     if not history or accountant == "rdp":
         return None
-    if any(z <= 0 or math.isinf(1 / z) for z, _ in history):
+    if any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
         return None  # no noise: infinite under every accountant, said by the outputs' coverage
-    if not amplified(sampling, relation, accountant):
-        history = [(z, 1.0) for z, _ in history]
+    history = _analysed(history, sampling, relation, accountant)
+    if _all_plain(history):
         sampling, relation = EVERY_ROUND, "add_remove"
     rdp = _rdp_bound(history, delta, sampling, relation)
     if rdp > NUMERIC_LIMIT:
         return (f"{accountant}: not computed (reported as inf): RDP already bounds epsilon by {rdp:.4g} > "
                 f"{NUMERIC_LIMIT:g}, where PRV's grid overflows floating point and PLD's outgrows memory")
-    history = _folded(history, sampling)
-    if accountant == "pld" and sampling.kind != "all" and \
-            (step := _pld_interval(history, relation, sampling)) > PLD_DISCRETIZATION:
+    history = _folded(history)
+    composed = any(r.kind == "revealed" for r in history)
+    if accountant == "pld" and not _all_plain(history) and \
+            (step := _pld_interval(history, relation, composed=composed)) > PLD_DISCRETIZATION:
         return f"pld: grid step coarsened to {step:.3g} (noise this small spans a wide loss range); an upper bound"
     if accountant == "prv":
         acc = _prv_accountant(history)
@@ -177,42 +249,75 @@ def limit_note(history: History, *, delta: float, accountant: str, sampling: Sam
     return None
 
 
-def _folded(history: History, sampling: Sampling) -> History:
-    """Unamplified releases as the one Gaussian they compose into; others unchanged."""
-    if sampling.kind != "all":
+def _folded(history: list[Release]) -> list[Release]:
+    """The plain (unamplified) releases as the one Gaussian they compose into, then the others."""
+    plain = [r.multiplier for r in history if r.rate >= 1]
+    if not plain:
         return history
-    return [(math.fsum(z ** -2 for z, _ in history) ** -0.5, 1.0)]
+    return [Release(math.fsum(z ** -2 for z in plain) ** -0.5, 1.0)] + [r for r in history if r.rate < 1]
 
 
-def _rdp_epsilon(history: History, delta: float, sampling: Sampling, relation: str) -> float:
+def _rdp_epsilon(history: list[Release], delta: float, sampling: Sampling, relation: str) -> float:
     # RDP adds up over releases: sum each distinct release's curve (cached) times its count.
-    total = sum(n * _rdp_curve(z, q, sampling, relation) for z, q, n in _compress(history))
+    total = sum(n * _rdp_curve(z, q, kind, sampling, relation) for z, q, kind, n in _compress(history))
     eps, _ = rdp_privacy_accountant.compute_epsilon(_rdp_orders(), total, delta)
     return float(eps)
 
 
 def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str) -> float:
-    """RDP's epsilon, without amplification where RDP has no analysis of the pair (an upper bound)."""
-    if not amplified(sampling, relation, "rdp"):
-        history = [(z, 1.0) for z, _ in history]
+    """RDP's epsilon of the releases as another accountant reads them, without amplification
+    where RDP has no analysis of the pair (an upper bound)."""
+    history = _analysed(history, sampling, relation, "rdp")
+    if _all_plain(history):
         sampling, relation = EVERY_ROUND, "add_remove"
     return _rdp_epsilon(history, delta, sampling, relation)
 
 
-def _pld_interval(history: History, relation: str, sampling: Sampling) -> float:
+def _pld_relation(release: Release, relation: str, *, composed: bool) -> str:
+    """The relation under which PLD reads `release`: the account's in its PLD accountant,
+    where every event shares it; in a composition of PLDs (`_pld_of`) a plain or revealed
+    Gaussian is read as the pair N(0) against N(1/z)."""
+    return relation if not composed or (release.kind == "sampled" and release.rate < 1) else "add_remove"
+
+
+def _pld_interval(history: list[Release], relation: str, *, composed: bool = False) -> float:
     """PLD's grid step: the default, or coarser where the widest release's loss span
-    would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian)."""
-    factor = 2.0 if relation == "replace" else 1.0
-    widest = max(_PLD_LOSS_SPAN / (z * factor) for z, _ in history)
-    return max(PLD_DISCRETIZATION, widest / (PLD_ONE_RELEASE_POINTS if sampling.kind == "all" else PLD_MAX_POINTS))
+    would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian).
+    PLD reads a REPLACE_ONE multiplier per element, half the distance: twice std / distance."""
+    widest = max(_PLD_LOSS_SPAN / (r.multiplier * (2.0 if _pld_relation(r, relation, composed=composed) == "replace"
+                                                   else 1.0)) for r in history)
+    one = len(history) == 1 and history[0].rate >= 1
+    return max(PLD_DISCRETIZATION, widest / (PLD_ONE_RELEASE_POINTS if one else PLD_MAX_POINTS))
 
 
-def _prv_accountant(history: History):
+def _pld_of(history: list[Release], relation: str, interval: float):
+    """The PLD of a history with "revealed" releases, composed from dp-accounting's PLDs:
+    a revealed release is the Gaussian's PLD mixed with the identity's (no loss) with
+    weights q and 1 - q; the others are what its PLD accountant builds for them."""
+    plds = []
+    for z, q, kind, n in _compress(history):
+        if kind == "revealed":
+            gaussian = privacy_loss_distribution.from_gaussian_mechanism(
+                standard_deviation=z, value_discretization_interval=interval)
+            one = gaussian.compute_mixture(privacy_loss_distribution.identity(interval), q)
+        else:
+            read = _pld_relation(Release(z, q, kind), relation, composed=True)
+            one = privacy_loss_distribution.from_gaussian_mechanism(
+                standard_deviation=z * (2.0 if read == "replace" else 1.0), value_discretization_interval=interval,
+                sampling_prob=min(q, 1.0), neighboring_relation=_NEIGHBOURS[read])
+        plds.append(one.self_compose(n) if n > 1 else one)
+    total = plds[0]
+    for pld in plds[1:]:
+        total = total.compose(pld)
+    return total
+
+
+def _prv_accountant(history: list[Release]):
     # Opacus (~2 s to import) loads when PRV is first asked for, not with every run.
     from opacus.accountants import PRVAccountant
 
     acc = PRVAccountant()
-    acc.history = _compress(history)
+    acc.history = [(z, q, n) for z, q, _, n in _compress(history)]
     return acc
 
 
@@ -228,11 +333,17 @@ def _prv_eps_error(acc, delta: float) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def _rdp_curve(z: float, q: float, sampling: Sampling, relation: str) -> np.ndarray:
+def _rdp_curve(z: float, q: float, kind: str, sampling: Sampling, relation: str) -> np.ndarray:
     """RDP at every order of one release (dp-accounting's math), cached: a run repeats a
-    few distinct releases many times, and sampling without replacement costs ~0.3 s each."""
+    few distinct releases many times, and sampling without replacement costs ~0.3 s each.
+    A "revealed" release: with probability q the Gaussian, otherwise an outcome the same on
+    both datasets, so E_P[(dQ/dP)^a] = (1 - q) + q e^((a-1) r_a), r_a the Gaussian's RDP."""
+    if kind == "revealed" and q < 1:
+        orders = _rdp_orders()
+        gaussian = _rdp_curve(z, 1.0, "sampled", EVERY_ROUND, "add_remove")
+        return np.logaddexp(math.log1p(-q), math.log(q) + (orders - 1) * gaussian) / (orders - 1)
     acc = rdp_privacy_accountant.RdpAccountant(neighboring_relation=_NEIGHBOURS[relation])
-    acc.compose(dp_event([(z, q)], sampling=sampling, relation=relation))
+    acc.compose(dp_event([Release(z, q)], sampling=sampling, relation=relation))
     return np.asarray(acc.rdp, dtype=float)
 
 
@@ -245,7 +356,7 @@ def _pld_event(history: History, relation: str) -> dp_accounting.DpEvent:
     # PLD's REPLACE_ONE Gaussian moves from -s to +s: its multiplier is std / s = 2 * (std / distance).
     factor = 2.0 if relation == "replace" else 1.0
     events = []
-    for z, q, n in _compress(history):
+    for z, q, _, n in _compress(history):
         event = dp_accounting.GaussianDpEvent(z * factor)
         if q < 1:
             event = dp_accounting.PoissonSampledDpEvent(q, event)

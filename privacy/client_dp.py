@@ -3,8 +3,9 @@
 Client side, each sub-client clips its update (`client_message`); server side, `combine`
 sums the messages with public weights and `finalize` adds Gaussian noise whose std is
 fixed by public quantities only (z, C and the largest weight any sub-client can have),
-never by who was sampled. Every round declares its releases (privacy/events.py) and charges
-them to the ledger for all three units, sampled-out rounds included.
+never by who was sampled. The noise is released every round, also when the sampling drew
+nobody (an empty round would otherwise be visible). Every round declares its releases
+(privacy/events.py) and charges them to the ledger for all three units.
 
 Under --strict_dp the intermediary rule's statistic (the sum of clipped norms) and the
 adaptive clip bound's count are released with their own noise on the same sample; they
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from privacy.accountants import Sampling
+from privacy.accountants import Release, Sampling
 from privacy.clipping import FixedClip
-from privacy.events import (ADJACENCY, PAPER_SPLIT_PATIENT, UNITS, GaussianRelease, count_release,
-                            norm_sum_release, relation, round_multipliers, update_release)
+from privacy.events import UNITS, GaussianRelease, RoundShape, adjacency, combined_multiplier, relation, releases, \
+    rule_for
 from privacy.ledger import PrivacyLedger
 from privacy.mechanism import clip, gaussian_noise, update_norms
 
@@ -28,8 +29,9 @@ from privacy.mechanism import clip, gaussian_noise, update_norms
 @dataclass
 class RoundPlan:
     """The public facts of one round that the release depends on."""
-    max_weight: float         # the largest aggregation weight any sub-client can have (sets the noise std)
+    max_weight: float             # the largest aggregation weight any sub-client can have (sets the noise std)
     noise_gen: torch.Generator
+    expected_participants: float  # q times the planned sub-clients: the fixed denominator of released fractions
 
 
 @dataclass
@@ -38,28 +40,33 @@ class ReleaseResult:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def round_releases(*, z: float, sampling: Sampling, subclients: int, clipped: bool = True,
-                   norm_sum_noise: float | None = None, count_noise: float | None = None,
-                   patient_subclients: int = 1) -> list[GaussianRelease]:
+def round_releases(*, z: float, shape: RoundShape, sampling: Sampling, clipped: bool = True,
+                   norm_sum_noise: float | None = None, count_noise: float | None = None) -> list[GaussianRelease]:
     """The Gaussians one round releases, in units of the clip bound (C = 1; only the ratio
     of std to sensitivity matters): the update, and with --strict_dp the norm sum and,
-    with --adaclip, the clip count. `patient_subclients`: sub-clients one patient can
-    change (v under --subclient_split paper)."""
-    releases = [update_release(std=z, subclients=subclients, sampling=sampling, clipped=clipped,
-                               patient_subclients=patient_subclients)]
-    if norm_sum_noise is not None:
-        releases.append(norm_sum_release(std=norm_sum_noise, subclients=subclients,
-                                         patient_subclients=patient_subclients))
-    if count_noise is not None:
-        releases.append(count_release(std=count_noise, subclients=subclients, patient_subclients=patient_subclients))
-    return releases
+    with --adaclip, the clip count; each unit's sensitivity from privacy/events.py's RULES."""
+    return releases(shape=shape, sampling=sampling, update_std=z, clipped=clipped, norm_sum_std=norm_sum_noise,
+                    count_std=count_noise)
+
+
+def round_charges(*, z: float, shape: RoundShape, sampling: Sampling, clipped: bool = True,
+                  norm_sum_noise: float | None = None, count_noise: float | None = None) -> dict[str, Release]:
+    """What one round costs each unit: the multiplier its releases compose into, and how
+    (and how likely) the unit takes part."""
+    composed = round_releases(z=z, shape=shape, sampling=sampling, clipped=clipped, norm_sum_noise=norm_sum_noise,
+                              count_noise=count_noise)
+    out = {}
+    for unit in UNITS:
+        rule = rule_for(unit, shape, sampling)
+        out[unit] = Release(combined_multiplier(composed, unit), rule.rate[1](shape, sampling), rule.kind)
+    return out
 
 
 class ClientLevelDP:
     def __init__(self, *, noise_multiplier: float, clip_policy: FixedClip, noise_scale_when_unclipped: float,
                  ledger: PrivacyLedger, sampling: Sampling, delta: float, secure: bool, strict: bool,
                  norm_sum_noise: float, budget: float | None = None, budget_unit: str = "subclient",
-                 accountant: str = "rdp", random_split: bool = False):
+                 accountant: str = "rdp", split: str = "hash", balanced: bool = False):
         self.z = noise_multiplier
         self.clip_policy = clip_policy
         self.unclipped_scale = noise_scale_when_unclipped  # --noclip: the paper scales noise by --S
@@ -67,34 +74,39 @@ class ClientLevelDP:
         self.secure, self.strict = secure, strict
         self.norm_sum_noise = norm_sum_noise
         self.budget, self.budget_unit, self.accountant = budget, budget_unit, accountant
-        self.random_split = random_split  # --subclient_split paper: a patient can move all v sub-clients
-        adjacency = {**ADJACENCY, "patient": PAPER_SPLIT_PATIENT} if random_split else ADJACENCY
+        self.split, self.balanced = split, balanced  # how records form sub-clients (privacy/events.py)
         for unit in UNITS:
-            ledger.open(f"client/{unit}", level="client", unit=unit, adjacency=adjacency[unit],
+            ledger.open(f"client/{unit}", level="client", unit=unit,
+                        adjacency=adjacency(unit, split=split, balanced=balanced),
                         relation=relation(unit, sampling), sampling=sampling, delta=delta)
 
     # --- declared releases -------------------------------------------------------------
-    def planned_releases(self, subclients: int) -> list[GaussianRelease]:
+    def shape(self, counts: list[int]) -> RoundShape:
+        """The round's public shape: each hospital's sub-client count and how records are split."""
+        return RoundShape(tuple(counts), self.split, self.balanced)
+
+    def planned_releases(self, counts: list[int]) -> list[GaussianRelease]:
+        return round_releases(z=self.z, shape=self.shape(counts), sampling=self.sampling, **self._extras())
+
+    def round_charges(self, counts: list[int]) -> dict[str, Release]:
+        return round_charges(z=self.z, shape=self.shape(counts), sampling=self.sampling, **self._extras())
+
+    def _extras(self) -> dict:
         count_noise = getattr(self.clip_policy, "count_noise", None) if self.strict else None
-        return round_releases(z=self.z, sampling=self.sampling, subclients=subclients,
-                              clipped=not math.isinf(self.clip_policy.bound),
-                              norm_sum_noise=self.norm_sum_noise if self.strict else None, count_noise=count_noise,
-                              patient_subclients=subclients if self.random_split else 1)
+        return {"clipped": not math.isinf(self.clip_policy.bound), "count_noise": count_noise,
+                "norm_sum_noise": self.norm_sum_noise if self.strict else None}
 
-    def round_multipliers(self, subclients: int) -> dict[str, float]:
-        return round_multipliers(self.planned_releases(subclients))
+    def charge_round(self, counts: list[int]) -> None:
+        """Charge one round to every unit (`counts`: each hospital's sub-clients this round).
+        Called for every round: the noise is released whoever was sampled."""
+        for unit, release in self.round_charges(counts).items():
+            self.ledger.charge(f"client/{unit}", release.multiplier, rate=release.rate, kind=release.kind)
 
-    def charge_round(self, subclients: int) -> None:
-        """Charge one round to every unit. Called for every round, sampled-out ones too:
-        the accountant's analysis counts every round whether or not anyone was sampled."""
-        for unit, multiplier in self.round_multipliers(subclients).items():
-            self.ledger.charge(f"client/{unit}", multiplier)
-
-    def within_budget(self, subclients: int) -> bool:
+    def within_budget(self, counts: list[int]) -> bool:
         """--dp_mode bounded: would the next round keep the budget unit within --epsilon?"""
         if self.budget is None:
             return True
-        extra = [self.round_multipliers(subclients)[self.budget_unit]]
+        extra = [self.round_charges(counts)[self.budget_unit]]
         return self.ledger.epsilon(f"client/{self.budget_unit}", self.accountant, extra=extra) <= self.budget
 
     # --- the release steps ---------------------------------------------------------------
@@ -139,9 +151,9 @@ class ClientLevelDP:
             stats["norm_sum"] = float(clipped_norms.sum()) + float(noise)
         else:  # the paper's rule reads unprotected norms: declared as not covered
             stats["norm_sum"] = float(norms.sum())
-            stats["clipped_fraction"] = float((norms > bound).float().mean())
+            stats["clipped_fraction"] = float((norms > bound).float().mean()) if len(norms) else 0.0
             stats["clipped_norm_sum"] = float(clipped_norms.sum())
-        self.clip_policy.after_round(norms, plan.noise_gen, secure=self.secure)
+        self.clip_policy.after_round(norms, plan.noise_gen, secure=self.secure, expected=plan.expected_participants)
         return ReleaseResult(update, stats)
 
     def state_dict(self) -> dict:

@@ -7,7 +7,10 @@
 - QuantileClip (--adaclip with --strict_dp): private adaptive clipping, Andrew et al.
   (NeurIPS 2021), Alg. 1: each sub-client reports b_k = 1[||delta_k|| <= C]; the server
   releases sum_k b_k + N(0, sigma_b^2) (a Gaussian release of sensitivity 1, charged to
-  the ledger) and updates C <- C * exp(-eta * (b_bar - gamma)) toward the gamma quantile.
+  the ledger) and updates C <- C * exp(-eta * (b_bar - gamma)) toward the gamma quantile,
+  where b_bar divides the noised count by the expected number of participants (q times the
+  planned sub-clients, as Andrew et al. do under sampling), never by the realised one:
+  the released fraction's scale must not depend on who was sampled.
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ class FixedClip:
     def bound_for(self, norms: torch.Tensor) -> float:
         return self.bound
 
-    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool) -> float | None:
-        """Update the bound for the next round; returns the noise multiplier of any release."""
+    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool,
+                    expected: float) -> float | None:
+        """Update the bound for the next round from this round's norms (`expected`: the
+        public number of participants to divide by); returns the noise multiplier of any release."""
         return None
 
     def state_dict(self) -> dict:
@@ -50,7 +55,10 @@ class MedianClip(FixedClip):
         super().__init__(math.nan)
 
     def bound_for(self, norms: torch.Tensor) -> float:
-        self.bound = min(float(torch.median(norms)), MEDIAN_CAP)
+        if len(norms):
+            self.bound = min(float(torch.median(norms)), MEDIAN_CAP)
+        elif math.isnan(self.bound):  # nobody sampled before any median: the cap (only noise is released)
+            self.bound = MEDIAN_CAP
         return self.bound
 
 
@@ -59,8 +67,9 @@ class QuantileClip(FixedClip):
         super().__init__(initial)
         self.quantile, self.lr, self.count_noise = quantile, lr, count_noise
 
-    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool) -> float | None:
+    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool,
+                    expected: float) -> float | None:
         count = float((norms <= self.bound).sum()) + float(gaussian_noise(1, self.count_noise, gen, secure=secure))
-        fraction = count / len(norms)
+        fraction = count / expected
         self.bound *= math.exp(-self.lr * (fraction - self.quantile))
         return self.count_noise  # sensitivity 1 per sub-client: multiplier = sigma_b

@@ -1,7 +1,8 @@
 """The privacy ledger: one record of every release, for every unit and every level.
 
 An account is one protected unit at one level of DP, with its own history of Gaussian
-releases (noise multiplier, sample rate), sampling scheme, neighbouring relation and delta:
+releases (noise multiplier, sample rate and kind: privacy/accountants.py, `Release`),
+sampling scheme, neighbouring relation and delta:
 
 - client level: "client/hospital", "client/subclient", "client/patient" (privacy/events.py)
 - sample level (DP-SGD inside each hospital): "sample/<hospital>", one record added or removed
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from privacy.accountants import ACCOUNTANTS, Sampling, approximation_note, epsilon, limit_note
+from privacy.accountants import ACCOUNTANTS, Release, Sampling, epsilon, history_notes, limit_note
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Account:
     relation: str     # "add_remove" or "replace"
     sampling: Sampling
     delta: float
-    history: list[tuple[float, float]] = field(default_factory=list)
+    history: list[Release] = field(default_factory=list)
 
 
 class PrivacyLedger:
@@ -39,20 +40,30 @@ class PrivacyLedger:
             raise ValueError(f"privacy account {name!r} is opened twice")
         self.accounts[name] = Account(level, unit, adjacency, relation, sampling, delta)
 
-    def charge(self, name: str, multiplier: float, *, rate: float | None = None, count: int = 1) -> None:
-        """Record `count` releases with noise `multiplier` (std / neighbouring distance)."""
+    def charge(self, name: str, multiplier: float, *, rate: float | None = None, count: int = 1,
+               kind: str = "sampled") -> None:
+        """Record `count` releases with noise `multiplier` (std / neighbouring distance),
+        involving the unit with probability `rate` (the account's sampling rate by default)."""
         account = self.accounts[name]
         q = account.sampling.rate if rate is None else rate
-        account.history.extend([(float(multiplier), float(q))] * count)
+        account.history.extend([Release(float(multiplier), float(q), kind)] * count)
+
+    def mark(self) -> dict[str, int]:
+        """Where every history ends now (for `since`)."""
+        return {name: len(a.history) for name, a in self.accounts.items()}
+
+    def since(self, mark: dict[str, int]) -> list[tuple[str, Release]]:
+        """The releases charged after `mark`, in order."""
+        return [(name, r) for name, a in self.accounts.items() for r in a.history[mark.get(name, 0):]]
 
     def releases(self, name: str) -> int:
         return len(self.accounts[name].history)
 
-    def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[float] | None = None) -> float:
-        """Epsilon spent so far by account `name`; with `extra` multipliers, as if one
-        more release of each were charged."""
+    def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[Release] | None = None) -> float:
+        """Epsilon spent so far by account `name`; with `extra` releases, as if they were
+        charged too."""
         a = self.accounts[name]
-        history = a.history + [(m, a.sampling.rate) for m in extra or []]
+        history = a.history + list(extra or [])
         return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation)
 
     def max_epsilon(self, level: str, unit: str, accountant: str = "rdp") -> float:
@@ -63,7 +74,8 @@ class PrivacyLedger:
         """Every account: unit, adjacency, sampling, releases and epsilon under each accountant."""
         out = {}
         for name, a in self.accounts.items():
-            notes = [n for acc in accountants if (n := approximation_note(a.sampling, a.relation, acc))]
+            notes = [n for acc in accountants
+                     for n in history_notes(a.history, sampling=a.sampling, relation=a.relation, accountant=acc)]
             notes += [n for acc in accountants if (n := limit_note(a.history, delta=a.delta, accountant=acc,
                                                                    sampling=a.sampling, relation=a.relation))]
             out[name] = {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
@@ -73,13 +85,14 @@ class PrivacyLedger:
         return out
 
     def state_dict(self) -> dict:
-        return {name: asdict(a) for name, a in self.accounts.items()}
+        # plain tuples: checkpoints are loaded with weights_only, which admits no custom types
+        return {name: {**asdict(a), "history": [tuple(r) for r in a.history]} for name, a in self.accounts.items()}
 
     def load_state_dict(self, state: dict) -> None:
         saved = {}
         for name, a in state.items():
             saved[name] = Account(a["level"], a["unit"], a["adjacency"], a["relation"], Sampling(**a["sampling"]),
-                                  a["delta"], [tuple(e) for e in a["history"]])
+                                  a["delta"], [Release(*e) for e in a["history"]])
         if set(saved) != set(self.accounts):
             raise ValueError(f"checkpoint ledger has accounts {sorted(saved)}, this run {sorted(self.accounts)}")
         self.accounts = saved

@@ -5,7 +5,9 @@ data; Opacus's DPDataLoader), split it into physical batches (BatchMemoryManager
 compute per-sample gradients (GradSampleModule hooks) or only their norms (ghost
 clipping, `--grad_sample_mode ghost`), clip each to `--max_grad_norm`,
 sum, add N(0, (z C)^2) and divide by the expected batch size (DPOptimizer; Abadi et al.,
-CCS 2016, Alg. 1). Local Adam then steps on the noised gradient.
+CCS 2016, Alg. 1). Local Adam then steps on the noised gradient. The batches, any
+augmentation and the noise come from the sub-client's keyed generator (the seed), or under
+--secure_rng from one seeded by the OS: amplification by sampling needs the batches secret.
 
 Accounting: every hospital has its own account in the shared ledger ("sample/<hospital>")
 with one (z, q) entry per step actually taken. With -N 1 this is plain centralised DP-SGD.
@@ -30,6 +32,9 @@ class SampleDPSettings:
     max_grad_norm: float
     physical_batch: int  # 0: the logical batch is processed in one pass
     grad_sample_mode: str = "hooks"  # or "ghost": Opacus's ghost clipping (no per-sample gradients stored)
+    # --secure_rng: Poisson batches, augmentation and noise from a generator seeded by the OS for
+    # each sub-client and round, and Opacus's secure_mode noise (hardened against float attacks)
+    secure: bool = False
 
 
 class PerSampleLoss(nn.Module):

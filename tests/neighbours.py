@@ -107,6 +107,13 @@ def without_hospital(position: int):
     return lambda data: _with_hospitals(data, [h for i, h in enumerate(data.hospitals) if i != position])
 
 
+def replace_hospital_data(data: FederatedData, hospital: int, donor: int) -> FederatedData:
+    """D' = D with one hospital's training data replaced by another's (its key kept)."""
+    hs = list(data.hospitals)
+    hs[hospital] = _train(hs[hospital], hs[donor].train)
+    return _with_hospitals(data, hs)
+
+
 def train_records(hospital: int, keep: slice):
     """Keep only `keep` of one hospital's training records (to build a federation of given sizes)."""
     def edit(data):

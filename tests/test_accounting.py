@@ -1,22 +1,25 @@
 """The ledger's epsilon for every unit against independent computations: the mu-GDP closed
 form at q = 1, dp-accounting called directly otherwise (property tests over random
-settings), and the noise on the released aggregate by Monte Carlo."""
+settings), the binomial closed form and numerical integration for a unit whose sampling its
+companions reveal, and the noise on the released aggregate by Monte Carlo."""
 import math
 
 import dp_accounting
+import numpy as np
 import pytest
 import torch
 from dp_accounting.rdp import rdp_privacy_accountant
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from scipy.integrate import quad
 from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.stats import binom, norm
 
 from federated import loop
 from federated.config import parse_config
 from federated.pipeline import Participants
 from federated.setup import build_federation
-from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, PRV_EPS_ERROR, History, Sampling, epsilon
+from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, PRV_EPS_ERROR, History, Release, Sampling, epsilon
 from privacy.client_dp import ClientLevelDP
 from privacy.clipping import FixedClip, QuantileClip
 from privacy.ledger import PrivacyLedger
@@ -42,14 +45,29 @@ def numerical_epsilon(ledger, name: str, accountant: str, plain: History) -> flo
     return eps
 
 
-def ledger_after(*, z, schedule, sampling, norm_sum_noise=None, count_noise=None, delta=1e-3):
+def revealed_epsilon(z: float, q: float, rounds: int, delta: float) -> float:
+    """Exact epsilon of `rounds` Gaussians of multiplier z, each released with probability q
+    in a way an observer can tell: the number K of releases is Binomial(rounds, q) and seen,
+    so delta(eps) = E_K[delta of sqrt(K)/z-GDP at eps] (Dong, Roth, Su, Cor. 2.13, per K)."""
+    ks = np.arange(1, rounds + 1)
+    weights = binom.pmf(ks, rounds, q)
+    mus = np.sqrt(ks) / z
+
+    def gap(eps):
+        return float(np.sum(weights * (norm.cdf(-eps / mus + mus / 2) - np.exp(eps + norm.logcdf(-eps / mus - mus / 2)))))\
+            - delta
+    return 0.0 if gap(0.0) <= 0 else brentq(gap, 0.0, 1000.0)
+
+
+def ledger_after(*, z, schedule, sampling, norm_sum_noise=None, count_noise=None, delta=1e-3, hospitals=5):
+    """A ledger charged one round per entry of `schedule` (each hospital's sub-client count)."""
     ledger = PrivacyLedger()
     clip = QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=count_noise) if count_noise else FixedClip(1.0)
     dp = ClientLevelDP(noise_multiplier=z, clip_policy=clip, noise_scale_when_unclipped=1.0, ledger=ledger,
                        sampling=sampling, delta=delta, secure=False, strict=norm_sum_noise is not None,
                        norm_sum_noise=norm_sum_noise or 1.0)
     for v in schedule:
-        dp.charge_round(v)
+        dp.charge_round([v] * hospitals)
     return ledger
 
 
@@ -80,31 +98,90 @@ def test_every_unit_matches_the_gaussian_closed_form_at_q1(z, schedule, s_norm, 
         assert ledger.epsilon(f"client/{unit}", "rdp") >= exact * (1 - 1e-6)  # RDP is an upper bound
 
 
+def poisson_rdp(multiplier: float, q: float, rounds: int) -> float:
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(multiplier)), rounds)
+    return rdp_privacy_accountant.RdpAccountant().compose(event).get_epsilon(1e-3)
+
+
 @settings(max_examples=8, deadline=None)
 @given(z=st.floats(0.7, 3.0), q=st.floats(0.05, 0.9), rounds=st.integers(1, 40), v=st.integers(1, 5),
        s_norm=extras)
 def test_poisson_sampling_matches_dp_accounting(z, q, rounds, v, s_norm):
+    """Hospitals are what Poisson sampling draws: the hospital is a Poisson-sampled Gaussian
+    (dp-accounting directly). A sub-client is one only when it is its hospital's only one;
+    with v >= 2 its hospital-mates show whether it took part (test_revealed_* below)."""
     ledger = ledger_after(z=z, schedule=[v] * rounds, sampling=Sampling("poisson", q, 10, 5), norm_sum_noise=s_norm)
     extra = inverse_square_sum(s_norm)
-    for unit, inv_sq in {"subclient": z ** -2 + extra, "hospital": v * v * (z ** -2 + extra)}.items():
-        event = dp_accounting.SelfComposedDpEvent(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(inv_sq ** -0.5)), rounds)
-        rdp = rdp_privacy_accountant.RdpAccountant().compose(event).get_epsilon(1e-3)
-        assert ledger.epsilon(f"client/{unit}", "rdp") == pytest.approx(rdp, rel=1e-9)
-    # the patient (replace-one): RDP has no amplified analysis, so the unamplified closed form bounds it
+    assert ledger.epsilon("client/hospital", "rdp") == pytest.approx(
+        poisson_rdp((v * v * (z ** -2 + extra)) ** -0.5, q, rounds), rel=1e-9)
+    subclient = ledger.epsilon("client/subclient", "rdp")
+    if v == 1:
+        assert subclient == pytest.approx(poisson_rdp((z ** -2 + extra) ** -0.5, q, rounds), rel=1e-9)
+    else:  # RDP bounds the exact epsilon of the revealed pair from above
+        assert subclient >= revealed_epsilon((z ** -2 + extra) ** -0.5, q, rounds, 1e-3) - 1e-6
+        assert ledger.accounts["client/subclient"].history == [Release(pytest.approx((z ** -2 + extra) ** -0.5), q,
+                                                                       "revealed")] * rounds
+    # the patient with v = 1 (replace-one): RDP has no amplified analysis, so the unamplified form bounds it
     exact = gdp_epsilon(math.sqrt(rounds * (4 * z ** -2 + extra)), 1e-3)
-    assert ledger.epsilon("client/patient", "rdp") >= exact * (1 - 1e-6)
+    if v == 1:
+        assert ledger.epsilon("client/patient", "rdp") >= exact * (1 - 1e-6)
     pld = numerical_epsilon(ledger, "client/patient", "pld", [((4 * z ** -2 + extra) ** -0.5, 1.0)] * rounds)
     assert pld is None or pld <= exact * 1.02 + 0.02
+
+
+@settings(max_examples=10, deadline=None)
+@given(z=st.floats(0.5, 3.0), q=st.floats(0.05, 0.95), rounds=st.integers(1, 60))
+@example(z=1.0, q=0.5, rounds=10)   # the review's sub-client: at least 9.82 spent
+@example(z=1.0, q=0.2, rounds=50)   # and its second setting: at least 16.1
+def test_revealed_releases_match_the_binomial_closed_form(z, q, rounds):
+    """A unit sampled with companions that show whether it took part: PLD (dp-accounting's
+    mixture with the identity) equals the exact binomial mixture of Gaussian DP within its
+    grid and never below it; RDP bounds it from above; PRV (no analysis) charges every round."""
+    history = [Release(z, q, "revealed")] * rounds
+    exact = revealed_epsilon(z, q, rounds, 1e-3)
+    pld = epsilon(history, delta=1e-3, accountant="pld", sampling=Sampling("poisson", q, 4, 2))
+    assert exact - 1e-6 <= pld <= exact * 1.01 + 0.01
+    assert epsilon(history, delta=1e-3, accountant="rdp", sampling=Sampling("poisson", q, 4, 2)) >= exact - 1e-6
+    prv = epsilon(history, delta=1e-3, accountant="prv", sampling=Sampling("poisson", q, 4, 2))
+    assert prv == pytest.approx(epsilon([(z, 1.0)] * rounds, delta=1e-3, accountant="prv", sampling=EVERY_ROUND))
+    sampled = epsilon([(z, q)] * rounds, delta=1e-3, accountant="pld", sampling=Sampling("poisson", q, 4, 2))
+    assert sampled <= pld + 1e-6  # hidden sampling amplifies more than visible sampling
+
+
+@pytest.mark.parametrize("z, q", [(0.6, 0.1), (1.0, 0.5), (2.5, 0.9)])
+def test_revealed_rdp_is_the_renyi_integral(z, q):
+    """The revealed release's RDP curve against the Renyi divergence integrated numerically:
+    D_a = log((1 - q) + q * integral of N(1/z)^a N(0)^(1-a)) / (a - 1)."""
+    from privacy.accountants import _rdp_curve, _rdp_orders
+    curve = _rdp_curve(z, q, "revealed", Sampling("poisson", q, 4, 2), "add_remove")
+    mu = 1 / z
+    for i, order in enumerate(_rdp_orders()):
+        if order * (order - 1) * mu * mu / 2 > 500:  # the integral leaves floating point
+            break
+        integral, _ = quad(lambda x: math.exp(order * norm.logpdf(x, mu) + (1 - order) * norm.logpdf(x)),
+                           -30 + mu * order, 30 + mu * order, limit=200)
+        assert curve[i] == pytest.approx(math.log(1 - q + q * integral) / (order - 1), rel=1e-6, abs=1e-12)
 
 
 @settings(max_examples=5, deadline=None)  # dp-accounting's without-replacement RDP is slow
 @given(z=st.floats(0.7, 3.0), n=st.integers(4, 30), rounds=st.integers(1, 30), v=st.integers(1, 4))
 @example(z=0.7, n=4, rounds=28, v=4)  # the hospital's PLD is past NUMERIC_LIMIT: not computed
+@example(z=1.0, n=4, rounds=15, v=3)  # unamplified for PLD (340) though RDP's amplified bound passes 500
 def test_fixed_size_sampling_matches_dp_accounting(z, n, rounds, v):
+    """Replace-one under sampling without replacement (dp-accounting's RDP) for whatever is
+    sampled: the hospital, and with v = 1 its one sub-client; with v >= 2 a sub-client's
+    mates show whether it took part (probability m/n), checked as a revealed release."""
     m = max(1, n // 3)
-    ledger = ledger_after(z=z, schedule=[v] * rounds, sampling=Sampling("fixed", m / n, n, m))
-    for unit, multiplier in {"subclient": z / 2, "patient": z / 2, "hospital": z / (2 * v)}.items():
+    ledger = ledger_after(z=z, schedule=[v] * rounds, sampling=Sampling("fixed", m / n, n, m), hospitals=n)
+    sampled = {"hospital": z / (2 * v)} if v > 1 else {"subclient": z / 2, "patient": z / 2, "hospital": z / 2}
+    if v > 1:
+        for unit in ("subclient", "patient"):
+            assert ledger.accounts[f"client/{unit}"].history == [Release(pytest.approx(z / 2), m / n, "revealed")] * rounds
+            pld = numerical_epsilon(ledger, f"client/{unit}", "pld", [(z / 2, 1.0)] * rounds)
+            exact = revealed_epsilon(z / 2, m / n, rounds, 1e-3)
+            assert pld is None or exact - 1e-6 <= pld <= exact * 1.01 + 0.01
+    for unit, multiplier in sampled.items():
         event = dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
             n, m, dp_accounting.GaussianDpEvent(multiplier)), rounds)
         expected = rdp_privacy_accountant.RdpAccountant(neighboring_relation=REPLACE).compose(event).get_epsilon(1e-3)
@@ -145,15 +222,16 @@ def test_noise_std_does_not_depend_on_who_was_sampled(path):
     state = loop.initial_state(fed)
     sizes = [[len(i) for i in per_h] for per_h in state.subclient_indices]
     n = len(sizes)
-    sampled_sets = [list(range(n)), [0], [n - 1], list(range(0, n, 2))]
+    sampled_sets = [list(range(n)), [0], [n - 1], list(range(0, n, 2)), []]  # [] also releases its noise
     stds = []
     for hospitals in sampled_sets:
         members = [(h, k) for h in hospitals for k in range(len(sizes[h]))]
         part = Participants(members, [sizes[h][k] for h, k in members], [1] * len(members), sizes,
-                            [torch.Generator().manual_seed(i) for i in range(len(members))])
+                            [torch.Generator().manual_seed(i) for i in range(len(members))],
+                            planned_subclients=cfg.clients * state.v)
         deltas = torch.zeros(len(members), state.params.numel())
         update, stats = fed.pipeline.round(torch.zeros(state.params.numel()), deltas, part, 0,
-                                           torch.Generator().manual_seed(len(members)))
+                                           torch.Generator().manual_seed(len(members) + 100 * len(stds)))
         stds.append(float(update.std()))
         assert stats["noise_std"] == pytest.approx(stds[0], rel=0.05)
     numel = state.params.numel()

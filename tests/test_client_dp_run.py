@@ -98,9 +98,9 @@ def test_batchnorm_running_statistics_are_privatised():
     assert running
     offsets = torch.cumsum(torch.tensor([0] + [t.numel() for t in flat.tensors]), 0)
     cfg = parse_config(["--mode", "dpsgd", "--noise_multiplier", "1.0", "--S", "1.0"])
-    dp = build_client_dp(cfg, PrivacyLedger(), [1])
+    dp = build_client_dp(cfg, PrivacyLedger(), [])  # no --epsilon: nothing to calibrate
     deltas = torch.zeros(5, flat.numel)
-    out = dp.release(deltas, torch.full((5,), 0.2), RoundPlan(0.2, torch.Generator().manual_seed(0)))
+    out = dp.release(deltas, torch.full((5,), 0.2), RoundPlan(0.2, torch.Generator().manual_seed(0), 5))
     for i in running:
         assert out.update[offsets[i]:offsets[i + 1]].abs().sum() > 0  # noised like every other coordinate
 
@@ -112,7 +112,8 @@ def test_batchnorm_running_statistics_are_privatised():
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--strict_dp", "--noclip"], "--strict_dp cannot"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--delta", "1.5"], "--delta must be in (0, 1)"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--dp_mode", "bounded"], "needs both"),
-    (["--mode", "dpsgd", "--epsilon", "3", "--target_unit", "hospital", "--ada_vn"], "needs a fixed -VN"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--max_vn", "3"], "--max_vn caps the v"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--ada_vn", "--max_vn", "-1"], "--max_vn must be"),
 ])
 def test_bad_privacy_flags(argv, expected, capsys):
     with pytest.raises(SystemExit):
@@ -128,7 +129,7 @@ def test_a_round_without_participants_is_still_charged(tiny_args):
     idle = 0
     for r in range(12):
         _, stats = loop.run_round(fed, state, shards, r)
-        idle += not stats
+        idle += stats["norm_sum"] == 0  # nobody sampled: no update norms
     assert idle  # P(no hospital of 3 sampled at q = 0.3) = 0.34 a round; seed 0 has such rounds
     assert fed.ledger.releases("client/subclient") == 12  # whether or not anyone was sampled
 
@@ -141,9 +142,10 @@ def test_strict_mode_reports_nothing_unnoised(tiny_args):
     assert ",clipped_fraction," not in out["metrics"]
     assert s["best_round"] == 3  # the final model, not one picked on unnoised val scores
     not_covered = [item.split(":")[0] for item in s["privacy_report"]["not_covered"]]
-    # what remains: scores of the final model, diagnostics, the seeded randomness and simulation artefacts
-    assert not_covered == ["randomness", "validation scores", "test scores", "hospital sizes", "divergence stop",
-                           "checkpoint last.pt"]
+    # what remains: the rule's cap from hospital sizes (no --max_vn), scores of the final model,
+    # diagnostics, the seeded randomness and simulation artefacts
+    assert not_covered == ["intermediary cap", "randomness", "validation scores", "test scores", "hospital sizes",
+                           "divergence stop", "checkpoint last.pt"]
     # update + norm sum + clip count, every round
     assert s["privacy"]["rounds_charged"] == 4
 
@@ -156,21 +158,21 @@ def test_faithful_mode_lists_the_unnoised_reports(tiny_args):
 
 def test_idle_round_in_strict_mode_charges_every_planned_release(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0"])
-    dp = build_client_dp(cfg, PrivacyLedger(), [2])
-    dp.charge_round(2)
+    dp = build_client_dp(cfg, PrivacyLedger(), [])
+    dp.charge_round([2, 2, 2])
     z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum, count: one Gaussian
-    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0)]
-    assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0)]
+    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "revealed")]
+    assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0, "sampled")]
 
 
 def test_strict_flags_reach_the_mechanism(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0",
                                     "--S", "3", "--clip_quantile", "0.7", "--clip_lr", "0.1",
                                     "--clip_count_noise", "2.5", "--norm_sum_noise", "4.0"])
-    dp = build_client_dp(cfg, PrivacyLedger(), [1])
+    dp = build_client_dp(cfg, PrivacyLedger(), [])
     policy = dp.clip_policy
     assert (policy.bound, policy.quantile, policy.lr, policy.count_noise) == (3.0, 0.7, 0.1, 2.5)
-    assert [r.std / r.sensitivity["subclient"] for r in dp.planned_releases(1)] == [1.0, 4.0, 2.5]
+    assert [r.std / r.sensitivity["subclient"] for r in dp.planned_releases([1, 1, 1])] == [1.0, 4.0, 2.5]
 
 
 def test_probe_round_aggregate_reaches_the_server_optimizers_state_but_not_the_model(tiny_args):

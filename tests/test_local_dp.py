@@ -142,7 +142,8 @@ def test_local_update_dp_reports_both_units(tmp_path):
     (["--dp_level", "sample"], "exactly one of --sample_noise"),
     (["--dp_level", "update_local", "--local_noise", "1", "--local_epsilon", "2"], "exactly one of --local_noise"),
     (["--sample_noise", "1.0"], "--sample_noise needs --dp_level sample"),
-    (["--dp_level", "sample", "--sample_noise", "1", "--secure_rng"], "torchcsprng"),
+    (["--dp_level", "sample", "--sample_noise", "1", "--balance_split"], "--balance_split hands a sub-client"),
+    (["--dp_level", "update_local", "--local_noise", "1", "--balance_split"], "--balance_split hands a sub-client"),
     (["--dp_level", "sample", "--sample_epsilon", "5", "--mode", "dpsgd", "--noise_multiplier", "1", "--ada_vn"],
      "give --sample_noise instead"),
 ])
@@ -214,7 +215,7 @@ def test_sample_charge_skips_subclients_that_took_no_step():
     open_sample_accounts(ledger, ["h0", "h1"], delta=1e-5)
     charge_round(ledger, 1.0, {"h0": [(1.0, 0)], "h1": [(1.0, 0), (0.75, 1), (0.5, 2)]})
     assert ledger.releases("sample/h0") == 0
-    assert ledger.accounts["sample/h1"].history == [(1.0, 0.75)] * 2  # the largest rate, the most steps
+    assert ledger.accounts["sample/h1"].history == [(1.0, 0.75, "sampled")] * 2  # the largest rate, the most steps
     report = ledger.report()["sample/h1"]
     assert report["unit"] == "record" and "record" in report["adjacency"]
 

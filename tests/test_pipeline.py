@@ -55,7 +55,8 @@ def test_evaluation_scores_each_hospital_with_its_own_parameters():
 def _participants(members, sizes):
     from federated.pipeline import Participants
     return Participants(members, [sizes[h][k] for h, k in members], [1] * len(members), sizes,
-                        [torch.Generator().manual_seed(i) for i in range(len(members))])
+                        [torch.Generator().manual_seed(i) for i in range(len(members))],
+                        planned_subclients=sum(len(s) for s in sizes))
 
 
 def test_private_weights_have_fixed_denominators():

@@ -9,8 +9,9 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Sampling, calibrate, epsilon
-from privacy.client_dp import ClientLevelDP, RoundPlan
+from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Release, Sampling, calibrate, epsilon
+from privacy.client_dp import ClientLevelDP, RoundPlan, round_charges
+from privacy.events import RoundShape
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.intermediary import max_subclients, next_subclients, split_factor
 from privacy.ledger import PrivacyLedger
@@ -18,6 +19,16 @@ from privacy.mechanism import clip, gaussian_noise, update_norms
 
 ALL = Sampling("all", 1.0, 20, 20)
 POISSON = Sampling("poisson", 0.25, 20, 5)
+
+
+def _plan(max_weight, gen):
+    """A round's public facts: here every sub-client takes part, so 1 / max_weight of them."""
+    return RoundPlan(max_weight, gen, 1 / max_weight)
+
+
+def _multipliers(*, z, sampling, counts, split="hash", **kw):
+    charges = round_charges(z=z, shape=RoundShape(tuple(counts), split), sampling=sampling, **kw)
+    return {unit: c.multiplier for unit, c in charges.items()}
 
 
 def test_every_clipped_norm_is_at_most_the_bound():
@@ -36,7 +47,7 @@ def test_every_clipped_norm_is_at_most_the_bound():
 def test_noise_on_the_sum_has_std_z_times_c(secure):
     p, z, c = 200_000, 1.3, 2.5
     dp = _dp(FixedClip(c), z=z, secure=secure)
-    agg = dp.finalize(torch.zeros(p), c, RoundPlan(1.0, torch.Generator().manual_seed(1)))
+    agg = dp.finalize(torch.zeros(p), c, _plan(1.0, torch.Generator().manual_seed(1)))
     assert dp.noise_std(c, 1.0) == pytest.approx(z * c)
     # sample std of 200k draws: relative standard error ~ 1/sqrt(2 * 200k) = 0.16%
     assert float(agg.std()) == pytest.approx(z * c, rel=0.01)
@@ -46,7 +57,7 @@ def test_noise_on_the_sum_has_std_z_times_c(secure):
 def test_noise_on_the_plain_mean_is_z_c_over_k():
     k, p = 10, 100_000
     dp = _dp(FixedClip(2.0), z=1.0)
-    agg = dp.finalize(torch.zeros(p), 2.0, RoundPlan(1 / k, torch.Generator().manual_seed(2)))
+    agg = dp.finalize(torch.zeros(p), 2.0, _plan(1 / k, torch.Generator().manual_seed(2)))
     assert float(agg.std()) == pytest.approx(2.0 / k, rel=0.02)
 
 
@@ -139,23 +150,23 @@ def test_strict_mode_charges_its_extra_releases():
     gen = torch.Generator().manual_seed(0)
     dp = _dp(QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=5.0), strict=True)
     deltas = torch.randn(6, 50, generator=gen)
-    out = dp.release(deltas, torch.full((6,), 1 / 6), RoundPlan(1 / 6, gen))
-    dp.charge_round(2)
+    out = dp.release(deltas, torch.full((6,), 1 / 6), _plan(1 / 6, gen))
+    dp.charge_round([2, 2, 2])
     z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum and clip count compose
-    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0)]
-    assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0)]
+    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "revealed")]
+    assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0, "sampled")]
     assert out.stats["norm_sum"] != pytest.approx(float(update_norms(deltas).clamp(max=1.0).sum()), abs=1e-6)
     faithful = _dp(FixedClip(1.0))
-    faithful.charge_round(2)
-    assert faithful.ledger.accounts["client/subclient"].history == [(1.0, 1.0)]
-    assert faithful.ledger.accounts["client/patient"].history == [(0.5, 1.0)]
+    faithful.charge_round([2, 2, 2])
+    assert faithful.ledger.accounts["client/subclient"].history == [(1.0, 1.0, "revealed")]
+    assert faithful.ledger.accounts["client/patient"].history == [(0.5, 1.0, "revealed")]
 
 
 def test_quantile_clip_moves_toward_the_target_quantile():
     policy = QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=1e-6)
     norms = torch.full((100,), 10.0)  # all clipped: fraction under C is 0 -> C grows
     before = policy.bound
-    policy.after_round(norms, torch.Generator().manual_seed(0), secure=False)
+    policy.after_round(norms, torch.Generator().manual_seed(0), secure=False, expected=100)
     assert policy.bound == pytest.approx(before * math.exp(0.2 * 0.5))
 
 
@@ -163,13 +174,13 @@ def test_bounded_mode_refuses_a_round_that_would_exceed_the_budget():
     dp = _dp(FixedClip(1.0), z=1.0, budget=10.0)
     gen = torch.Generator().manual_seed(0)
     rounds = 0
-    while dp.within_budget(1):
-        dp.release(torch.zeros(4, 10), torch.full((4,), 0.25), RoundPlan(0.25, gen))
-        dp.charge_round(1)
+    while dp.within_budget([1]):
+        dp.release(torch.zeros(4, 10), torch.full((4,), 0.25), _plan(0.25, gen))
+        dp.charge_round([1])
         rounds += 1
         assert dp.ledger.epsilon("client/subclient") <= 10.0
     assert rounds > 1
-    assert dp.ledger.epsilon("client/subclient", extra=[1.0]) > 10.0
+    assert dp.ledger.epsilon("client/subclient", extra=[Release(1.0, 1.0)]) > 10.0
 
 
 def test_intermediary_rule_matches_the_paper_formula_and_guards():
@@ -196,15 +207,13 @@ def test_calibration_is_precise_and_names_the_flag_when_unreachable():
 
 
 def test_round_multipliers_per_unit():
-    from privacy.client_dp import round_releases
-    from privacy.events import round_multipliers
-    all_ = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, norm_sum_noise=4.0, count_noise=5.0))
+    all_ = _multipliers(z=2.0, sampling=ALL, counts=[3, 3], norm_sum_noise=4.0, count_noise=5.0)
     assert all_["subclient"] == pytest.approx((2 ** -2 + 4 ** -2 + 5 ** -2) ** -0.5)
     assert all_["patient"] == pytest.approx((4 * 2 ** -2 + 4 ** -2 + 5 ** -2) ** -0.5)
     assert all_["hospital"] == pytest.approx((9 * (2 ** -2 + 4 ** -2 + 5 ** -2)) ** -0.5)
-    fixed = round_multipliers(round_releases(z=2.0, sampling=Sampling("fixed", 0.5, 4, 2), subclients=3))
+    fixed = _multipliers(z=2.0, sampling=Sampling("fixed", 0.5, 4, 2), counts=[3, 3, 3, 3])
     assert fixed == {"subclient": pytest.approx(1.0), "patient": pytest.approx(1.0), "hospital": pytest.approx(1 / 3)}
-    unclipped = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=1, clipped=False))
+    unclipped = _multipliers(z=2.0, sampling=ALL, counts=[1], clipped=False)
     assert set(unclipped.values()) == {0.0}
 
 
@@ -234,13 +243,13 @@ def test_noclip_passes_updates_through_unbounded():
 def test_quantile_clip_counts_norms_at_the_bound_and_uses_the_given_generator():
     norms = torch.full((10,), 2.0)  # every norm exactly at the bound: all unclipped
     a = QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=1e-9)
-    a.after_round(norms, torch.Generator().manual_seed(0), secure=False)
+    a.after_round(norms, torch.Generator().manual_seed(0), secure=False, expected=10)
     assert a.bound == pytest.approx(2.0 * math.exp(-0.2 * 0.5))
     b, c = (QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0) for _ in range(2))
     torch.manual_seed(1)
-    b.after_round(norms, torch.Generator().manual_seed(7), secure=False)
+    b.after_round(norms, torch.Generator().manual_seed(7), secure=False, expected=10)
     torch.manual_seed(2)
-    c.after_round(norms, torch.Generator().manual_seed(7), secure=False)
+    c.after_round(norms, torch.Generator().manual_seed(7), secure=False, expected=10)
     assert b.bound == c.bound
 
 
@@ -256,7 +265,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
     dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
     norm_sums = []
     for i in range(400):
-        out = dp.release(torch.zeros(4, 5), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(i)))
+        out = dp.release(torch.zeros(4, 5), torch.full((4,), 0.25), _plan(0.25, torch.Generator().manual_seed(i)))
         norm_sums.append(out.stats["norm_sum"])
         dp.clip_policy.bound = 2.0
     # std sigma_s * C = 5 * 2 (the clipped norms are all zero here)
@@ -265,7 +274,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
     for seed in (0, 1):
         dp = _dp(QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0), strict=True)
         torch.manual_seed(seed)  # the global generator must play no part
-        out = dp.release(torch.ones(4, 5), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(9)))
+        out = dp.release(torch.ones(4, 5), torch.full((4,), 0.25), _plan(0.25, torch.Generator().manual_seed(9)))
         runs.append((out.stats["norm_sum"], dp.clip_policy.bound))
     assert runs[0] == runs[1]
 
@@ -273,7 +282,7 @@ def test_strict_side_releases_have_their_noise_scale_and_own_generator():
 def test_faithful_stats_count_norms_at_the_bound_as_unclipped():
     dp = _dp(FixedClip(1.0))
     deltas = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # norms 1 (at the bound) and 3
-    out = dp.release(deltas, torch.full((2,), 0.5), RoundPlan(0.5, torch.Generator().manual_seed(0)))
+    out = dp.release(deltas, torch.full((2,), 0.5), _plan(0.5, torch.Generator().manual_seed(0)))
     assert out.stats["clipped_fraction"] == 0.5 and out.stats["clipped_norm_sum"] == pytest.approx(2.0)
 
 
@@ -285,8 +294,8 @@ def test_unclipped_noise_is_scaled_by_S_and_budget_uses_the_chosen_accountant():
     for accountant in ("rdp", "pld"):
         dp = _dp(FixedClip(1.0), z=1.0, budget=32.5, accountant=accountant)
         for _ in range(29):
-            dp.charge_round(1)
-        verdicts[accountant] = dp.within_budget(1)
+            dp.charge_round([1])
+        verdicts[accountant] = dp.within_budget([1])
     assert verdicts == {"rdp": False, "pld": True}
 
 
@@ -342,23 +351,22 @@ def test_epsilon_refuses_unknown_accountants_and_relations():
 
 
 def test_client_accounts_are_labelled_and_carry_their_notes():
-    from privacy.events import ADJACENCY
+    from privacy.events import adjacency
     dp = ClientLevelDP(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
                        ledger=PrivacyLedger(), sampling=Sampling("fixed", 0.5, 4, 2), delta=1e-3, secure=False,
                        strict=False, norm_sum_noise=1.0)
-    dp.charge_round(1)
+    dp.charge_round([1, 1, 1, 1])
     report = dp.ledger.report()
     for unit in ("hospital", "subclient", "patient"):
         a = report[f"client/{unit}"]
-        assert (a["level"], a["unit"], a["adjacency"], a["relation"]) == ("client", unit, ADJACENCY[unit], "replace")
+        expected = adjacency(unit, split="hash", balanced=False)
+        assert (a["level"], a["unit"], a["adjacency"], a["relation"]) == ("client", unit, expected, "replace")
         assert a["notes"] and all("fixed-size sampling" in n for n in a["notes"])  # PRV and PLD: unamplified
         assert len(a["notes"]) == 2
 
 
 def test_a_release_without_noise_has_no_guarantee():
-    from privacy.client_dp import round_releases
-    from privacy.events import round_multipliers
-    assert set(round_multipliers(round_releases(z=0.0, sampling=ALL, subclients=2)).values()) == {0.0}
+    assert set(_multipliers(z=0.0, sampling=ALL, counts=[2, 2]).values()) == {0.0}
 
 
 def test_secure_noise_pairs_are_independent():
@@ -377,7 +385,7 @@ def test_secure_flag_reaches_every_noise_draw():
 
     def strict_release():
         dp = _dp(QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=1.0), secure=True, strict=True)
-        out = dp.release(torch.ones(4, 6), torch.full((4,), 0.25), RoundPlan(0.25, torch.Generator().manual_seed(0)))
+        out = dp.release(torch.ones(4, 6), torch.full((4,), 0.25), _plan(0.25, torch.Generator().manual_seed(0)))
         return out.update, out.stats["norm_sum"], dp.clip_policy.bound
 
     (u1, n1, b1), (u2, n2, b2) = strict_release(), strict_release()
@@ -392,16 +400,16 @@ def test_secure_flag_reaches_every_noise_draw():
 
 def test_noclip_rounds_are_charged_as_unbounded():
     dp = _dp(NoClip(), z=1.0)
-    dp.charge_round(2)
+    dp.charge_round([2, 2])
     for unit in ("hospital", "subclient", "patient"):
         assert math.isinf(dp.ledger.epsilon(f"client/{unit}"))
 
 
 def test_bounded_mode_allows_a_round_that_reaches_the_budget_exactly():
     probe = _dp(FixedClip(1.0), z=1.0)
-    exact = probe.ledger.epsilon("client/subclient", extra=[1.0])
-    assert _dp(FixedClip(1.0), z=1.0, budget=exact).within_budget(1)
-    assert not _dp(FixedClip(1.0), z=1.0, budget=exact * (1 - 1e-9)).within_budget(1)
+    exact = probe.ledger.epsilon("client/subclient", extra=[Release(1.0, 1.0)])
+    assert _dp(FixedClip(1.0), z=1.0, budget=exact).within_budget([1])
+    assert not _dp(FixedClip(1.0), z=1.0, budget=exact * (1 - 1e-9)).within_budget([1])
 
 
 def test_amplified_accounts_carry_no_approximation_note():
@@ -442,13 +450,10 @@ def test_paper_split_charges_the_patient_with_every_subclient_of_its_hospital():
     """Under --subclient_split paper a re-split draws int(n/v) records at random, so one
     patient added can change the records of every sub-client of its hospital: each of the v
     clipped updates moves by up to 2C (the norm sum and count by C and 1 each)."""
-    from privacy.client_dp import round_releases
-    from privacy.events import round_multipliers
-    hashed = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3))
-    paper = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, patient_subclients=3))
+    hashed = _multipliers(z=2.0, sampling=ALL, counts=[3, 3])
+    paper = _multipliers(z=2.0, sampling=ALL, counts=[3, 3], split="paper")
     assert hashed["patient"] == pytest.approx(1.0)
     assert paper["patient"] == pytest.approx(2.0 / (2 * 3))
     assert paper["subclient"] == hashed["subclient"] and paper["hospital"] == hashed["hospital"]
-    strict = round_multipliers(round_releases(z=2.0, sampling=ALL, subclients=3, patient_subclients=3,
-                                              norm_sum_noise=4.0, count_noise=5.0))
+    strict = _multipliers(z=2.0, sampling=ALL, counts=[3, 3], split="paper", norm_sum_noise=4.0, count_noise=5.0)
     assert strict["patient"] == pytest.approx((9 * (4 * 2 ** -2 + 4 ** -2 + 5 ** -2)) ** -0.5)

@@ -4,7 +4,8 @@ Each consumer of randomness (data synthesis, client sampling, DP noise, the sub-
 assignment key) gets its own generator derived from (seed, stream name), so adding draws
 to one stream never shifts another and a resumed run can restore each state. Local
 training draws from a generator per (seed, round, hospital, sub-client), so a sub-client's
-randomness does not depend on the order in which sub-clients run. With `secure` (the
+randomness does not depend on the order in which sub-clients run (nor on which other
+hospitals exist: the hospital is its key, datasets/base.py). With `secure` (the
 --secure_rng switch) the streams that privacy depends on (client sampling, noise, the
 assignment key) are seeded from the OS's cryptographic source instead of the seed.
 """
@@ -48,6 +49,7 @@ def split_secret(seed: int, *, secure: bool = False) -> bytes:
 
 def client_generator(seed: int, round_idx: int, hospital: int, subclient: int, *,
                      purpose: str = "update") -> torch.Generator:
-    """The generator of one sub-client in one round, for one purpose ("update": local
-    training; "local_noise": local update DP), so no two uses share a stream."""
+    """The generator of one sub-client (hospital key, sub-client index) in one round, for one
+    purpose ("update": local training; "local_noise": local update DP), so no two uses
+    share a stream."""
     return torch.Generator().manual_seed(stream_seed(seed, f"client/{purpose}", round_idx, hospital, subclient))
