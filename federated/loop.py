@@ -183,7 +183,8 @@ def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -
 
 def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int) -> tuple[dict, dict]:
     """One communication round; updates `state` in place. Returns (train losses per
-    hospital, round statistics)."""
+    hospital, round statistics). Under client-level DP the round releases its noise and
+    steps even when the sampling drew nobody: an empty round must look like any other."""
     cfg = fed.cfg
     keys = [h.key for h in fed.data.hospitals]
     hospitals = sample_hospitals(keys, cfg.sample_rate, cfg.client_sampling, state.rng["sampling"],

@@ -167,6 +167,8 @@ def run_training(cfg: Config) -> dict:
             clear_uncheckpointed(folder)
         kept = ("nothing was kept (no round had been checkpointed)" if saved is None else
                 f"rounds 0-{saved - 1} are kept in {folder}")
+        if saved is None and (folder / JOURNAL).exists():
+            kept += f"; {folder / JOURNAL} keeps the releases it made, which a rerun charges (--secure_rng)"
         if isinstance(err, KeyboardInterrupt):
             hint = "; rerun the same command with --resume to continue" if saved is not None else ""
             raise Interrupted(f"interrupted; {kept}{hint}") from None

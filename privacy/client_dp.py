@@ -58,7 +58,7 @@ def round_charges(*, z: float, shape: RoundShape, sampling: Sampling, clipped: b
     out = {}
     for unit in UNITS:
         rule = rule_for(unit, shape, sampling)
-        out[unit] = Release(combined_multiplier(composed, unit), rule.rate[1](shape, sampling), rule.kind)
+        out[unit] = Release(combined_multiplier(composed, unit), rule.probability(shape, sampling), rule.kind)
     return out
 
 

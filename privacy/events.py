@@ -107,13 +107,22 @@ class Rule:
     kind: str
     rate: tuple[str, Callable[[RoundShape, Sampling], float]]
 
+    def sensitivity(self, release: str, shape: RoundShape) -> float:
+        """How far the unit moves `release` ("update", "norm_sum" or "count") in this round."""
+        _, formula = getattr(self, release)
+        return float(formula(shape.largest, shape.hospitals, shape.per_hospital))
+
+    def probability(self, shape: RoundShape, sampling: Sampling) -> float:
+        """The probability that a round's release involves the unit."""
+        return self.rate[1](shape, sampling)
+
 
 def _fixed(sampling: Sampling) -> bool:
     return sampling.kind == "fixed"
 
 
-ONE_HOSPITAL = ("its hospital's", lambda shape, s: inclusion(s, 1))
-SAMPLED = ("q (m/n fixed-size)", lambda shape, s: s.rate)
+ONE_HOSPITAL = ("q", lambda shape, s: inclusion(s, 1))
+SAMPLED = ("q", lambda shape, s: s.rate)
 C, TWO_C = ("c", lambda c, n, v: c), ("2c", lambda c, n, v: 2 * c)
 UNIT, TWO = ("1", lambda c, n, v: 1), ("2", lambda c, n, v: 2)
 
@@ -121,12 +130,12 @@ RULES: tuple[Rule, ...] = (
     Rule("hospital", "--balance_split, fixed-size sampling", "replaced",
          lambda sh, s: sh.rebalances and _fixed(s),
          ("2Nv", lambda c, n, v: 2 * n * v), ("Nv", lambda c, n, v: n * v), ("Nv", lambda c, n, v: n * v),
-         "revealed", ("every round", lambda shape, s: 1.0)),
+         "revealed", ("1", lambda shape, s: 1.0)),
     Rule("hospital", "--balance_split", "added or removed",
          lambda sh, s: sh.rebalances,
          ("(2N+1)v", lambda c, n, v: (2 * n + 1) * v), ("(N+1)v", lambda c, n, v: (n + 1) * v),
          ("(N+1)v", lambda c, n, v: (n + 1) * v),
-         "revealed", ("any of N+1 hospitals'", lambda shape, s: inclusion(s, shape.hospitals + 1))),
+         "revealed", ("1-(1-q)^(N+1)", lambda shape, s: inclusion(s, shape.hospitals + 1))),
     Rule("hospital", "fixed-size sampling", "replaced", lambda sh, s: _fixed(s), TWO_C, C, C, "sampled", SAMPLED),
     Rule("hospital", "otherwise", "added or removed", lambda sh, s: True, C, C, C, "sampled", SAMPLED),
     Rule("subclient", "c = 1, fixed-size sampling", "replaced", lambda sh, s: sh.largest == 1 and _fixed(s),
@@ -137,7 +146,7 @@ RULES: tuple[Rule, ...] = (
     Rule("subclient", "c >= 2", "added or removed", lambda sh, s: True, UNIT, UNIT, UNIT, "revealed", ONE_HOSPITAL),
     Rule("patient", "--balance_split", "a record added or removed", lambda sh, s: sh.rebalances,
          ("4c", lambda c, n, v: 4 * c), ("2c+1", lambda c, n, v: 2 * c + 1), ("2c+1", lambda c, n, v: 2 * c + 1),
-         "revealed", ("either of two hospitals'", lambda shape, s: inclusion(s, 2))),
+         "revealed", ("1-(1-q)^2", lambda shape, s: inclusion(s, 2))),
     Rule("patient", "--subclient_split paper", "a record added or removed", lambda sh, s: sh.split == "paper",
          TWO_C, C, C, "sampled", SAMPLED),
     Rule("patient", "hash split, c = 1", "a record added or removed", lambda sh, s: sh.largest == 1,
@@ -198,13 +207,13 @@ def releases(*, shape: RoundShape, sampling: Sampling, update_std: float, clippe
     """The round's Gaussians with each unit's sensitivity from `RULES`: the update, and with
     --strict_dp the norm sum and, with --adaclip, the clip count. Without clipping no
     sensitivity bound exists."""
-    c, n, v = shape.largest, shape.hospitals, shape.per_hospital
     rules = {unit: rule_for(unit, shape, sampling) for unit in UNITS}
-    out = [GaussianRelease(update_std, {u: r.update[1](c, n, v) if clipped else math.inf for u, r in rules.items()})]
+    out = [GaussianRelease(update_std, {u: r.sensitivity("update", shape) if clipped else math.inf
+                                        for u, r in rules.items()})]
     if norm_sum_std is not None:
-        out.append(GaussianRelease(norm_sum_std, {u: float(r.norm_sum[1](c, n, v)) for u, r in rules.items()}))
+        out.append(GaussianRelease(norm_sum_std, {u: r.sensitivity("norm_sum", shape) for u, r in rules.items()}))
     if count_std is not None:
-        out.append(GaussianRelease(count_std, {u: float(r.count[1](c, n, v)) for u, r in rules.items()}))
+        out.append(GaussianRelease(count_std, {u: r.sensitivity("count", shape) for u, r in rules.items()}))
     return out
 
 
@@ -222,9 +231,9 @@ def combined_multiplier(releases: list[GaussianRelease], unit: str) -> float:
 
 def rules_markdown() -> str:
     """`RULES` as the markdown table of docs/privacy.md."""
-    lines = ["| unit | case | neighbouring datasets | update | norm sum | count | takes part | probability |",
+    lines = ["| unit | case | neighbouring datasets | update (C) | norm sum (C) | count | takes part | with probability |",
              "|---|---|---|---|---|---|---|---|"]
     for r in RULES:
-        lines.append(f"| {r.unit} | {r.case} | {r.adjacency} | {r.update[0]}C | {r.norm_sum[0]}C | {r.count[0]} | "
+        lines.append(f"| {r.unit} | {r.case} | {r.adjacency} | {r.update[0]} | {r.norm_sum[0]} | {r.count[0]} | "
                      f"{r.kind} | {r.rate[0]} |")
     return "\n".join(lines)

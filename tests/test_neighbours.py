@@ -13,15 +13,17 @@ run in both worlds with every noise draw instrumented (tests/neighbours.py), and
 - the adaptive rule, given the same released statistics, picks the same v in both worlds.
 """
 import math
+import os
 import re
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 import federated.loop as loop
+from federated.config import ConfigError
 from federated.privacy_setup import sampling_of
 from privacy.events import RULES, RoundShape, relation, rule_for
 from tests import neighbours as nb
@@ -34,7 +36,7 @@ TOLERANCE = 1e-4  # float32 sums of clipped rows, relative to C
 
 def federation_args(*, hospitals, v, sampling, split, balance, strict, adaptive, seed):
     args = TINY + ["--mode", "dpsgd", "--noise_multiplier", "1.0", "--S", "1e-4", "-N", str(hospitals),
-                   "-VN", str(v), "--train_size", "12", "--size_skew", "0.6", "--batch", "4", "--seed", str(seed),
+                   "-VN", str(v), "--train_size", "16", "--size_skew", "0.4", "--batch", "4", "--seed", str(seed),
                    "--subclient_split", split] + SAMPLINGS[sampling]
     if balance:
         args.append("--balance_split")
@@ -75,12 +77,11 @@ def check_pair(unit, fed, counts, a, b, shift=lambda m: m):
     sampling = sampling_of(fed.cfg)
     shape = RoundShape(tuple(counts), fed.cfg.subclient_split, fed.cfg.balance_split)
     rule = rule_for(unit, shape, sampling)
-    c, n, v = shape.largest, shape.hospitals, shape.per_hospital
-    bounds = {"update": rule.update[1](c, n, v), "norm_sum": rule.norm_sum[1](c, n, v), "count": rule.count[1](c, n, v)}
+    bounds = {release: rule.sensitivity(release, shape) for release in ("update", "norm_sum", "count")}
     for release, distance in measured(a, b).items():
         assert distance <= bounds[release] * (1 + TOLERANCE) + TOLERANCE, (unit, release, distance, rule.case)
     changed, companions = compare(a, b, shift)
-    rate = rule.rate[1](shape, sampling)
+    rate = rule.probability(shape, sampling)
     if changed and companions and rule.kind == "sampled" and rate < 1:
         per_element = bounds["update"] / (2 if relation(unit, sampling) == "replace" else 1)
         assert per_element >= max(counts[h] for h in changed if h < len(counts)), (unit, rule.case)
@@ -100,7 +101,10 @@ def run_world(fed, round_idx, v):
     return released, counts
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI checks the same 25 federations every time (NEIGHBOUR_EXAMPLES=400 with
+# HYPOTHESIS_RANDOM=1 explores new ones; 800 such passed when this test was written).
+@settings(max_examples=int(os.environ.get("NEIGHBOUR_EXAMPLES", 25)), deadline=None,
+          derandomize=not os.environ.get("HYPOTHESIS_RANDOM"), suppress_health_check=[HealthCheck.too_slow])
 @given(hospitals=st.integers(2, 4), v=st.integers(1, 3), sampling=st.sampled_from(list(SAMPLINGS)),
        split=st.sampled_from(["hash", "paper"]), balance=st.booleans(), strict=st.booleans(),
        adaptive=st.booleans(), round_idx=st.integers(1, 3), seed=st.integers(0, 50), target=st.integers(0, 3))
@@ -112,7 +116,10 @@ def test_every_unit_moves_the_release_at_most_as_far_as_it_is_charged(hospitals,
                                                                       strict, adaptive, round_idx, seed, target):
     args = federation_args(hospitals=hospitals, v=v, sampling=sampling, split=split, balance=balance, strict=strict,
                            adaptive=adaptive, seed=seed)
-    fed = nb.build(args)
+    try:
+        fed = nb.build(args)
+    except ConfigError:  # a skewed size left a hospital with fewer records than sub-clients
+        reject()
     h = target % hospitals
     rule_v = v
     if adaptive:  # the rule, given the same released statistics, must choose the same v in every world

@@ -21,7 +21,7 @@ import federated.loop as loop
 from federated.subclients import record_keys
 from tests import neighbours as nb
 from tests.conftest import TINY
-from tests.test_findings import metrics, run
+from tests.test_findings import run
 
 DP = ["--mode", "dpsgd", "--noise_multiplier", "1.0"]
 POISSON = ["-sr", "0.5", "--client_sampling", "poisson"]
@@ -239,6 +239,26 @@ def test_23_a_secure_run_resumed_after_a_crash_charges_the_rounds_it_repeats(tmp
     acc = dp_accounting.rdp.RdpAccountant()
     acc.compose(dp_accounting.GaussianDpEvent(z_eff))
     assert summary["privacy"]["epsilon"]["subclient"]["rdp"] == pytest.approx(acc.get_epsilon(1e-3), rel=1e-9)
+
+
+def test_23_a_secure_run_that_stopped_before_its_first_checkpoint_keeps_what_it_released(tmp_path, monkeypatch):
+    from tests.test_loop import crash_in_round
+    args = TINY + DP + ["--secure_rng", "--rounds", "3", "--ckpt_every", "10", "--save_path", str(tmp_path),
+                        "--exp", "r"]
+    crash_in_round(args, monkeypatch, round_idx=2)  # rounds 0 and 1 released, nothing checkpointed
+    folder = next(tmp_path.rglob("r"))
+    assert sorted(p.name for p in folder.iterdir()) == ["releases.json"]
+    assert fed_train.main(args) == 0  # starts afresh, and charges what the first attempt released
+    assert nb.summary_of(tmp_path, "r")["privacy"]["rounds_charged"] == 5
+
+
+def test_23_seeded_runs_journal_nothing(tmp_path, monkeypatch):
+    from tests.test_loop import crash_in_round
+    args = TINY + DP + ["--rounds", "4", "--ckpt_every", "2", "--save_path", str(tmp_path), "--exp", "r"]
+    crash_in_round(args, monkeypatch, round_idx=3)
+    assert fed_train.main(args + ["--resume"]) == 0  # the repeat of round 2 releases the same again
+    assert nb.summary_of(tmp_path, "r")["privacy"]["rounds_charged"] == 4
+    assert not list(tmp_path.rglob("releases.json"))
 
 
 # 24. the hospital unit is charged with the largest sub-client count when counts differ
