@@ -215,8 +215,7 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
             eps = acc.get_epsilon(delta, eps_error=_prv_eps_error(acc, delta))
         return float(eps)
     if any(r.kind == "revealed" for r in history):
-        interval = _pld_interval(history, relation, composed=True)
-        return float(_pld_of(history, relation, interval).get_epsilon_for_delta(delta))
+        return float(_pld_of(history, relation, _pld_interval(history, relation)).get_epsilon_for_delta(delta))
     acc = pld_privacy_accountant.PLDAccountant(neighboring_relation=_NEIGHBOURS[relation],
                                                value_discretization_interval=_pld_interval(history, relation))
     acc.compose(_pld_event(history, relation))
@@ -238,9 +237,8 @@ def limit_note(history: History, *, delta: float, accountant: str, sampling: Sam
         return (f"{accountant}: not computed (reported as inf): RDP already bounds epsilon by {rdp:.4g} > "
                 f"{NUMERIC_LIMIT:g}, where PRV's grid overflows floating point and PLD's outgrows memory")
     history = _folded(history)
-    composed = any(r.kind == "revealed" for r in history)
     if accountant == "pld" and not _all_plain(history) and \
-            (step := _pld_interval(history, relation, composed=composed)) > PLD_DISCRETIZATION:
+            (step := _pld_interval(history, relation)) > PLD_DISCRETIZATION:
         return f"pld: grid step coarsened to {step:.3g} (noise this small spans a wide loss range); an upper bound"
     if accountant == "prv":
         acc = _prv_accountant(history)
@@ -273,19 +271,16 @@ def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str
     return _rdp_epsilon(history, delta, sampling, relation)
 
 
-def _pld_relation(release: Release, relation: str, *, composed: bool) -> str:
-    """The relation under which PLD reads `release`: the account's in its PLD accountant,
-    where every event shares it; in a composition of PLDs (`_pld_of`) a plain or revealed
-    Gaussian is read as the pair N(0) against N(1/z)."""
-    return relation if not composed or (release.kind == "sampled" and release.rate < 1) else "add_remove"
+def _pld_factor(release: Release, relation: str) -> float:
+    """PLD reads a REPLACE_ONE Gaussian's multiplier per element, half the neighbouring
+    distance: twice std / distance. A revealed release is read as N(0) against N(1/z)."""
+    return 2.0 if relation == "replace" and release.kind != "revealed" else 1.0
 
 
-def _pld_interval(history: list[Release], relation: str, *, composed: bool = False) -> float:
+def _pld_interval(history: list[Release], relation: str) -> float:
     """PLD's grid step: the default, or coarser where the widest release's loss span
-    would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian).
-    PLD reads a REPLACE_ONE multiplier per element, half the distance: twice std / distance."""
-    widest = max(_PLD_LOSS_SPAN / (r.multiplier * (2.0 if _pld_relation(r, relation, composed=composed) == "replace"
-                                                   else 1.0)) for r in history)
+    would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian)."""
+    widest = max(_PLD_LOSS_SPAN / (r.multiplier * _pld_factor(r, relation)) for r in history)
     one = len(history) == 1 and history[0].rate >= 1
     return max(PLD_DISCRETIZATION, widest / (PLD_ONE_RELEASE_POINTS if one else PLD_MAX_POINTS))
 
@@ -301,10 +296,9 @@ def _pld_of(history: list[Release], relation: str, interval: float):
                 standard_deviation=z, value_discretization_interval=interval)
             one = gaussian.compute_mixture(privacy_loss_distribution.identity(interval), q)
         else:
-            read = _pld_relation(Release(z, q, kind), relation, composed=True)
             one = privacy_loss_distribution.from_gaussian_mechanism(
-                standard_deviation=z * (2.0 if read == "replace" else 1.0), value_discretization_interval=interval,
-                sampling_prob=min(q, 1.0), neighboring_relation=_NEIGHBOURS[read])
+                standard_deviation=z * _pld_factor(Release(z, q, kind), relation),
+                value_discretization_interval=interval, sampling_prob=q, neighboring_relation=_NEIGHBOURS[relation])
         plds.append(one.self_compose(n) if n > 1 else one)
     total = plds[0]
     for pld in plds[1:]:
@@ -354,10 +348,9 @@ def _rdp_orders() -> np.ndarray:
 
 def _pld_event(history: History, relation: str) -> dp_accounting.DpEvent:
     # PLD's REPLACE_ONE Gaussian moves from -s to +s: its multiplier is std / s = 2 * (std / distance).
-    factor = 2.0 if relation == "replace" else 1.0
     events = []
-    for z, q, _, n in _compress(history):
-        event = dp_accounting.GaussianDpEvent(z * factor)
+    for z, q, kind, n in _compress(history):
+        event = dp_accounting.GaussianDpEvent(z * _pld_factor(Release(z, q, kind), relation))
         if q < 1:
             event = dp_accounting.PoissonSampledDpEvent(q, event)
         events.append(dp_accounting.SelfComposedDpEvent(event, n))

@@ -54,7 +54,7 @@ class PrivacyLedger:
 
     def since(self, mark: dict[str, int]) -> list[tuple[str, Release]]:
         """The releases charged after `mark`, in order."""
-        return [(name, r) for name, a in self.accounts.items() for r in a.history[mark.get(name, 0):]]
+        return [(name, r) for name, a in self.accounts.items() for r in a.history[mark[name]:]]
 
     def releases(self, name: str) -> int:
         return len(self.accounts[name].history)

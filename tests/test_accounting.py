@@ -149,6 +149,123 @@ def test_revealed_releases_match_the_binomial_closed_form(z, q, rounds):
     assert sampled <= pld + 1e-6  # hidden sampling amplifies more than visible sampling
 
 
+@pytest.mark.parametrize("plain_rounds, revealed_rounds", [(3, 10), (12, 4)])
+def test_plain_and_revealed_rounds_compose_exactly(plain_rounds, revealed_rounds):
+    """Rounds at q = 1 (v = 1 under sampling of everyone) and revealed rounds in one history:
+    with K ~ Binomial(n, q) revealed releases seen, the whole is Gaussian DP with
+    mu^2 = plain / z_p^2 + K / z_r^2, so delta(eps) = E_K[delta of that mu at eps]."""
+    z_p, z_r, q = 1.5, 1.0, 0.4
+    history = [Release(z_p, 1.0)] * plain_rounds + [Release(z_r, q, "revealed")] * revealed_rounds
+    ks = np.arange(revealed_rounds + 1)
+    weights = binom.pmf(ks, revealed_rounds, q)
+    mus = np.sqrt(plain_rounds / z_p ** 2 + ks / z_r ** 2)
+
+    def gap(eps):
+        return float(np.sum(weights * (norm.cdf(-eps / mus + mus / 2) - np.exp(eps + norm.logcdf(-eps / mus - mus / 2)))))\
+            - 1e-3
+    exact = brentq(gap, 0.0, 1000.0)
+    pld = epsilon(history, delta=1e-3, accountant="pld", sampling=Sampling("poisson", q, 4, 2))
+    assert exact - 1e-6 <= pld <= exact * 1.01 + 0.01
+
+
+@pytest.mark.parametrize("relation", ["add_remove", "replace"])
+def test_a_history_of_both_kinds_lies_between_its_pure_forms(relation):
+    """A revealed release dominates the same release with hidden sampling (hiding the branch
+    is post-processing), so a history whose first rounds were sampled and last revealed (v
+    grew under --ada_vn) costs at least the all-sampled and at most the all-revealed one
+    under PLD, which is tight (RDP's bounds need not keep that order, and RDP has no
+    amplified analysis of the replace pair)."""
+    accountant = "pld"
+    z, q, n = 1.2, 0.3, 12
+    poisson = Sampling("poisson", q, 8, 2)
+    cost = lambda h: epsilon(h, delta=1e-3, accountant=accountant, sampling=poisson, relation=relation)  # noqa
+    sampled, revealed = [Release(z, q)] * n, [Release(z, q, "revealed")] * n
+    mixed = cost(sampled[:n // 2] + revealed[n // 2:])
+    assert cost(sampled) - 1e-6 <= mixed <= cost(revealed) + 1e-6
+    assert cost(sampled) < cost(revealed)
+
+
+def test_revealed_rounds_carry_their_note():
+    poisson = Sampling("poisson", 0.5, 4, 2)
+    ledger = PrivacyLedger()
+    for name, relation in (("s", "add_remove"), ("p", "replace")):
+        ledger.open(name, level="client", unit=name, adjacency="x", relation=relation, sampling=poisson, delta=1e-3)
+        ledger.charge(name, 1.0, kind="revealed")
+    ledger.open("all", level="client", unit="subclient", adjacency="x", relation="add_remove", sampling=EVERY_ROUND,
+                delta=1e-3)
+    ledger.charge("all", 1.0, rate=1.0, kind="revealed")  # v >= 2 with every hospital sampled: a plain Gaussian
+    report = ledger.report()
+    told = ("{}: the unit is sampled together with its hospital's other sub-clients, which show whether it took "
+            "part: those rounds are charged as a Gaussian released with probability q that an observer can tell "
+            "apart from no release (no amplification by hidden sampling)")
+    prv = ("prv: no analysis of a unit sampled together with its hospital's other sub-clients; those rounds are "
+           "accounted without subsampling amplification (an upper bound)")
+    expected = [told.format("rdp"), prv, told.format("pld")]
+    assert report["s"]["notes"] == expected
+    assert report["p"]["notes"] == expected  # no Poisson replace-one note: no round was sampled that way
+    assert report["all"]["notes"] == []
+
+
+def test_release_kinds_are_checked_and_a_visible_sure_release_is_plain():
+    with pytest.raises(ValueError, match="unknown release kind 'hidden'"):
+        epsilon([Release(1.0, 0.5, "hidden")], delta=1e-3, accountant="rdp", sampling=EVERY_ROUND)
+    from privacy.accountants import dp_event
+    with pytest.raises(ValueError, match="dp-accounting has no event for a 'revealed' release"):
+        dp_event([Release(1.0, 0.5, "revealed")], sampling=Sampling("poisson", 0.5, 4, 2), relation="add_remove")
+    assert dp_event([Release(1.0, 1.0, "revealed")], sampling=EVERY_ROUND, relation="add_remove")
+    # a revealed release at q = 1 is a plain Gaussian: folded with the others, exactly
+    zs = [1.0, 1.3, 0.8]
+    for accountant in ("pld", "prv"):
+        revealed = epsilon([Release(z, 1.0, "revealed") for z in zs], delta=1e-3, accountant=accountant,
+                           sampling=EVERY_ROUND)
+        plain = epsilon([(inverse_square_sum(*zs) ** -0.5, 1.0)], delta=1e-3, accountant=accountant,
+                        sampling=EVERY_ROUND)
+        assert revealed == pytest.approx(plain, rel=1e-12)
+
+
+def test_pld_reads_a_mixed_replace_history_as_its_pairs():
+    """A patient's history under Poisson sampling with v changing: its sampled rounds are
+    REPLACE_ONE pairs (std over half the distance), its revealed rounds Gaussians of the
+    whole distance mixed with no release; dp-accounting's PLDs built here by hand."""
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+    z, q, interval = 1.1, 0.3, 1e-3
+    history = [Release(z, q)] * 4 + [Release(z, q, "revealed")] * 6
+    ours = epsilon(history, delta=1e-3, accountant="pld", sampling=Sampling("poisson", q, 8, 2), relation="replace")
+    sampled = pld_lib.from_gaussian_mechanism(standard_deviation=2 * z, value_discretization_interval=interval,
+                                              sampling_prob=q, neighboring_relation=REPLACE).self_compose(4)
+    revealed = pld_lib.from_gaussian_mechanism(standard_deviation=z, value_discretization_interval=interval)
+    revealed = revealed.compute_mixture(pld_lib.identity(interval), q).self_compose(6)
+    assert ours == pytest.approx(sampled.compose(revealed).get_epsilon_for_delta(1e-3), rel=1e-9)
+
+
+def test_a_revealed_replace_history_with_little_noise_uses_the_grid_its_note_states():
+    """Revealed releases are read at their whole distance (no REPLACE_ONE halving), so
+    their loss span sets PLD's grid: 20 / 0.08 = 250 nats needs a step of 1.25e-3."""
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+    from privacy.accountants import limit_note
+    poisson = Sampling("poisson", 0.5, 4, 2)
+    history = [Release(0.08, 0.5, "revealed")] * 2
+    note = limit_note(history, delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    assert note == "pld: grid step coarsened to 0.00125 (noise this small spans a wide loss range); an upper bound"
+    gaussian = pld_lib.from_gaussian_mechanism(standard_deviation=0.08, value_discretization_interval=1.25e-3)
+    expected = gaussian.compute_mixture(pld_lib.identity(1.25e-3), 0.5).self_compose(2).get_epsilon_for_delta(1e-3)
+    assert epsilon(history, delta=1e-3, accountant="pld", sampling=poisson, relation="replace") == \
+        pytest.approx(expected, rel=1e-12)
+
+
+def test_the_report_states_each_accounts_limits_under_its_own_relation():
+    """A Poisson replace-one account with little noise: PLD amplifies it on a coarsened grid,
+    which only its own relation reveals (read as add/remove it would be one plain Gaussian)."""
+    from privacy.accountants import limit_note
+    poisson = Sampling("poisson", 0.1, 10, 1)
+    ledger = PrivacyLedger()
+    ledger.open("p", level="client", unit="patient", adjacency="x", relation="replace", sampling=poisson, delta=1e-3)
+    ledger.charge("p", 0.045)
+    note = limit_note(ledger.accounts["p"].history, delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    assert note and note.startswith("pld: grid step coarsened")
+    assert note in ledger.report()["p"]["notes"]
+
+
 @pytest.mark.parametrize("z, q", [(0.6, 0.1), (1.0, 0.5), (2.5, 0.9)])
 def test_revealed_rdp_is_the_renyi_integral(z, q):
     """The revealed release's RDP curve against the Renyi divergence integrated numerically:

@@ -184,7 +184,8 @@ def test_inclusion_probabilities():
     assert inclusion(poisson, 1) == 0.3 and inclusion(poisson, 2) == pytest.approx(1 - 0.7 ** 2)
     assert inclusion(fixed, 1) == 0.4
     assert inclusion(fixed, 2) == pytest.approx(1 - (3 * 2) / (5 * 4))  # neither of two among 2 of 5
-    assert inclusion(fixed, 4) == 1.0 and inclusion(Sampling("all", 1.0, 5, 5), 3) == 1.0
+    assert inclusion(fixed, 3) == pytest.approx(1 - 1 / 10)  # misses 3 of 5 only if both draws are the other 2
+    assert inclusion(fixed, 4) == 1.0 and inclusion(fixed, 6) == 1.0 and inclusion(Sampling("all", 1.0, 5, 5), 3) == 1.0
     draws = np.random.default_rng(0).random((200_000, 5)).argsort(1)[:, :2]  # 2 of 5 without replacement
     either = np.isin(draws, [0, 1]).any(1).mean()
     assert either == pytest.approx(inclusion(fixed, 2), abs=0.01)
