@@ -526,6 +526,9 @@ def _validate_privacy(cfg: Config) -> None:
     _check(not (cfg.strict_dp and cfg.early),
            "--strict_dp cannot be combined with --early (it would stop on the hospitals' unnoised val scores)")
     _check(not (cfg.noclip and cfg.dp_mode == "bounded"), "--dp_mode bounded needs clipping; drop --noclip")
+    _check(not (cfg.noclip and cfg.noise_multiplier is None),
+           "--epsilon cannot be met with --noclip: unclipped updates have no finite epsilon at any noise level; "
+           "drop --noclip, or give --noise_multiplier")
     _check(not (cfg.ada_vn and cfg.init_vn), "--ada_vn and --init_vn exclude each other; pick one")
     _check(not (cfg.ada_stable and cfg.ada_prog), "--ada_stable and --ada_prog exclude each other; pick one")
     _check(not (cfg.ada_stable or cfg.ada_prog) or cfg.adaptive_subclients,

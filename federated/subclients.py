@@ -72,8 +72,7 @@ def paper_split(n: int, parts: int, gen: torch.Generator) -> list[torch.Tensor]:
         raise ValueError(f"cannot split into {parts} sub-clients")
     size = n // parts
     drawn = torch.randperm(n, generator=gen)[:size * parts]
-    return [part.sort().values for part in drawn.view(parts, size)] if size else \
-        [torch.zeros(0, dtype=torch.long) for _ in range(parts)]
+    return [part.sort().values for part in drawn.view(parts, size)]  # size 0: empty parts
 
 
 def split_generator(secret: bytes, first_round: int, hospital: int) -> torch.Generator:

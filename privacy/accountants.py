@@ -271,16 +271,16 @@ def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str
     return _rdp_epsilon(history, delta, sampling, relation)
 
 
-def _pld_factor(release: Release, relation: str) -> float:
+def _pld_factor(kind: str, relation: str) -> float:
     """PLD reads a REPLACE_ONE Gaussian's multiplier per element, half the neighbouring
     distance: twice std / distance. A revealed release is read as N(0) against N(1/z)."""
-    return 2.0 if relation == "replace" and release.kind != "revealed" else 1.0
+    return 2.0 if relation == "replace" and kind != "revealed" else 1.0
 
 
 def _pld_interval(history: list[Release], relation: str) -> float:
     """PLD's grid step: the default, or coarser where the widest release's loss span
     would need more than PLD_MAX_POINTS points (PLD_ONE_RELEASE_POINTS for one folded Gaussian)."""
-    widest = max(_PLD_LOSS_SPAN / (r.multiplier * _pld_factor(r, relation)) for r in history)
+    widest = max(_PLD_LOSS_SPAN / (r.multiplier * _pld_factor(r.kind, relation)) for r in history)
     one = len(history) == 1 and history[0].rate >= 1
     return max(PLD_DISCRETIZATION, widest / (PLD_ONE_RELEASE_POINTS if one else PLD_MAX_POINTS))
 
@@ -297,7 +297,7 @@ def _pld_of(history: list[Release], relation: str, interval: float):
             one = gaussian.compute_mixture(privacy_loss_distribution.identity(interval), q)
         else:
             one = privacy_loss_distribution.from_gaussian_mechanism(
-                standard_deviation=z * _pld_factor(Release(z, q, kind), relation),
+                standard_deviation=z * _pld_factor(kind, relation),
                 value_discretization_interval=interval, sampling_prob=q, neighboring_relation=_NEIGHBOURS[relation])
         plds.append(one.self_compose(n) if n > 1 else one)
     total = plds[0]
@@ -350,7 +350,7 @@ def _pld_event(history: History, relation: str) -> dp_accounting.DpEvent:
     # PLD's REPLACE_ONE Gaussian moves from -s to +s: its multiplier is std / s = 2 * (std / distance).
     events = []
     for z, q, kind, n in _compress(history):
-        event = dp_accounting.GaussianDpEvent(z * _pld_factor(Release(z, q, kind), relation))
+        event = dp_accounting.GaussianDpEvent(z * _pld_factor(kind, relation))
         if q < 1:
             event = dp_accounting.PoissonSampledDpEvent(q, event)
         events.append(dp_accounting.SelfComposedDpEvent(event, n))

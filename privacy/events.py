@@ -76,10 +76,9 @@ class RoundShape:
         return self.balanced and self.hospitals > 1 and sum(self.counts) > self.hospitals
 
 
-def inclusion(sampling: Sampling, hospitals: int = 1) -> float:
-    """Probability that at least one of `hospitals` given hospitals is sampled in a round."""
-    if sampling.kind == "all":
-        return 1.0
+def inclusion(sampling: Sampling, hospitals: int) -> float:
+    """Probability that at least one of `hospitals` given hospitals is sampled in a round
+    ("all" is the sample of n out of n, so the count below gives it 1)."""
     if hospitals == 1:
         return sampling.rate  # q, or m/n without replacement
     if sampling.kind == "poisson":

@@ -181,3 +181,24 @@ def test_one_plain_gaussian_uses_a_small_grid_and_stays_within_1e_3_of_the_close
         acc.compose(dp_accounting.GaussianDpEvent(z))
         assert ours == pytest.approx(acc.get_epsilon(1e-2), rel=1e-9)
         assert limit_note(history, delta=1e-2, accountant="pld", sampling=EVERY_ROUND) is None
+
+
+def test_pld_of_a_history_with_revealed_releases_uses_the_grid_its_note_states():
+    """A sampled replace-one release beside a revealed one: the grid is sized by the sampled
+    release's PLD reading (2 z), and the note states that step (dp-accounting called directly)."""
+    from dp_accounting import NeighboringRelation
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+    poisson = Sampling("poisson", 0.5, 20, 10)
+    history = [(0.045, 0.5, "sampled"), (1.0, 0.5, "revealed")]
+    note = limit_note(history, delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    step = float(note.split("coarsened to ")[1].split()[0])
+    assert step == pytest.approx(0.00111, abs=1e-5)
+    from privacy.accountants import _PLD_LOSS_SPAN, PLD_MAX_POINTS
+    exact_step = _PLD_LOSS_SPAN / (2 * 0.045) / PLD_MAX_POINTS
+    sampled = pld_lib.from_gaussian_mechanism(standard_deviation=2 * 0.045, value_discretization_interval=exact_step,
+                                              sampling_prob=0.5, neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    revealed = pld_lib.from_gaussian_mechanism(standard_deviation=1.0, value_discretization_interval=exact_step)
+    revealed = revealed.compute_mixture(pld_lib.identity(exact_step), 0.5)
+    expected = sampled.compose(revealed).get_epsilon_for_delta(1e-3)
+    ours = epsilon(history, delta=1e-3, accountant="pld", sampling=poisson, relation="replace")
+    assert ours == pytest.approx(expected, rel=1e-12)

@@ -18,7 +18,7 @@ import torch
 
 from federated import run as run_module
 from federated.cli import main
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY_SEG
 from utils import io
 
 DP = ["--mode", "dpsgd", "--noise_multiplier", "1.0"]
@@ -112,6 +112,22 @@ CASES = [
     Case("infinite epsilon", lambda t: tiny(t, "--mode", "dpsgd", "--epsilon", "inf"), 2, "non-private --mode"),
     Case("PLD target beyond its range", lambda t: tiny(t, "--mode", "dpsgd", "--epsilon", "1000", "--accountant",
                                                         "pld"), 2, "PLD and PRV give no value beyond epsilon 500"),
+    Case("target below PRV's error", lambda t: tiny(t, "--mode", "dpsgd", "--epsilon", "0.001", "--accountant", "prv",
+                                                    "--rounds", "3"), 2,
+         "--epsilon (--target_unit subclient, 3 rounds) 0.001 is not reachable at any noise level"),
+    Case("local target unreachable", lambda t: tiny(t, "--dp_level", "update_local", "--local_epsilon", "1e-9"), 2,
+         "--local_epsilon 1e-09 is not reachable at any noise level"),
+    Case("target without clipping", lambda t: tiny(t, "--mode", "dpsgd", "--epsilon", "1", "--noclip"), 2,
+         "--epsilon cannot be met with --noclip: unclipped updates have no finite epsilon"),
+    Case("DP-SGD on BatchNorm", lambda t: TINY_SEG + runs(t) + ["--dp_level", "sample", "--sample_noise", "1",
+                                                                "--model", "unet"], 2,
+         "--model unet cannot be trained with DP-SGD (BatchNorm2d normalises with batch statistics); per-sample "
+         "gradients need layers that do not mix samples: use a GroupNorm model such as dpresnet, resnet9, cnn or "
+         "unet_small"),
+    Case("ghost clipping on Dice", lambda t: TINY_SEG + runs(t) + ["--dp_level", "sample", "--sample_noise", "1",
+                                                                   "--grad_sample_mode", "ghost"], 2,
+         "--grad_sample_mode ghost needs a per-sample loss, which the segmentation loss (soft Dice) does not provide "
+         "here; use --grad_sample_mode hooks"),
     Case("zero rounds", lambda t: tiny(t, "--rounds", "0"), 2, "--rounds must be >= 1"),
     Case("sample rate above 1", lambda t: tiny(t, "-sr", "1.5"), 2, "-sr/--sample_rate must be in (0, 1]"),
     Case("DP without noise", lambda t: tiny(t, "--mode", "dpsgd"), 2, "needs exactly one of --noise_multiplier"),

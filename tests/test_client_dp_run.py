@@ -84,6 +84,28 @@ def test_bounded_run_stops_within_budget(tiny_args):
     assert s["privacy"]["epsilon"]["subclient"]["rdp"] <= 4.0
 
 
+def test_bounded_run_spends_its_budget_unit_by_its_accountant(tiny_args):
+    """Bounded mode runs every round that keeps --target_unit within --epsilon by
+    --accountant, and no more. Two sub-clients per hospital under the hash split: a patient
+    moves one sub-client's update by 2C, so each round is a Gaussian of multiplier z / 2 = 1
+    for the patient (the sub-client's is 2, so the sub-client unit would allow 9 rounds)."""
+    import math
+
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    def pld(rounds):  # q = 1: the rounds compose into one Gaussian of multiplier 1 / sqrt(rounds)
+        acc = pld_privacy_accountant.PLDAccountant()
+        return acc.compose(dp_accounting.GaussianDpEvent(1 / math.sqrt(rounds))).get_epsilon(1e-3)
+
+    s = _run(tiny_args + ["--mode", "dpsgd", "-VN", "2", "--noise_multiplier", "2.0", "--epsilon", "9",
+                          "--dp_mode", "bounded", "--target_unit", "patient", "--accountant", "pld",
+                          "--delta", "1e-3", "--rounds", "20"])["summary"]
+    rounds = s["privacy"]["rounds_charged"]
+    assert s["stopped_by_budget"] and pld(rounds) <= 9 < pld(rounds + 1)  # 5 rounds; RDP would allow 4
+    assert s["privacy"]["epsilon"]["patient"]["pld"] == pytest.approx(pld(rounds), rel=1e-3)
+
+
 def test_epsilon_target_calibrates_the_noise(tiny_args):
     s = _run(tiny_args + ["--mode", "dpsgd", "--epsilon", "5.0", "--rounds", "3"])["summary"]
     assert 0 < s["privacy"]["epsilon"]["subclient"]["rdp"] <= 5.0

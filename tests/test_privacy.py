@@ -365,6 +365,23 @@ def test_client_accounts_are_labelled_and_carry_their_notes():
         assert len(a["notes"]) == 2
 
 
+@pytest.mark.parametrize("split, balanced", [("paper", False), ("hash", True), ("paper", True)])
+def test_client_accounts_state_the_adjacency_of_their_split(split, balanced):
+    from privacy.events import adjacency
+    dp = ClientLevelDP(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
+                       ledger=PrivacyLedger(), sampling=Sampling("all", 1.0, 4, 4), delta=1e-3, secure=False,
+                       strict=False, norm_sum_noise=1.0, split=split, balanced=balanced)
+    report = dp.ledger.report()
+    changed = {"patient"} if not balanced else {"hospital", "patient"}
+    for unit in ("hospital", "subclient", "patient"):
+        stated = report[f"client/{unit}"]["adjacency"]
+        assert stated == adjacency(unit, split=split, balanced=balanced)
+        assert (stated != adjacency(unit, split="hash", balanced=False)) == (unit in changed), unit
+    patient = report["client/patient"]["adjacency"]
+    assert ("every sub-client of its hospital can change" in patient) == (split == "paper")
+    assert ("the keyed hash split moves no other record" in patient) == (split == "hash")
+
+
 def test_a_release_without_noise_has_no_guarantee():
     assert set(_multipliers(z=0.0, sampling=ALL, counts=[2, 2]).values()) == {0.0}
 

@@ -100,6 +100,8 @@ def test_16_an_empty_poisson_sample_still_releases_the_noise():
             _, stats = loop.run_round(fed, state, shards, r)
             assert not torch.equal(state.params, before), f"round {r} ({sampled[-1]} sampled) released nothing"
             stds.add(stats["noise_std"])
+            if not sampled[-1]:  # the logged statistics of nobody's norms: zeros, not NaN
+                assert (stats["norm_sum"], stats["clipped_fraction"], stats["clipped_norm_sum"]) == (0, 0, 0)
     assert [] in sampled  # the seed gives empty rounds (two of thirty)
     assert len(stds) == 1  # and their noise has the std of every other round
 
@@ -209,6 +211,43 @@ def test_21_calibration_keeps_the_target_whatever_v_the_rule_picks(rule, tmp_pat
     assert summary["privacy"]["epsilon"]["patient"]["rdp"] <= 5.0
 
 
+# Calibration charges what the run charges: with v fixed, the rounds the run makes are the
+# rounds it planned, so the epsilon the run reports lands on the target (within the
+# bisection's tolerance), for each sampling, split and noise term that enters a charge.
+CALIBRATED = {
+    "poisson, sub-client": POISSON + ["--target_unit", "subclient"],
+    "fixed, paper split, patient": ["-sr", "0.67", "--subclient_split", "paper", "--target_unit", "patient"],
+    "poisson, paper split, patient": POISSON + ["--subclient_split", "paper", "--target_unit", "patient"],
+    "poisson, balanced, hospital": POISSON + ["--balance_split", "--target_unit", "hospital"],
+    "strict quantile clip, sub-client": ["--strict_dp", "--adaclip", "--clip_count_noise", "3",
+                                         "--norm_sum_noise", "3", "--target_unit", "subclient"],
+}
+
+
+@pytest.mark.parametrize("case", CALIBRATED)
+def test_21_calibration_lands_on_the_target_the_run_reports(case, tmp_path):
+    args = TINY + ["--mode", "dpsgd", "-VN", "2", "--epsilon", "4", "--delta", "1e-3", "--rounds", "3"]
+    summary = run(args + CALIBRATED[case], tmp_path)
+    unit = CALIBRATED[case][CALIBRATED[case].index("--target_unit") + 1]
+    assert summary["privacy"]["epsilon"][unit]["rdp"] == pytest.approx(4.0, rel=5e-3)
+
+
+def test_21_calibration_plans_the_first_split_then_the_largest_for_every_round():
+    from federated.config import Config
+    from federated.privacy_setup import planned_shapes
+    from federated.subclients import allocate_subclients
+    from privacy.events import RoundShape
+    sizes, counts = [40, 24, 16], [1, 1, 1]
+    for split, balanced in (("paper", False), ("hash", True)):
+        cfg = Config(rounds=5, init_vn=True, subclient_split=split, balance_split=balanced)
+        shapes = planned_shapes(cfg, sizes, counts, cap=4)
+        largest = RoundShape(tuple(allocate_subclients(sizes, 4, balance=balanced)), split, balanced)
+        assert shapes == [RoundShape((1, 1, 1), split, balanced)] + [largest] * 4
+        assert largest.counts != (4, 4, 4) if balanced else largest.counts == (4, 4, 4)
+        fixed = planned_shapes(Config(rounds=5, subclient_split=split, balance_split=balanced), sizes, counts, cap=4)
+        assert fixed == [RoundShape((1, 1, 1), split, balanced)] * 5
+
+
 # 22. local update DP and DP-SGD noise: declared when seeded, drawn from the OS under --secure_rng
 def test_22_seeded_local_noise_is_declared_and_secure_rng_reaches_dp_sgd(tmp_path):
     local = run(TINY + ["--dp_level", "update_local", "--local_noise", "1.0"], tmp_path, "local")
@@ -226,6 +265,84 @@ def test_22_seeded_local_noise_is_declared_and_secure_rng_reaches_dp_sgd(tmp_pat
     assert not torch.equal(*params)  # the same seed, different noise and batches
 
 
+# What each configuration's report says of its randomness: (flags, status of "randomness"
+# or None when nothing private runs, the draws it names, what the local-training line adds).
+RANDOMNESS = [
+    (dict(mode="fedavg"), None, [], None),
+    (dict(mode="dpsgd"), "not covered", ["client-level noise, client sampling and the sub-client assignment key"],
+     "come from --seed;"),
+    (dict(mode="dpsgd", secure_rng=True), "covered",
+     ["client-level noise, client sampling and the sub-client assignment key"], "even under --secure_rng;"),
+    (dict(mode="fedavg", dp_level="update_local"), "not covered", ["local update DP's noise"], "come from --seed;"),
+    (dict(mode="dpsgd", dp_level="update_local"), "not covered",
+     ["client-level noise, client sampling and the sub-client assignment key", "local update DP's noise"],
+     "come from --seed;"),
+    (dict(mode="dpsgd", dp_level="update_local", secure_rng=True), "covered",
+     ["client-level noise, client sampling and the sub-client assignment key", "local update DP's noise"],
+     "even under --secure_rng;"),
+    (dict(mode="fedavg", dp_level="sample"), "not covered", ["DP-SGD's Poisson batches, augmentation and noise"],
+     "listed separately"),
+]
+
+
+@pytest.mark.parametrize("flags, status, draws, local", RANDOMNESS)
+def test_22_the_report_names_every_source_of_randomness(flags, status, draws, local):
+    from federated.config import Config
+    from federated.privacy_setup import declared_outputs
+    outputs = {o.name: o for o in declared_outputs(Config(**flags))}
+    if status is None:
+        assert "randomness" not in outputs and "local training randomness" not in outputs
+        return
+    randomness = outputs["randomness"]
+    assert randomness.status == status
+    source = "come from the OS (--secure_rng)" if status == "covered" else \
+        "come from --seed (reproducible, predictable); --secure_rng draws them from the OS"
+    assert randomness.what == f"{', '.join(draws)} {source}"
+    training = outputs["local training randomness"]
+    assert training.status == "covered" and local in training.what
+    assert training.what.startswith("local training's batch order and augmentation come from --seed")
+    sample = flags.get("dp_level") == "sample"
+    assert training.what.endswith("whatever that randomness is, so it need not be secret" +
+                                  ("; DP-SGD's own randomness is listed separately" if sample else ""))
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_22_secure_rng_reaches_every_client_level_noise_draw(secure):
+    import privacy.client_dp
+    import privacy.clipping
+    args = TINY + DP + ["--strict_dp", "--adaclip", "--clip_count_noise", "3", "--norm_sum_noise", "3"]
+    fed = nb.build(args + (["--secure_rng"] if secure else []))
+    state = loop.initial_state(fed)
+    flags = []
+    real = privacy.client_dp.gaussian_noise
+
+    def spy(*args, **kwargs):
+        flags.append(kwargs["secure"])
+        return real(*args, **kwargs)
+
+    with mock.patch.object(privacy.client_dp, "gaussian_noise", spy), \
+            mock.patch.object(privacy.clipping, "gaussian_noise", spy):
+        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert len(flags) == 3 and flags == [secure] * 3  # the update, the norm sum, the clip count
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_22_secure_rng_reaches_local_update_dp(secure):
+    import privacy.local_update_dp
+    fed = nb.build(TINY + ["--dp_level", "update_local", "--local_noise", "1.0"] + (["--secure_rng"] if secure else []))
+    state = loop.initial_state(fed)
+    flags = []
+    real = privacy.local_update_dp.gaussian_noise
+
+    def spy(*args, **kwargs):
+        flags.append(kwargs["secure"])
+        return real(*args, **kwargs)
+
+    with mock.patch.object(privacy.local_update_dp, "gaussian_noise", spy):
+        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    assert flags and set(flags) == {secure}  # one draw per sending sub-client
+
+
 # 23. --secure_rng and a crash: rounds released after the last checkpoint are charged again
 def test_23_a_secure_run_resumed_after_a_crash_charges_the_rounds_it_repeats(tmp_path, monkeypatch):
     from tests.test_loop import crash_in_round
@@ -239,6 +356,59 @@ def test_23_a_secure_run_resumed_after_a_crash_charges_the_rounds_it_repeats(tmp
     acc = dp_accounting.rdp.RdpAccountant()
     acc.compose(dp_accounting.GaussianDpEvent(z_eff))
     assert summary["privacy"]["epsilon"]["subclient"]["rdp"] == pytest.approx(acc.get_epsilon(1e-3), rel=1e-9)
+
+
+# Poisson sampling of 3 hospitals at q = 0.5 with two sub-clients each; (multiplier, rate,
+# kind) per unit as docs/privacy.md's table gives them, a multiplier of None where only the
+# rate and the kind are checked. Under --balance_split a hospital takes part in a round when
+# it or any of the others does, and a patient when either of two hospitals does.
+SAMPLED_RUNS = {
+    "split": ([], {"hospital": (0.5, 0.5, "sampled"), "subclient": (1.0, 0.5, "revealed"),
+                   "patient": (0.5, 0.5, "revealed")}),
+    "balanced": (["--balance_split"], {"hospital": (None, 1 - 0.5 ** 4, "revealed"),
+                                       "subclient": (1.0, 0.5, "revealed"),
+                                       "patient": (None, 1 - 0.5 ** 2, "revealed")}),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLED_RUNS)
+def test_23_a_resumed_sampled_run_charges_the_repeat_as_the_round(case, tmp_path, monkeypatch, capsys):
+    from tests.test_loop import crash_in_round
+    from utils import io
+    flags, expected = SAMPLED_RUNS[case]
+    args = TINY + DP + POISSON + flags + ["-VN", "2", "--secure_rng", "--rounds", "4", "--ckpt_every", "2",
+                                          "--save_path", str(tmp_path), "--exp", "r"]
+    crash_in_round(args, monkeypatch, round_idx=3)
+    folder = next(tmp_path.rglob("r"))
+    assert [entry["round"] for entry in io.read_json(folder / "releases.json")] == [0, 1, 2]
+    capsys.readouterr()
+    assert fed_train.main(args + ["--resume"]) == 0
+    assert "note: 1 round(s) were released after the last checkpoint" in capsys.readouterr().out
+    ledger = torch.load(folder / "last.pt", weights_only=True)["ledger"]
+    for unit, (multiplier, rate, kind) in expected.items():
+        history = ledger[f"client/{unit}"]["history"]
+        assert len(history) == 5, unit  # rounds 0-3, and round 2's first release
+        assert len(set(history)) == 1, (unit, history)  # the repeat is charged as the round was
+        assert history[0][1] == pytest.approx(rate) and history[0][2] == kind, (unit, history[0])
+        assert multiplier is None or history[0][0] == pytest.approx(multiplier), (unit, history[0])
+
+
+def test_23_a_journal_of_another_configuration_is_refused(tmp_path):
+    from federated.config import ConfigError
+    from federated.journal import ReleaseJournal
+    from privacy.accountants import Release, Sampling
+    from privacy.ledger import PrivacyLedger
+    journal = ReleaseJournal(tmp_path)
+    journal.record(0, [("local/h0", Release(1.0, 1.0, "sampled"))])
+    ledger = PrivacyLedger()
+    ledger.open("client/subclient", level="client", unit="subclient", adjacency="x", relation="add_remove",
+                sampling=Sampling("all", 1.0, 3, 3), delta=1e-3)
+    with pytest.raises(ConfigError) as err:
+        ReleaseJournal(tmp_path).charge_after(0, ledger)
+    assert str(err.value) == (f"{tmp_path / 'releases.json'} records releases of privacy account 'local/h0', which "
+                              "this run does not have (another configuration ran in this folder); use --overwrite "
+                              "or another --exp")
+    assert ledger.releases("client/subclient") == 0
 
 
 def test_23_a_secure_run_that_stopped_before_its_first_checkpoint_keeps_what_it_released(tmp_path, monkeypatch):

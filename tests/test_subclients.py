@@ -65,6 +65,31 @@ def test_paper_split_draws_equal_parts_in_a_fixed_order_and_leaves_the_remainder
     assert torch.equal(torch.cat(paper_split(23, 1, gen)), torch.arange(23))
 
 
+def test_paper_split_of_fewer_records_than_parts_gives_empty_parts_and_refuses_no_parts():
+    from federated.subclients import paper_split
+    gen = torch.Generator().manual_seed(0)
+    parts = paper_split(2, 3, gen)
+    assert len(parts) == 3 and all(p.numel() == 0 and p.dtype == torch.long for p in parts)
+    with pytest.raises(ValueError, match="cannot split into 0 sub-clients"):
+        paper_split(5, 0, gen)
+
+
+def test_split_generator_is_keyed_by_the_secret_the_round_and_the_hospital():
+    """Each hospital's paper split is drawn from its own keyed stream (finding 20): the same
+    (secret, round, hospital) gives the same draw, and changing any one of them another."""
+    from federated.subclients import split_generator
+
+    def draw(secret, first_round, hospital):
+        return torch.randperm(1000, generator=split_generator(secret, first_round, hospital))
+
+    secret = split_secret(0)
+    base = draw(secret, 3, 1)
+    assert torch.equal(base, draw(secret, 3, 1))
+    for other in (draw(split_secret(1), 3, 1), draw(secret, 4, 1), draw(secret, 3, 2), draw(secret, 1, 3)):
+        assert not torch.equal(base, other)
+    assert not torch.equal(draw(secret, 3, 1), draw(secret + b"other", 3, 1))  # the whole key counts
+
+
 def test_paper_loader_keeps_the_last_partial_batch():
     from federated.local import steps_per_epoch
     assert steps_per_epoch(93, 16) == 5                  # shuffled, last partial batch dropped
