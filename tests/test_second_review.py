@@ -6,6 +6,7 @@ really produces, either with dp-accounting called directly on the worst pair con
 with what a run is measured to do, or as a sensitivity measured on the pre-noise release
 (tests/neighbours.py runs a round with every noise draw instrumented).
 """
+import contextlib
 import math
 from unittest import mock
 
@@ -306,40 +307,38 @@ def test_22_the_report_names_every_source_of_randomness(flags, status, draws, lo
                                   ("; DP-SGD's own randomness is listed separately" if sample else ""))
 
 
+def secure_flags_of_round(args: list[str], modules: list) -> list[bool]:
+    """The `secure` argument of every noise draw that `modules` make in round 0 of `args`."""
+    fed = nb.build(args)
+    state = loop.initial_state(fed)
+    flags = []
+    real = modules[0].gaussian_noise
+
+    def spy(*a, **kwargs):
+        flags.append(kwargs["secure"])
+        return real(*a, **kwargs)
+
+    with contextlib.ExitStack() as patches:
+        for module in modules:
+            patches.enter_context(mock.patch.object(module, "gaussian_noise", spy))
+        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    return flags
+
+
 @pytest.mark.parametrize("secure", [False, True])
 def test_22_secure_rng_reaches_every_client_level_noise_draw(secure):
     import privacy.client_dp
     import privacy.clipping
     args = TINY + DP + ["--strict_dp", "--adaclip", "--clip_count_noise", "3", "--norm_sum_noise", "3"]
-    fed = nb.build(args + (["--secure_rng"] if secure else []))
-    state = loop.initial_state(fed)
-    flags = []
-    real = privacy.client_dp.gaussian_noise
-
-    def spy(*args, **kwargs):
-        flags.append(kwargs["secure"])
-        return real(*args, **kwargs)
-
-    with mock.patch.object(privacy.client_dp, "gaussian_noise", spy), \
-            mock.patch.object(privacy.clipping, "gaussian_noise", spy):
-        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
-    assert len(flags) == 3 and flags == [secure] * 3  # the update, the norm sum, the clip count
+    flags = secure_flags_of_round(args + (["--secure_rng"] if secure else []), [privacy.client_dp, privacy.clipping])
+    assert flags == [secure] * 3  # the update, the norm sum, the clip count
 
 
 @pytest.mark.parametrize("secure", [False, True])
 def test_22_secure_rng_reaches_local_update_dp(secure):
     import privacy.local_update_dp
-    fed = nb.build(TINY + ["--dp_level", "update_local", "--local_noise", "1.0"] + (["--secure_rng"] if secure else []))
-    state = loop.initial_state(fed)
-    flags = []
-    real = privacy.local_update_dp.gaussian_noise
-
-    def spy(*args, **kwargs):
-        flags.append(kwargs["secure"])
-        return real(*args, **kwargs)
-
-    with mock.patch.object(privacy.local_update_dp, "gaussian_noise", spy):
-        loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    args = TINY + ["--dp_level", "update_local", "--local_noise", "1.0"] + (["--secure_rng"] if secure else [])
+    flags = secure_flags_of_round(args, [privacy.local_update_dp])
     assert flags and set(flags) == {secure}  # one draw per sending sub-client
 
 
