@@ -9,8 +9,9 @@ from nets.unet import UNet, group_norm
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    # ReLU not in place: under DP-SGD, Opacus's per-sample hooks own the norm layer's output
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                         nn.GroupNorm(4, cout), nn.ReLU(inplace=True))
+                         nn.GroupNorm(4, cout), nn.ReLU())
 
 
 class SmallCNN(nn.Module):

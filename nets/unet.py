@@ -21,8 +21,9 @@ def batch_norm_no_stats(channels: int) -> nn.Module:
 
 
 def conv_pair(cin: int, cout: int, norm: Norm) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True))
+    # ReLU not in place: under DP-SGD, Opacus's per-sample hooks own the norm layer's output
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU())
 
 
 class UNet(nn.Module):
