@@ -21,6 +21,7 @@ PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
 MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
+MAX_IMG_SIZE = 2048  # larger than any dataset here (the paper: 224 and 256 px)
 AUTO_MODEL = "auto"  # --data folder: cnn for classification, unet_small for segmentation
 
 # Per-dataset defaults for flags the user leaves unset (the CPU default job).
@@ -467,8 +468,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.batch >= 1, f"--batch must be >= 1 (got {cfg.batch})")
     _check(cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr})")
     _check(cfg.lr_decay <= 0 or cfg.lr_decay <= 1, f"--lr_decay must be in (0, 1], or <= 0 for off (got {cfg.lr_decay})")
-    _check(cfg.img_size >= 16 and cfg.img_size % 4 == 0,
-           f"--img_size must be a multiple of 4 and >= 16 (got {cfg.img_size})")
+    _check(16 <= cfg.img_size <= MAX_IMG_SIZE and cfg.img_size % 4 == 0,
+           f"--img_size must be a multiple of 4 in [16, {MAX_IMG_SIZE}] (got {cfg.img_size})")
+    _check(0 <= cfg.seed < 2 ** 63, f"--seed must be in [0, 2^63) (got {cfg.seed})")
     if cfg.data in SYNTHETIC and cfg.scale != "paper":  # --scale paper: the per-site sizes
         _check(cfg.train_size >= 1, f"--train_size must be >= 1 (got {cfg.train_size})")
         _check(cfg.val_size >= 2 and cfg.test_size >= 2,

@@ -18,7 +18,7 @@ from federated.privacy_setup import (build_client_dp, build_local_update_dp, bui
 from federated.server import build_server
 from federated.subclients import allocate_subclients, record_keys, split_hospitals
 from federated.task import Task, make_task
-from nets import build_model
+from nets import MODELS, SEGMENTATION_MODELS, build_model
 from privacy.intermediary import max_subclients
 from privacy.ledger import PrivacyLedger
 from privacy.report import Output
@@ -95,6 +95,11 @@ def build_federation(cfg: Config) -> Federation:
     model_name = cfg.model
     if model_name == AUTO_MODEL:
         model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
+    segmenting = data.task == SEGMENTATION
+    if (model_name in SEGMENTATION_MODELS) != segmenting:
+        fits = sorted(SEGMENTATION_MODELS) if segmenting else sorted(set(MODELS) - SEGMENTATION_MODELS)
+        raise ConfigError(f"--model {model_name} does not fit --data {cfg.data}, a {data.task} task; use one of: "
+                          f"{', '.join(fits)}")
     model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
     task = make_task(data.task, seg_loss=cfg.seg_loss)
     ledger = PrivacyLedger()

@@ -11,6 +11,8 @@ from typing import Callable
 import torch.nn as nn
 
 ModelFactory = Callable[[int, int], nn.Module]
+# Models that output a mask per pixel; every other model outputs one score vector per image.
+SEGMENTATION_MODELS = frozenset({"unet", "unet_small"})
 MODELS: dict[str, ModelFactory] = {}
 
 
