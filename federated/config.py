@@ -21,6 +21,7 @@ PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
 MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
+MIN_DELTA = 1e-10  # PRV's and PLD's grids resolve no delta near machine precision
 MAX_IMG_SIZE = 2048  # larger than any dataset here (the paper: 224 and 256 px)
 AUTO_MODEL = "auto"  # --data folder: cnn for classification, unet_small for segmentation
 
@@ -440,6 +441,11 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_delta(flag: str, delta: float) -> None:
+    _check(MIN_DELTA <= delta < 1, f"{flag} must be in [{MIN_DELTA:g}, 1): a smaller delta is below what the PRV and "
+                                   f"PLD accountants resolve (got {delta:g})")
+
+
 def validate(cfg: Config) -> None:
     """Reject values that cannot run, naming the flag and the allowed range."""
     for f in dataclasses.fields(cfg):
@@ -511,7 +517,7 @@ def _validate_privacy(cfg: Config) -> None:
     if not cfg.private:
         _check(not dp_only, f"--{dp_only[0] if dp_only else ''} needs a private --mode ({', '.join(PRIVATE_MODES)})")
         return
-    _check(0 < cfg.delta < 1, f"--delta must be in (0, 1) (got {cfg.delta})")
+    _check_delta("--delta", cfg.delta)
     _check(cfg.S > 0, f"--S must be > 0 (got {cfg.S})")
     _check(cfg.epsilon is None or cfg.epsilon > 0, f"--epsilon must be > 0 (got {cfg.epsilon})")
     _check(cfg.noise_multiplier is None or cfg.noise_multiplier >= 0,
@@ -551,7 +557,7 @@ def _validate_local_dp(cfg: Config) -> None:
         _check((cfg.sample_noise is None) != (cfg.sample_epsilon is None),
                "--dp_level sample needs exactly one of --sample_noise z or --sample_epsilon E")
         _check(cfg.max_grad_norm > 0, f"--max_grad_norm must be > 0 (got {cfg.max_grad_norm})")
-        _check(0 < cfg.sample_delta < 1, f"--sample_delta must be in (0, 1) (got {cfg.sample_delta})")
+        _check_delta("--sample_delta", cfg.sample_delta)
         _check(cfg.physical_batch >= 0, f"--physical_batch must be >= 0 (got {cfg.physical_batch})")
         _check(cfg.sample_epsilon is None or not cfg.adaptive_subclients,
                "--sample_epsilon with --ada_vn/--init_vn: the rule may split hospitals into smaller sub-clients "
@@ -560,7 +566,7 @@ def _validate_local_dp(cfg: Config) -> None:
         _check((cfg.local_noise is None) != (cfg.local_epsilon is None),
                "--dp_level update_local needs exactly one of --local_noise z or --local_epsilon E")
         _check(cfg.local_clip > 0, f"--local_clip must be > 0 (got {cfg.local_clip})")
-        _check(0 < cfg.local_delta < 1, f"--local_delta must be in (0, 1) (got {cfg.local_delta})")
+        _check_delta("--local_delta", cfg.local_delta)
     for flag in ("sample_noise", "sample_epsilon", "local_noise", "local_epsilon"):
         value = getattr(cfg, flag)
         _check(value is None or value > 0, f"--{flag} must be > 0 (got {value})")

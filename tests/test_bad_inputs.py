@@ -135,6 +135,13 @@ CASES = [
     Case("image size", lambda t: tiny(t, "--img_size", "30"), 2, "--img_size must be a multiple of 4"),
     Case("huge image size", lambda t: tiny(t, "--img_size", "100000"), 2,
          "--img_size must be a multiple of 4 in [16, 2048] (got 100000)"),
+    Case("delta below the accountants' resolution", lambda t: tiny(t, "--mode", "dpsgd", "--noise_multiplier", "1",
+                                                                    "--delta", "1e-300"), 2,
+         "--delta must be in [1e-10, 1): a smaller delta is below what the PRV and PLD accountants resolve "
+         "(got 1e-300)"),
+    Case("local delta below the accountants' resolution", lambda t: tiny(t, "--dp_level", "update_local",
+                                                                          "--local_noise", "1", "--local_delta", "0"), 2,
+         "--local_delta must be in [1e-10, 1)"),
     Case("negative seed", lambda t: tiny(t, "--seed", "-1"), 2, "--seed must be in [0, 2^63) (got -1)"),
     Case("segmentation model on a classification task", lambda t: tiny(t, "--model", "unet_small"), 2,
          "--model unet_small does not fit --data synthetic-ich, a classification task; use one of: cnn, cnn_narrow, "

@@ -132,7 +132,7 @@ def test_batchnorm_running_statistics_are_privatised():
     (["--ada_vn"], "--ada_vn needs a private --mode"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--adaclip", "--noclip"], "exclude each other"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--strict_dp", "--noclip"], "--strict_dp cannot"),
-    (["--mode", "dpsgd", "--noise_multiplier", "1", "--delta", "1.5"], "--delta must be in (0, 1)"),
+    (["--mode", "dpsgd", "--noise_multiplier", "1", "--delta", "1.5"], "--delta must be in [1e-10, 1)"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--dp_mode", "bounded"], "needs both"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--max_vn", "3"], "--max_vn caps the v"),
     (["--mode", "dpsgd", "--noise_multiplier", "1", "--ada_vn", "--max_vn", "-1"], "--max_vn must be"),
