@@ -299,7 +299,8 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
     shards = subclient_data(fed, state)
     stopped_early = False
     bar = tqdm(range(state.next_round, cfg.rounds), initial=state.next_round, total=cfg.rounds,
-               desc=f"{cfg.data} {cfg.mode}", unit="round", disable=not cfg.progress, dynamic_ncols=True)
+               desc=f"{cfg.data} {cfg.mode}", unit="round", dynamic_ncols=True,
+               disable=None if cfg.progress else True)  # None: drawn on a terminal only
     stopped_by_budget = False
     for r in bar:
         if not fed.pipeline.within_budget(state.subclient_counts):

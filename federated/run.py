@@ -226,6 +226,8 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
         if fed.client_dp is not None:
             fed.client_dp.load_state_dict(checkpoint["client_dp"])
         fed.ledger.load_state_dict(checkpoint["ledger"])
+        print(f"resuming from round {state.next_round} of {cfg.rounds} (the checkpoint holds rounds "
+              f"0-{state.next_round - 1})", flush=True)
         _charge_journaled(journal, state.journal_length, fed)
         recorder = RunRecorder(folder, resume_round=state.next_round - 1, outputs=fed.outputs)
     recorder.write_config(cfg.to_dict())

@@ -91,3 +91,13 @@ def test_subclient_shards_index_the_hospital_data_without_copies(tiny_args):
     shards = loop.subclient_data(fed, state)
     assert all(s.parent is h.train for h, per_h in zip(fed.data.hospitals, shards) for s in per_h)
     assert sum(len(s) for s in shards[0]) == len(fed.data.hospitals[0].train)
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path, capsys):
+    """A redirected log gets no progress bar (it used to get one 30 KB line of redraws)."""
+    import fed_train
+    from tests.conftest import TINY
+    args = [a for a in TINY if a != "--no_progress"] + ["--save_path", str(tmp_path)]
+    assert fed_train.main(args) == 0
+    err = capsys.readouterr().err
+    assert "round/s" not in err and "s/round" not in err and "\r" not in err

@@ -257,3 +257,11 @@ def test_paper_split_resplits_into_equal_random_parts_trained_in_order(tiny_args
     loop.resplit(fed, again, 2, round_idx=5)
     assert not all(torch.equal(a, b) for x, y in zip(again.subclient_indices, state.subclient_indices)
                    for a, b in zip(x, y))
+
+
+def test_a_resumed_run_says_where_it_resumes(tiny_args, capsys):
+    args = tiny_args + ["--rounds", "2", "--keep_optimizer", "--exp", "r"]
+    assert fed_train.main(args) == 0
+    capsys.readouterr()
+    assert fed_train.main(tiny_args + ["--rounds", "4", "--keep_optimizer", "--exp", "r", "--resume"]) == 0
+    assert "resuming from round 2 of 4 (the checkpoint holds rounds 0-1)" in capsys.readouterr().out

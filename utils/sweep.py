@@ -91,7 +91,8 @@ def run_sweep(lines: list[str], *, jobs: int, dry_run: bool = False) -> int:
     todo = [(argv, log, threads) for argv, log in todo]
     failed = []
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(jobs) as pool, tqdm(total=len(todo), unit="run", desc="sweep", file=sys.stderr) as bar:
+    with ctx.Pool(jobs) as pool, tqdm(total=len(todo), unit="run", desc="sweep", file=sys.stderr,
+                                               disable=None) as bar:  # a terminal only
         for log_path, code, seconds in pool.imap_unordered(_run_one, todo):
             bar.update()
             if code != 0:
