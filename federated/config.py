@@ -462,6 +462,9 @@ def validate(cfg: Config) -> None:
         _check(cfg.accountant == "rdp" or target is None or target <= NUMERIC_EPSILON_LIMIT,
                f"--{flag} {target} with --accountant {cfg.accountant}: PLD and PRV give no value beyond epsilon "
                f"{NUMERIC_EPSILON_LIMIT:g} (their grids overflow); use --accountant rdp or a smaller target")
+    _check(cfg.exp is None or (cfg.exp not in ("", ".", "..") and "/" not in cfg.exp and "\\" not in cfg.exp),
+           f"--exp {cfg.exp!r} must be one folder name (no '/', '\\', '.' or '..'): the run is written in "
+           "SAVE_PATH/DATA/seedS/EXP; use --save_path for another place")
     _check(cfg.data in DATASETS, f"--data {cfg.data!r} is unknown; choose one of: {', '.join(DATASETS)}")
     _check(cfg.model in MODELS or cfg.model == AUTO_MODEL,
            f"--model {cfg.model!r} is unknown; choose one of: {', '.join(MODELS)}")

@@ -142,6 +142,8 @@ CASES = [
     Case("local delta below the accountants' resolution", lambda t: tiny(t, "--dp_level", "update_local",
                                                                           "--local_noise", "1", "--local_delta", "0"), 2,
          "--local_delta must be in [1e-10, 1)"),
+    Case("run name escaping its folder", lambda t: tiny(t, "--exp", "../../escaped"), 2,
+         "--exp '../../escaped' must be one folder name (no '/', '\\', '.' or '..')"),
     Case("negative seed", lambda t: tiny(t, "--seed", "-1"), 2, "--seed must be in [0, 2^63) (got -1)"),
     Case("segmentation model on a classification task", lambda t: tiny(t, "--model", "unet_small"), 2,
          "--model unet_small does not fit --data synthetic-ich, a classification task; use one of: cnn, cnn_narrow, "
