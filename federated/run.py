@@ -98,6 +98,10 @@ def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
 def check_writable(root: Path) -> None:
     """--save_path must be (or be creatable as) a folder we can write to, with room for
     results: checked before any data is loaded, without creating anything."""
+    for p in [root, *root.parents]:
+        if p.is_symlink() and not p.exists():
+            raise ConfigError(f"--save_path {root} passes through the symlink {p}, which leads nowhere (a loop or a "
+                              "missing target); point it at a real folder")
     existing = next(p for p in [root, *root.parents] if p.exists())
     if not existing.is_dir():
         where = "is a file" if existing == root else f"lies below the file {existing}"

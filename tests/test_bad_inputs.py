@@ -157,6 +157,8 @@ CASES = [
     # the results folder
     Case("save_path is a file", lambda t: TINY + ["--save_path", str(t / "afile")], 2, "is a file, not a folder",
          setup=lambda t, m: (t / "afile").write_text("x")),
+    Case("save_path through a symlink loop", lambda t: TINY + ["--save_path", str(t / "loop" / "sub")], 2,
+         "passes through the symlink", setup=lambda t, m: (t / "loop").symlink_to(t / "loop")),
     Case("save_path below a file", lambda t: TINY + ["--save_path", str(t / "afile" / "sub")], 2,
          "lies below the file",
          setup=lambda t, m: (t / "afile").write_text("x")),
