@@ -95,9 +95,11 @@ def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
                           "rerun with the original flags or start a new run with --exp")
 
 
-def check_writable(root: Path) -> None:
+def check_writable(root: Path, *, what: str | None = None, fix: str = "choose a writable folder") -> None:
     """--save_path must be (or be creatable as) a folder we can write to, with room for
-    results: checked before any data is loaded, without creating anything."""
+    results: checked before any data is loaded, without creating anything. `what` names
+    the folder in the messages (default: --save_path ROOT), `fix` says what to do instead."""
+    what = what or f"--save_path {root}"
     for p in [root, *root.parents]:
         if p.is_symlink() and not p.exists():
             raise ConfigError(f"--save_path {root} passes through the symlink {p}, which leads nowhere (a loop or a "
@@ -111,11 +113,10 @@ def check_writable(root: Path) -> None:
             probe.write(b"0" * 4096)
             probe.flush()
     except OSError as err:
-        raise ConfigError(f"--save_path {root} cannot be written ({err.strerror or err}); choose a writable "
-                          "folder") from None
+        raise ConfigError(f"{what} cannot be written ({err.strerror or err}); {fix}") from None
     free_mb = shutil.disk_usage(existing).free / 2**20
     if free_mb < MIN_FREE_MB:
-        raise ConfigError(f"--save_path {root} has {free_mb:.0f} MB free; a run needs at least {MIN_FREE_MB} MB: "
+        raise ConfigError(f"{what} has {free_mb:.0f} MB free; a run needs at least {MIN_FREE_MB} MB: "
                           "free some space or choose another folder")
 
 
@@ -276,6 +277,10 @@ def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
     come from the checkpoint; `given` (flags set on the command line) may not contradict them."""
     torch.set_num_threads(cfg.threads)
     path = Path(cfg.ckpt)
+    out = path.with_name(f"{path.stem}_test.json")
+    # before the evaluation, whose results would otherwise be lost
+    check_writable(out.parent, what=f"--test writes {out.name} beside --ckpt, but {out.parent}",
+                   fix="copy the checkpoint to a writable folder")
     checkpoint = load_checkpoint(path, "--ckpt")
     current = cfg.to_dict()
     differ = sorted(k for k in given - TEST_FLAGS if checkpoint["config"].get(k) != current[k])
@@ -295,5 +300,5 @@ def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
     report = {"checkpoint": str(path), "round": checkpoint.get("round"), "test": results[MEAN],
               "test_per_hospital": {k: v for k, v in results.items() if k != MEAN},
               "primary_metric": fed.task.primary_metric}
-    io.write_json(path.with_name(f"{path.stem}_test.json"), report)
+    io.write_json(out, report)
     return report

@@ -234,6 +234,20 @@ def test_ckpt_of_another_dataset_is_refused(tmp_path, capsys):
     assert main(["--test", "--ckpt", str(folder / "best.pt"), "--threads", "1"]) == 0  # its own flags: fine
 
 
+def test_test_of_a_checkpoint_in_a_read_only_folder_is_refused_before_evaluating(tmp_path, capsys, monkeypatch):
+    folder = trained(tmp_path)
+    evaluated = []
+    monkeypatch.setattr(run_module, "evaluate", lambda *a, **k: evaluated.append(1))
+    # simulated: the suite may run as root, which ignores directory permissions
+    monkeypatch.setattr(run_module.tempfile, "TemporaryFile",
+                        lambda **k: (_ for _ in ()).throw(PermissionError(errno.EACCES, "Permission denied")))
+    code, err = run_cli(["--test", "--ckpt", str(folder / "best.pt"), "--threads", "1"], capsys)
+    assert code == 2 and err.strip().endswith(
+        f"--test writes best_test.json beside --ckpt, but {folder} cannot be written (Permission denied); copy the "
+        "checkpoint to a writable folder"), err
+    assert not evaluated and not (folder / "best_test.json").exists()
+
+
 TINY_SEG_DATA = ["--data", "synthetic-prostate"]
 
 
