@@ -55,7 +55,7 @@ def read_table(path: Path, findings: list[str], uncertain: str) -> tuple[list[st
     table, validated; frontal rows only where the table says which view each image is."""
     if not path.is_file():
         raise DataError(f"label table {path} is missing; --split_dir must hold {', '.join(SPLIT_FILES.values())}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not a column name
         reader = csv.DictReader(f)
         missing = [c for c in ("Path", "Sex", "Age", *findings) if c not in (reader.fieldnames or [])]
         if missing:

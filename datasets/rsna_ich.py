@@ -39,7 +39,7 @@ def read_split(path: Path) -> tuple[list[str], list[int]]:
     if not path.is_file():
         raise DataError(f"split file {path} is missing; pass --split_dir with train.csv, validate.csv, test.csv "
                         "(or build them: python -m datasets.rsna_ich --labels stage_2_train.csv --out DIR)")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not a column name
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -88,7 +88,7 @@ def build_split_files(labels_csv: Path, out_dir: Path, *, size: int, seed: int,
     """A balanced binary subset of Kaggle's stage_2_train labels (half healthy), shuffled with
     `seed` and written as train/validate/test CSVs in the paper's format."""
     table: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(labels_csv, newline="") as f:
+    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
             image, _, subtype = row["ID"].rpartition("_")
             table[image][subtype] = int(row["Label"])

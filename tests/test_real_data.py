@@ -77,6 +77,17 @@ def test_rsna_label_is_the_healthy_column(rsna):
     assert sorted(torch.cat([h.train.targets for h in data.hospitals]).tolist()) == [0] * 8 + [1] * 8
 
 
+def test_rsna_split_files_saved_with_a_byte_order_mark_load(rsna, tmp_path):
+    """Spreadsheet programs save CSVs with a UTF-8 BOM; the first column keeps its name."""
+    from federated.config import parse_config
+    from datasets import build_federated_data
+    for name in ("train.csv", "validate.csv", "test.csv"):
+        path = tmp_path / "splits" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    data = build_federated_data(parse_config(rsna), torch.Generator().manual_seed(0))
+    assert sum(len(h.train) for h in data.hospitals) == 16
+
+
 @pytest.mark.parametrize("breakage, expected", [
     ("no_image_dir", "--image_dir"),
     ("no_split_file", "test.csv is missing"),
