@@ -24,11 +24,19 @@ def load_image(path: Path, *, size: int, mode: str, resample=Image.BILINEAR) -> 
         raise DataError(f"image {path} is missing; check the data root / image folder flags")
     try:
         with Image.open(path) as img:
-            img = img.convert(mode).resize((size, size), resample)
-            arr = np.asarray(img, dtype=np.uint8)
+            if img.mode.startswith("I"):  # 16-bit grey
+                img = _eight_bit(img)
+            arr = np.asarray(img.convert(mode).resize((size, size), resample), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"image {path} cannot be read ({err}); replace or remove it") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image (Pillow's "I;16" or "I" modes) scaled by its bit depth to 8 bits;
+    Pillow's own conversion saturates everything above 255."""
+    wide = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -400,3 +400,19 @@ def test_run_cxr_exp_sh_takes_the_tables(chest_xray, tmp_path):
     assert len(configs) == 2 and {c["uncertain"] for c in configs} == {"ones"}
     assert {c["local_opt"] for c in configs} == {"nadam"} and {c["img_size"] for c in configs} == {16}
     assert "SPD" in (tmp_path / "sweep" / "cxr.md").read_text()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_16_bit_images_are_scaled_by_their_bit_depth(tmp_path, mode):
+    """A 16-bit PNG (CT and MR exports often are) is scaled from 0..65535 to 0..255, not
+    saturated at 255."""
+    from datasets.imageio import load_image
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))
+    path = tmp_path / "ct16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as img:
+        assert img.mode.startswith("I")  # what Pillow makes of a 16-bit PNG
+    arr = load_image(path, size=32, mode=mode)
+    expected = np.rint(ramp / 257.0).astype(np.uint8)
+    assert arr.shape == ((1 if mode == "L" else 3), 32, 32)
+    assert all(np.array_equal(channel, expected) for channel in arr)
