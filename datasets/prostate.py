@@ -85,7 +85,7 @@ def _load(pairs: list[tuple[Path, Path]], size: int) -> Split:
     # As the paper: image and mask area-resized (MONAI's Resized default), the mask's fractions
     # kept as training targets; the paper's metrics threshold them (utils/metrics.py).
     images = load_images([p for p, _ in pairs], size=size, mode="RGB", resample="area")
-    masks = load_images([m for _, m in pairs], size=size, mode="L", resample="area")
+    masks = load_images([m for _, m in pairs], size=size, mode="L", resample="area", masks=True)
     return Split(images, masks.float() / 255)
 
 

@@ -139,8 +139,8 @@ CASES = [
                                                                     "--delta", "1e-300"), 2,
          "--delta must be in [1e-10, 1): a smaller delta is below what the PRV and PLD accountants resolve "
          "(got 1e-300)"),
-    Case("local delta below the accountants' resolution", lambda t: tiny(t, "--dp_level", "update_local",
-                                                                          "--local_noise", "1", "--local_delta", "0"), 2,
+    Case("local delta below the accountants' resolution",
+         lambda t: tiny(t, "--dp_level", "update_local", "--local_noise", "1", "--local_delta", "0"), 2,
          "--local_delta must be in [1e-10, 1)"),
     Case("run name escaping its folder", lambda t: tiny(t, "--exp", "../../escaped"), 2,
          "--exp '../../escaped' must be one folder name (no '/', '\\', '.' or '..')"),

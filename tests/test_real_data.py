@@ -416,3 +416,19 @@ def test_16_bit_images_are_scaled_by_their_bit_depth(tmp_path, mode):
     expected = np.rint(ramp / 257.0).astype(np.uint8)
     assert arr.shape == ((1 if mode == "L" else 3), 32, 32)
     assert all(np.array_equal(channel, expected) for channel in arr)
+
+
+def test_prostate_masks_stored_as_0_and_1_read_as_0_and_255(tmp_path):
+    """Masks saved with values 0/1 (instead of 0/255) are recognised by their range and give
+    the same targets, not masks 255 times too faint."""
+    from datasets.imageio import load_images
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[0, 0] = 1
+    mask[2:, 2:] = 1
+    Image.fromarray(mask).save(tmp_path / "unit.png")
+    Image.fromarray(mask * 255).save(tmp_path / "byte.png")
+    unit, byte = load_images([tmp_path / "unit.png", tmp_path / "byte.png"], size=2, mode="L", resample="area",
+                             masks=True)
+    assert torch.equal(unit, byte) and int(byte.max()) == 255
+    image = load_images([tmp_path / "unit.png"], size=4, mode="L")  # an image keeps its values
+    assert int(image.max()) == 1
