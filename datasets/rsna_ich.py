@@ -48,6 +48,9 @@ def read_split(path: Path) -> tuple[list[str], list[int]]:
         for line, row in enumerate(reader, start=2):
             if row["healthy"] not in ("0", "1"):
                 raise DataError(f"{path}, line {line}: healthy = {row['healthy']!r}, but labels must be 0 or 1")
+            if row["ImageID"] in ("", ".", "..") or "/" in row["ImageID"] or "\\" in row["ImageID"]:
+                raise DataError(f"{path}, line {line}: ImageID {row['ImageID']!r} is not a file name; ImageIDs "
+                                "name files inside --image_dir")
             ids.append(row["ImageID"])
             labels.append(int(row["healthy"]))
     if not ids:

@@ -95,6 +95,7 @@ def test_rsna_split_files_saved_with_a_byte_order_mark_load(rsna, tmp_path):
     ("unreadable_image", "cannot be read"),
     ("bad_label", "labels must be 0 or 1"),
     ("missing_column", "lacks the column(s) healthy"),
+    ("escaping_id", "line 2: ImageID '../ID_tr0000.png' is not a file name"),
 ])
 def test_rsna_bad_input(rsna, breakage, expected, capsys, tmp_path):
     args = list(rsna)
@@ -107,6 +108,9 @@ def test_rsna_bad_input(rsna, breakage, expected, capsys, tmp_path):
         next(images.glob("ID_tr*.png")).unlink()
     elif breakage == "unreadable_image":
         next(images.glob("ID_te*.png")).write_bytes(b"not a png")
+    elif breakage == "escaping_id":
+        text = (splits / "train.csv").read_text()
+        (splits / "train.csv").write_text(text.replace("ID_tr0000.png", "../ID_tr0000.png", 1))
     elif breakage in ("bad_label", "missing_column"):
         text = (splits / "train.csv").read_text().splitlines()
         if breakage == "bad_label":
