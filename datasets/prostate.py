@@ -61,11 +61,13 @@ def read_site(root: Path, json_path: Path) -> dict[str, list[tuple[Path, Path]]]
         if key not in spec:
             raise DataError(f"{json_path} lacks the key {key!r}; expected training, validation, testing")
         entries = spec[key]
+        if not isinstance(entries, list):
+            raise DataError(f"{json_path}: {key!r} must be a list of entries, each with 'image' and 'label'")
         if not entries:
             raise DataError(f"{json_path}: {key!r} is empty; every site needs slices in each split")
         for e in entries:
-            if not {"image", "label"} <= set(e):
-                raise DataError(f"{json_path}: entry {e} needs 'image' and 'label'")
+            if not (isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("image", "label"))):
+                raise DataError(f"{json_path}: {key!r} entry {e!r} must be an object with 'image' and 'label' paths")
         pairs[split] = [(_resolve(root, e["image"], json_path), _resolve(root, e["label"], json_path)) for e in entries]
     return pairs
 

@@ -158,6 +158,10 @@ def test_prostate_case_level_json_and_federation(tmp_path, prostate_root, capsys
     ("empty_site", "is empty"),
     ("missing_json", "NCI_ISBI_3T.json is missing"),
     ("no_root", "--data_root"),
+    ("number_entry", "MSD.json: 'training' entry 7 must be an object with 'image' and 'label' paths"),
+    ("split_not_a_list", "MSD.json: 'testing' must be a list of entries"),
+    ("path_not_text", "MSD.json: 'training' entry {'image': 3, 'label': 'x.png'} must be an object with 'image' "
+                      "and 'label' paths"),
 ])
 def test_prostate_bad_input(tmp_path, prostate_root, breakage, expected, capsys):
     json_dir = tmp_path / "json"
@@ -175,6 +179,12 @@ def test_prostate_bad_input(tmp_path, prostate_root, breakage, expected, capsys)
         (json_dir / "NCI_ISBI_3T.json").unlink()
     elif breakage == "no_root":
         args[args.index("--data_root") + 1] = str(tmp_path / "nowhere")
+    elif breakage == "number_entry":
+        spec["training"][0] = 7
+    elif breakage == "split_not_a_list":
+        spec["testing"] = 5
+    elif breakage == "path_not_text":
+        spec["training"][0] = {"image": 3, "label": "x.png"}
     spec_path.write_text(json.dumps(spec))
     assert fed_train.main(args) == 2
     assert expected in capsys.readouterr().err
