@@ -52,6 +52,11 @@ def build(cfg, gen: torch.Generator) -> FederatedData:
 
 def _classification(sites: list[Path], size: int, gen: torch.Generator) -> FederatedData:
     classes = sorted({c.name for s in sites for c in s.iterdir() if c.is_dir()})
+    by_folded = {}
+    for name in classes:
+        if (other := by_folded.setdefault(name.casefold(), name)) != name:
+            raise DataError(f"class folders {other!r} and {name!r} differ only in case; rename them to one spelling "
+                            "at every site (they would train as two classes)")
     if len(classes) < 2:
         raise DataError(f"found classes {classes} under the sites; classification needs >= 2 class folders")
     hospitals = []

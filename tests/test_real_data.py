@@ -250,6 +250,19 @@ def test_folder_classification_and_segmentation(tmp_path):
     assert set(out["summary"]["test"]) == {"dice", "iou", "hd95", "dice_hard"}
 
 
+def test_folder_classes_spelled_in_two_cases_are_refused(tmp_path, capsys):
+    """'Normal' at one site and 'normal' at another are one class, not two."""
+    for site, spelling in (("siteA", "Normal"), ("siteB", "normal")):
+        for c in (spelling, "tumour"):
+            for i in range(3):
+                _png(tmp_path / "d" / site / c / f"{i}.png")
+    assert fed_train.main(["--data", "folder", "--data_root", str(tmp_path / "d"), "-N", "2",
+                           "--save_path", str(tmp_path / "r")] + QUICK) == 2
+    err = capsys.readouterr().err
+    assert "class folders 'Normal' and 'normal' differ only in case; rename them to one spelling" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_folder_empty_site_is_named(tmp_path, capsys):
     for i in range(3):
         _png(tmp_path / "d" / "siteA" / "yes" / f"{i}.png")
