@@ -70,9 +70,10 @@ def build(cfg, gen: torch.Generator) -> FederatedData:
         raise DataError(f"--image_dir {cfg.image_dir!r} is not a folder; point it at the folder of RSNA PNGs")
     if not cfg.split_dir or not split_dir.is_dir():
         raise DataError(f"--split_dir {cfg.split_dir!r} is not a folder; it must hold train.csv, validate.csv, test.csv")
-    per_split = {}
+    per_split, listed = {}, {}
     for split, filename in SPLIT_FILES.items():
         ids, labels = read_split(split_dir / filename)
+        listed[filename] = set(ids)
         missing = [i for i in ids if not (image_dir / i).is_file()]
         if missing:
             raise DataError(f"{len(missing)} image(s) listed in {split_dir / filename} are missing from "
@@ -82,8 +83,21 @@ def build(cfg, gen: torch.Generator) -> FederatedData:
         per_split[split] = [Split(images[p], torch.tensor(labels)[p]) for p in parts]
     hospitals = [Hospital(f"hospital{h:02d}", per_split["train"][h], per_split["val"][h], per_split["test"][h])
                  for h in range(cfg.clients)]
+    _warn_overlaps(split_dir, listed)
     prepare = ImagePreparation(IMAGENET_MEAN, IMAGENET_STD, augment=True)
     return FederatedData("RSNA-ICH", CLASSIFICATION, hospitals, in_channels=3, num_outputs=2, prepare=prepare)
+
+
+def _warn_overlaps(split_dir: Path, listed: dict[str, set[str]]) -> None:
+    """The splits should share no image: a test image seen in training measures recall, not
+    generalisation. Warned, not refused: a smoke test may reuse one file on purpose."""
+    names = list(listed)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if shared := listed[a] & listed[b]:
+                print(f"warning: {split_dir / a} and {split_dir / b} share {len(shared)} image(s), "
+                      f"e.g. {min(shared)}; scores on the later split will not measure generalisation",
+                      file=sys.stderr, flush=True)
 
 
 def build_split_files(labels_csv: Path, out_dir: Path, *, size: int, seed: int,

@@ -88,6 +88,17 @@ def test_rsna_split_files_saved_with_a_byte_order_mark_load(rsna, tmp_path):
     assert sum(len(h.train) for h in data.hospitals) == 16
 
 
+def test_rsna_split_files_sharing_images_are_warned_of(rsna, tmp_path, capsys):
+    splits = tmp_path / "splits"
+    (splits / "test.csv").write_text((splits / "validate.csv").read_text())  # test = validation
+    from federated.config import parse_config
+    from datasets import build_federated_data
+    build_federated_data(parse_config(rsna), torch.Generator().manual_seed(0))
+    err = capsys.readouterr().err
+    assert f"warning: {splits / 'validate.csv'} and {splits / 'test.csv'} share 8 image(s), e.g. ID_va0000.png" in err
+    assert "train.csv" not in err
+
+
 @pytest.mark.parametrize("breakage, expected", [
     ("no_image_dir", "--image_dir"),
     ("no_split_file", "test.csv is missing"),
