@@ -49,12 +49,23 @@ DrawSite = Callable[[torch.Generator], dict]
 
 
 def hospital_train_sizes(sizes: SyntheticSizes, gen: torch.Generator) -> list[int]:
-    """Mean `sizes.train` per hospital; a log-normal spread of `size_skew` makes them unequal."""
+    """Mean `sizes.train` per hospital; a log-normal spread of `size_skew` makes them unequal.
+    The shares are normalised and rounded by largest remainder, so the hospitals hold exactly
+    hospitals x train records (at least 2 each where train >= 2, taken from the largest)."""
+    n, total = sizes.hospitals, sizes.hospitals * sizes.train
     if sizes.size_skew <= 0:
-        return [sizes.train] * sizes.hospitals
-    z = torch.randn(sizes.hospitals, generator=gen)
-    factor = torch.exp(sizes.size_skew * z - sizes.size_skew**2 / 2)
-    return [max(2, int(round(sizes.train * float(f)))) for f in factor]
+        return [sizes.train] * n
+    weights = torch.exp(sizes.size_skew * torch.randn(n, generator=gen)).double()
+    exact = weights / weights.sum() * total
+    out = [int(x) for x in exact.floor()]
+    for i in torch.argsort(exact - exact.floor(), descending=True)[:total - sum(out)].tolist():
+        out[i] += 1
+    least = min(2, sizes.train)  # reachable: total >= least x hospitals
+    for i in range(n):
+        while out[i] < least:
+            out[i] += 1
+            out[max(range(n), key=out.__getitem__)] -= 1
+    return out
 
 
 def build_synthetic(
