@@ -20,7 +20,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from datasets.base import SEGMENTATION, FederatedData, Hospital, Split
 from datasets.imageio import DataError, image_size, load_images
@@ -69,7 +71,44 @@ def read_site(root: Path, json_path: Path) -> dict[str, list[tuple[Path, Path]]]
             if not (isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("image", "label"))):
                 raise DataError(f"{json_path}: {key!r} entry {e!r} must be an object with 'image' and 'label' paths")
         pairs[split] = [(_resolve(root, e["image"], json_path), _resolve(root, e["label"], json_path)) for e in entries]
+    _warn_swapped(json_path, pairs)
+    _warn_overlaps(json_path, pairs)
     return pairs
+
+
+SWAP_SAMPLE = 4  # pairs read per split to check which side holds the masks
+
+
+def _distinct_values(path: Path) -> int | None:
+    try:
+        with Image.open(path) as img:
+            return len(np.unique(np.asarray(img)))
+    except (UnidentifiedImageError, OSError):
+        return None  # reported with its path when the slices are loaded
+
+
+def _warn_swapped(json_path: Path, pairs: dict[str, list[tuple[Path, Path]]]) -> None:
+    """Masks hold two values (0 and 255, or 0 and 1), MRI slices many: entries whose image
+    is two-valued while its mask is not have 'image' and 'label' exchanged. Warned, as a
+    constant image would be legal."""
+    for split, entries in pairs.items():
+        sample = [(_distinct_values(i), _distinct_values(m)) for i, m in entries[:SWAP_SAMPLE]
+                  if i.is_file() and m.is_file()]
+        if sample and all(i is not None and m is not None and i <= 2 < m for i, m in sample):
+            print(f"warning: {json_path}: the {SPLIT_KEYS[split]!r} images look like masks "
+                  f"({max(i for i, _ in sample)} values) and the masks like images ({min(m for _, m in sample)}+ "
+                  "values); are 'image' and 'label' exchanged?", file=sys.stderr, flush=True)
+
+
+def _warn_overlaps(json_path: Path, pairs: dict[str, list[tuple[Path, Path]]]) -> None:
+    """Splits should share no slice: test slices seen in training measure recall."""
+    names = list(pairs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if shared := {img for img, _ in pairs[a]} & {img for img, _ in pairs[b]}:
+                print(f"warning: {json_path}: {SPLIT_KEYS[a]!r} and {SPLIT_KEYS[b]!r} share {len(shared)} slice(s), "
+                      f"e.g. {min(shared)}; scores on {SPLIT_KEYS[b]!r} will not measure generalisation",
+                      file=sys.stderr, flush=True)
 
 
 def _check_pairs(pairs: list[tuple[Path, Path]]) -> None:

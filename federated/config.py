@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
 MIN_DELTA = 1e-10  # PRV's and PLD's grids resolve no delta near machine precision
 MAX_IMG_SIZE = 2048  # larger than any dataset here (the paper: 224 and 256 px)
-AUTO_MODEL = "auto"  # --data folder: cnn for classification, unet_small for segmentation
+AUTO_MODEL = "auto"
+# Flags that say how a run is carried out, not what it computes: left out of its identity.
+# (--threads, --engine and --physical_batch, how DP-SGD's logical batch is cut, change only
+# the order of float sums.)
+RUN_CONTROL_FLAGS = frozenset({"exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test",
+                               "ckpt", "threads", "engine", "engine_chunk", "physical_batch", "keep_optimizer"})  # --data folder: cnn for classification, unet_small for segmentation
 
 # Per-dataset defaults for flags the user leaves unset (the CPU default job).
 PRESETS: dict[str, dict] = {
@@ -169,7 +175,7 @@ class Config:
     test: bool = False
     ckpt: str | None = None
     progress: bool = True
-    threads: int = 2
+    threads: int = 0  # 0: auto, the cores free when the run starts (federated.run.resolve_threads)
     engine: str = "auto"
     engine_chunk: int = 0
     bootstrap: int = 1000
@@ -182,10 +188,25 @@ class Config:
         known = {f.name for f in dataclasses.fields(Config)}
         return Config(**{k: v for k, v in values.items() if k in known})
 
+    def identity(self) -> dict:
+        """The flags that make this run's result, where they differ from the defaults (so that a
+        flag added later, at its default, keeps every earlier run's identity)."""
+        defaults = Config()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in RUN_CONTROL_FLAGS and getattr(self, f.name) != getattr(defaults, f.name)}
+
+    def identity_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
     def run_name(self) -> str:
-        """Folder name built from the flags, in the pattern of the paper's code."""
+        """The run folder's name: --exp, or the paper code's pattern of the main flags followed
+        by a hash of every flag that changes the result (two settings never share a folder)."""
         if self.exp:
             return self.exp
+        return f"{self.readable_name()}_{self.identity_hash()}"
+
+    def readable_name(self) -> str:
+        """The main flags, in the pattern of the paper's code."""
         name = (f"{self.mode}_rounds{self.rounds}_localE{self.local_epochs}_lr{self.lr}_batch{self.batch}"
                 f"_N{self.clients}_sr{self.sample_rate}_VN{self.virtual_clients}")
         name += self._server_info() + self._dp_info()
@@ -424,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test", action="store_true", help="only evaluate --ckpt on every hospital's test set")
     g.add_argument("--ckpt", default=None, help="checkpoint to evaluate with --test")
     g.add_argument("--no_progress", dest="progress", action="store_false", help="hide the progress bar")
-    g.add_argument("--threads", type=int, default=2,
-                   help="torch CPU threads; results depend on it (the order of float sums)")
+    g.add_argument("--threads", type=_threads, default="auto", metavar="N|auto",
+                   help="torch CPU threads; auto: the cores free at the start (fix N to rerun bit-identically)")
     g.add_argument("--engine", default="auto", choices=("auto",) + ENGINES,
                    help="train sub-clients one by one (loop) or together (batched); auto: the faster measured")
     g.add_argument("--engine_chunk", type=int, default=0,
@@ -434,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sex/age datasets: test-set bootstrap resamples for the fairness 95%% intervals")
     p.epilog = f"Unset defaults come from the dataset preset ({preset})."
     return p
+
+
+def _threads(text: str) -> int:
+    if text == "auto":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be an integer >= 1 or auto (got {text!r})")
+    return int(text)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -453,7 +482,6 @@ def validate(cfg: Config) -> None:
         _check(not isinstance(value, float) or math.isfinite(value),
                f"--{f.name} must be a finite number (got {value})"
                + ("; for no client-level DP use a non-private --mode (fedavg, ...)" if f.name == "epsilon" else ""))
-    _check(cfg.threads >= 1, f"--threads must be >= 1 (got {cfg.threads})")
     _check(all(f.strip() for f in cfg.findings.split(",")),
            f"--findings {cfg.findings!r} has an empty name; give comma-separated column names")
     _check(cfg.bootstrap >= 1, f"--bootstrap must be >= 1 resample (got {cfg.bootstrap}); the study uses 1000")

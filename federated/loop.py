@@ -341,6 +341,10 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         state.next_round = r + 1
         stopped_early = cfg.early and state.rounds_since_best >= cfg.patience
         if state.next_round % cfg.ckpt_every == 0 and state.next_round < cfg.rounds:
+            # The checkpoint stores the round's time with the round: a resume adds to totals
+            # that cover the local and evaluation time they hold.
+            state.timing["total_s"] += time.perf_counter() - round_start
+            round_start = time.perf_counter()
             checkpoint()  # the last round's is written below, with the run's end
         state.timing["total_s"] += time.perf_counter() - round_start
         postfix = {f"val_{primary}": f"{val[MEAN][primary]:.4f}",

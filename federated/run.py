@@ -1,6 +1,7 @@
 """Run a Config end to end: the run folder, fresh start or resume, and --test mode."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 import shutil
@@ -11,23 +12,30 @@ from pathlib import Path
 
 import torch
 
-from federated.config import Config, ConfigError
+from federated.config import RUN_CONTROL_FLAGS, Config, ConfigError
 from federated.errors import Diverged, Interrupted, RunError
 from federated.evaluate import MEAN, eval_set, evaluate
 from federated.journal import JOURNAL, ReleaseJournal
 from federated.loop import CHECKPOINT_VERSION, RunState, initial_state, train
+from federated.runlock import LOCK_NAME, RunLock
 from federated.setup import build_federation
 from privacy.accountants import ACCOUNTANTS
 from privacy.events import UNITS
 from privacy.report import build_report, format_report
 from utils import io
+from utils.cores import free_cores
 from utils.results import RunRecorder
 
-# Flags that may change between a run and its --resume (they do not alter the result).
-# --threads and --engine change only the order of float sums (a resumed run with another is valid, not
-# bit-identical).
-RESUMABLE_CHANGES = {"rounds", "resume", "overwrite", "progress", "gpu", "ckpt_every", "save_path", "test", "ckpt",
-                     "threads", "engine", "engine_chunk", "keep_optimizer"}
+# Flags that may change between a run and its --resume: those that do not alter the result
+# (a resumed run with other --threads or --engine is valid, not bit-identical) and --rounds.
+RESUMABLE_CHANGES = RUN_CONTROL_FLAGS | {"rounds"}
+# Files of a run that an extension with more --rounds does not carry over: they describe the shorter run's end.
+NOT_EXTENDED = {"summary.json", "best_test.json", "last_test.json", LOCK_NAME}
+
+
+def resolve_threads(cfg: Config) -> Config:
+    """--threads auto (0): the cores free now, so that a busy core does not slow every step."""
+    return cfg if cfg.threads else dataclasses.replace(cfg, threads=free_cores())
 
 
 def calibrated_over_rounds(cfg: Config) -> list[str]:
@@ -120,32 +128,114 @@ def check_writable(root: Path, *, what: str | None = None, fix: str = "choose a 
                           "free some space or choose another folder")
 
 
-def prepare_run(cfg: Config) -> tuple[Path, dict | None]:
-    """Check the run folder before anything is written; returns (folder, checkpoint to resume).
-    A folder without a checkpoint is a run that stopped before its first round ended: it
+def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
+    """Check the run folder, then lock it and clear what is not kept; returns (folder,
+    checkpoint to resume, the held lock). Refusals come before anything is written. A
+    folder without a checkpoint is a run that stopped before its first round ended: it
     holds nothing to keep, so it is replaced (with or without --resume)."""
     check_writable(Path(cfg.save_path))
     folder = run_dir(cfg)
     last = folder / "last.pt"
-    if folder.is_dir():
-        io.remove_stale_temporaries(folder)
-    if folder.exists() and not last.exists():
-        print(f"note: {folder} holds no checkpoint (a run that stopped before its first round ended); "
-              "starting it afresh", flush=True)
-        clear_uncheckpointed(folder)
-        return folder, None
-    if cfg.resume:
-        if not last.exists():
-            raise ConfigError(f"--resume: no run folder at {folder}; run without --resume to start it")
-        checkpoint = load_checkpoint(last, "--resume:")
-        _check_resumable(checkpoint["config"], cfg, last)
-        return folder, checkpoint
-    if folder.exists():
-        if not cfg.overwrite:
+    source = None
+    if cfg.resume and not last.exists() and not cfg.exp:
+        source = shorter_run(cfg, folder)
+        if source is None:
+            raise _no_run_to_resume(cfg, folder)
+    checkpoint = None
+    if last.exists():
+        if cfg.resume:
+            checkpoint = load_checkpoint(last, "--resume:")
+            _check_resumable(checkpoint["config"], cfg, last)
+        elif not cfg.overwrite:
+            differ = differing_setting(folder, cfg)
+            if differ:
+                raise ConfigError(f"run folder {folder} holds another setting ({differ}); choose another --exp, or "
+                                  "pass --overwrite to replace it")
             raise ConfigError(f"run folder {folder} already exists; pass --resume to continue it, "
                               "--overwrite to replace it, or --exp NAME for a new one")
-        shutil.rmtree(folder)
-    return folder, None
+    lock = RunLock(folder).acquire()
+    try:
+        if folder.is_dir():
+            io.remove_stale_temporaries(folder)
+        if source is not None:
+            print(f"extending {source} to {cfg.rounds} rounds in {folder} ({source} is kept as it is)", flush=True)
+            _copy_run(source, folder)
+            checkpoint = load_checkpoint(last, "--resume:")
+            _check_resumable(checkpoint["config"], cfg, last)
+        elif not last.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()):
+            print(f"note: {folder} holds no checkpoint (a run that stopped before its first round ended); "
+                  "starting it afresh", flush=True)
+            clear_uncheckpointed(folder, keep_lock=True)
+        elif last.exists() and not cfg.resume:  # --overwrite
+            _clear(folder, keep={LOCK_NAME})
+    except BaseException:
+        lock.release()
+        raise
+    return folder, checkpoint, lock
+
+
+def differing_setting(folder: Path, cfg: Config) -> str:
+    """The result flags in which the folder's stored config differs from cfg ('' if none)."""
+    try:
+        stored = Config.from_dict(io.read_json(folder / "config.json"))
+    except (OSError, ValueError, TypeError):
+        return ""
+    return _describe(_setting_diff(stored, cfg))
+
+
+def _stored_runs(folder: Path) -> list[tuple[Path, Config]]:
+    """Runs beside `folder` (same data and seed) that hold a checkpoint, with their config."""
+    runs = []
+    for candidate in sorted(folder.parent.glob("*/config.json")) if folder.parent.is_dir() else []:
+        if not (candidate.parent / "last.pt").exists():
+            continue
+        try:
+            runs.append((candidate.parent, Config.from_dict(io.read_json(candidate))))
+        except (OSError, ValueError, TypeError):
+            continue
+    return runs
+
+
+def _setting_diff(stored: Config, cfg: Config, ignore: frozenset = frozenset()) -> dict[str, tuple]:
+    """Result flags whose values differ: name -> (stored, current)."""
+    a, b, default = stored.identity(), cfg.identity(), Config()
+    return {k: (a.get(k, getattr(default, k)), b.get(k, getattr(default, k)))
+            for k in sorted((set(a) | set(b)) - ignore)
+            if a.get(k, getattr(default, k)) != b.get(k, getattr(default, k))}
+
+
+def _describe(diff: dict[str, tuple]) -> str:
+    return ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in diff.items())
+
+
+def shorter_run(cfg: Config, folder: Path) -> Path | None:
+    """The longest run of cfg's setting with fewer --rounds beside `folder`: what
+    --resume --rounds MORE extends."""
+    fitting = [(stored.rounds, path) for path, stored in _stored_runs(folder)
+               if not stored.exp and stored.rounds < cfg.rounds and not _setting_diff(stored, cfg, {"rounds"})]
+    return max(fitting)[1] if fitting else None
+
+
+def _no_run_to_resume(cfg: Config, folder: Path) -> ConfigError:
+    """--resume without a run of these flags: name the closest run there and how it differs."""
+    near = sorted((len(diff), str(path), diff) for path, stored in _stored_runs(folder)
+                  if (diff := _setting_diff(stored, cfg)))
+    if near and near[0][0] <= 3:
+        _, path, diff = near[0]
+        return ConfigError(f"--resume: no run with these flags at {folder}; the closest run there, {path}, differs "
+                           f"in {_describe(diff)}: rerun with its flags, or without --resume to start this one")
+    return ConfigError(f"--resume: no run folder at {folder} (nor one of this setting with fewer --rounds to "
+                       "extend); run without --resume to start it")
+
+
+def _copy_run(source: Path, folder: Path) -> None:
+    for path in source.iterdir():
+        if path.name in NOT_EXTENDED:
+            continue
+        if path.is_dir():
+            shutil.copytree(path, folder / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, folder / path.name)
 
 
 def data_summary(data) -> str:
@@ -162,14 +252,25 @@ def run_training(cfg: Config) -> dict:
     """Train, and on any failure leave the folder in a state a rerun can use: removed when
     no round was checkpointed, otherwise resumable with --resume."""
     started = time.perf_counter()
+    auto = not cfg.threads
+    cfg = resolve_threads(cfg)
     torch.set_num_threads(cfg.threads)
-    folder, checkpoint = prepare_run(cfg)
+    folder, checkpoint, lock = prepare_run(cfg)
+    if auto:
+        print(f"threads: {cfg.threads} (--threads auto: the cores free at the start; metrics can depend on the count, "
+              "so pass --threads N to rerun bit-identically)", flush=True)
+    with lock:
+        return _guarded_training(cfg, folder, checkpoint, started, lock)
+
+
+def _guarded_training(cfg: Config, folder: Path, checkpoint: dict | None, started: float, lock: RunLock) -> dict:
     try:
         return _run_training(cfg, folder, checkpoint, started)
     except BaseException as err:
         saved = _saved_rounds(folder)
         if not (folder / "last.pt").exists():
             clear_uncheckpointed(folder)
+            lock.remove_created_folders()
         kept = ("nothing was kept (no round had been checkpointed)" if saved is None else
                 f"rounds 0-{saved - 1} are kept in {folder}")
         if saved is None and (folder / JOURNAL).exists():
@@ -185,14 +286,19 @@ def run_training(cfg: Config) -> dict:
         raise
 
 
-def clear_uncheckpointed(folder: Path) -> None:
+def clear_uncheckpointed(folder: Path, *, keep_lock: bool = False) -> None:
     """Remove a run folder that holds no checkpoint, except its release journal: what a
-    --secure_rng attempt released stays charged to the run that starts afresh there."""
-    if not (folder / JOURNAL).exists():
+    --secure_rng attempt released stays charged to the run that starts afresh there.
+    `keep_lock`: the folder is about to be written by the lock's holder."""
+    if not (folder / JOURNAL).exists() and not keep_lock:
         shutil.rmtree(folder, ignore_errors=True)
         return
+    _clear(folder, keep={JOURNAL} | ({LOCK_NAME} if keep_lock else set()))
+
+
+def _clear(folder: Path, keep: set[str]) -> None:
     for path in folder.iterdir():
-        if path.name != JOURNAL:
+        if path.name not in keep:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
@@ -275,6 +381,7 @@ def _charge_journaled(journal: ReleaseJournal | None, length: int, fed) -> None:
 def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
     """Evaluate a saved checkpoint on every hospital's test split. The data and model flags
     come from the checkpoint; `given` (flags set on the command line) may not contradict them."""
+    cfg = resolve_threads(cfg)
     torch.set_num_threads(cfg.threads)
     path = Path(cfg.ckpt)
     out = path.with_name(f"{path.stem}_test.json")

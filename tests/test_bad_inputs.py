@@ -131,7 +131,7 @@ CASES = [
     Case("zero rounds", lambda t: tiny(t, "--rounds", "0"), 2, "--rounds must be >= 1"),
     Case("sample rate above 1", lambda t: tiny(t, "-sr", "1.5"), 2, "-sr/--sample_rate must be in (0, 1]"),
     Case("DP without noise", lambda t: tiny(t, "--mode", "dpsgd"), 2, "needs exactly one of --noise_multiplier"),
-    Case("zero threads", lambda t: tiny(t, "--threads", "0"), 2, "--threads must be >= 1"),
+    Case("zero threads", lambda t: tiny(t, "--threads", "0"), 2, "--threads must be an integer >= 1 or auto (got '0')"),
     Case("image size", lambda t: tiny(t, "--img_size", "30"), 2, "--img_size must be a multiple of 4"),
     Case("huge image size", lambda t: tiny(t, "--img_size", "100000"), 2,
          "--img_size must be a multiple of 4 in [16, 2048] (got 100000)"),
@@ -271,7 +271,7 @@ def test_resume_with_other_flags_is_refused(tmp_path, capsys):
     trained(tmp_path)
     before = tree(tmp_path)
     code, err = run_cli(tiny(tmp_path, "--rounds", "1", "--patience", "5", "--resume"), capsys)
-    assert code == 2 and "flags differ from the checkpoint (--patience 20 -> 5)" in err, err
+    assert code == 2 and "differs in --patience 20 -> 5: rerun with its flags" in err, err
     assert tree(tmp_path) == before
 
 
@@ -346,3 +346,42 @@ def test_pickle_payload_would_have_run_without_weights_only(tmp_path):
     finally:
         os.chdir(cwd)
     assert (tmp_path / "PWNED").exists()
+
+
+def _hold_lock(folder: Path):
+    """Take the run folder's lock as another process writing it would (flock on its own open
+    file: a second open of the file conflicts with it even in this process)."""
+    import fcntl
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_overwrite_of_a_run_another_process_is_writing_is_refused(tmp_path, capsys):
+    folder = trained(tmp_path)
+    holder = _hold_lock(folder)
+    before = tree(tmp_path)
+    code, err = run_cli(tiny(tmp_path, "--rounds", "1", "--overwrite"), capsys)
+    assert code == 2 and "is being written by another process" in err and "Traceback" not in err, err
+    assert tree(tmp_path) == before and (folder / "summary.json").exists()
+    holder.close()
+    assert main(tiny(tmp_path, "--rounds", "1", "--overwrite")) == 0  # once that process is done
+
+
+def test_a_run_starting_in_a_folder_another_process_has_just_started_is_refused(tmp_path, capsys):
+    folder = tmp_path / "runs" / "synthetic-ich" / "seed0" / "x"
+    holder = _hold_lock(folder)  # that process has not written its first checkpoint yet
+    before = tree(tmp_path)
+    code, err = run_cli(tiny(tmp_path, "--exp", "x"), capsys)
+    assert code == 2 and "is being written by another process" in err, err
+    assert tree(tmp_path) == before
+    holder.close()
+
+
+def test_a_named_run_folder_holding_another_setting_is_refused(tmp_path, capsys):
+    folder = trained(tmp_path, ["--exp", "a"])
+    before = tree(tmp_path)
+    code, err = run_cli(tiny(tmp_path, "--rounds", "1", "--exp", "a", "--img_size", "32"), capsys)
+    assert code == 2 and f"run folder {folder} holds another setting (--img_size 16 -> 32)" in err, err
+    assert "--overwrite to replace it" in err and tree(tmp_path) == before

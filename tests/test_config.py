@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,5 +159,36 @@ def test_run_names_keep_the_label_ablations_apart():
     names = {parse_config(tables + extra).run_name() for extra in (
         [], ["--uncertain", "ones"], ["--findings", "Edema,Cardiomegaly"], ["--local_opt", "nadam"])}
     assert len(names) == 4
-    assert parse_config(["--data", "synthetic-cxr"]).run_name() == \
-        parse_config(["--data", "synthetic-cxr", "--uncertain", "ones"]).run_name()  # tables only
+
+
+# Flags that change what a run computes, each with a non-default value (issue 26: these were
+# left out of the folder's name, so a sweep took the second setting for the finished first).
+RESULT_FLAGS = [["--img_size", "64"], ["--model", "cnn_narrow"], ["--train_size", "50"], ["--partition", "iid"],
+                ["--dirichlet_alpha", "0.3"], ["--client_sampling", "poisson"], ["--size_skew", "0.5"],
+                ["--val_size", "10"], ["--patience", "5"], ["--bootstrap", "10"], ["--select_metric", "auc"]]
+# Flags that change how a run is carried out, not its result.
+CONTROL_FLAGS = [["--threads", "1"], ["--no_progress"], ["--gpu", "cpu"], ["--ckpt_every", "3"],
+                 ["--keep_optimizer"], ["--engine", "loop"], ["--save_path", "elsewhere"], ["--overwrite"]]
+
+
+def test_every_flag_that_changes_the_result_changes_the_run_folder():
+    base = parse_config([])
+    names = {base.run_name()} | {parse_config(flags).run_name() for flags in RESULT_FLAGS}
+    assert len(names) == len(RESULT_FLAGS) + 1, sorted(names)
+    assert all(parse_config(flags).run_name() == base.run_name() for flags in CONTROL_FLAGS)
+    # the readable part stays in the paper's pattern; the identity is a hash of the result flags
+    assert re.fullmatch(r"fedavg_rounds40_.*_PureAvg_[0-9a-f]{8}", base.run_name()), base.run_name()
+
+
+def test_threads_default_to_the_cores_free_when_the_run_starts(monkeypatch):
+    from federated.run import resolve_threads
+    from utils import cores
+    assert parse_config([]).threads == 0 == parse_config(["--threads", "auto"]).threads  # auto: chosen at the start
+    monkeypatch.setattr(cores, "_runnable_now", lambda: 1)  # only this process
+    monkeypatch.setattr(cores, "_usable_cores", lambda: 2)
+    assert resolve_threads(parse_config([])).threads == 2
+    monkeypatch.setattr(cores, "_runnable_now", lambda: 2)  # another process holds a core
+    assert resolve_threads(parse_config([])).threads == 1
+    monkeypatch.setattr(cores, "_runnable_now", lambda: 9)
+    assert resolve_threads(parse_config([])).threads == 1
+    assert resolve_threads(parse_config(["--threads", "2"])).threads == 2  # given: kept

@@ -33,7 +33,8 @@ def outcome(save_path: Path) -> dict:
     summary = io.read_json(folder / "summary.json")
     return {"params": last["state"]["params"], "ledger": last["ledger"], "best": best["model"],
             "metrics": (folder / "metrics.csv").read_text(), "test": summary["test"],
-            "privacy": summary["privacy"], "temporaries": sorted(p.name for p in folder.glob(".*"))}
+            "privacy": summary["privacy"],
+            "temporaries": sorted(p.name for p in folder.glob(".*") if p.name != ".lock")}  # the lock is kept
 
 
 def same(a: dict, b: dict) -> None:

@@ -265,3 +265,29 @@ def test_a_resumed_run_says_where_it_resumes(tiny_args, capsys):
     capsys.readouterr()
     assert fed_train.main(tiny_args + ["--rounds", "4", "--keep_optimizer", "--exp", "r", "--resume"]) == 0
     assert "resuming from round 2 of 4 (the checkpoint holds rounds 0-1)" in capsys.readouterr().out
+
+
+def test_resume_with_more_rounds_extends_a_named_run_into_its_own_folder(tiny_args, capsys):
+    """Without --exp the folder's name holds --rounds: `--resume --rounds 4` finds the 2-round run,
+    continues a copy of it in the 4-round folder and leaves the 2-round result as it was."""
+    full = _run(tiny_args, "--rounds", "4", "--exp", "x")
+    short = _run(tiny_args, "--rounds", "2", "--keep_optimizer")
+    before = {p.name: p.read_bytes() for p in short["dir"].iterdir() if p.is_file()}
+    capsys.readouterr()
+    extended = _run(tiny_args, "--rounds", "4", "--keep_optimizer", "--resume")
+    assert f"extending {short['dir']}" in capsys.readouterr().out
+    assert extended["dir"] != short["dir"] and extended["summary"]["rounds_run"] == 4
+    assert extended["metrics"] == full["metrics"]
+    assert {p.name: p.read_bytes() for p in short["dir"].iterdir() if p.is_file()} == before
+
+
+def test_a_resumed_run_reports_no_negative_time_share(tiny_args, monkeypatch):
+    """The checkpoint stores the time of every round it holds: local training, evaluation and
+    checkpoints never add up to more than the rounds' time, before or after a resume."""
+    args = tiny_args + ["--rounds", "4", "--exp", "t"]
+    crash_in_round(args, monkeypatch)
+    from federated.run import run_dir
+    timing = torch.load(run_dir(parse_config(args)) / "last.pt", weights_only=True)["state"]["timing"]
+    assert timing["local_s"] + timing["eval_s"] + timing["checkpoint_s"] <= timing["total_s"], timing
+    summary = _run(args, "--resume")["summary"]["timing"]
+    assert summary["overhead_s"] >= 0 and 0 <= summary["outside_local_fraction"] <= 1

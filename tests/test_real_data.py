@@ -470,3 +470,34 @@ def test_prostate_masks_stored_as_0_and_1_read_as_0_and_255(tmp_path):
     assert torch.equal(unit, byte) and int(byte.max()) == 255
     image = load_images([tmp_path / "unit.png"], size=4, mode="L")  # an image keeps its values
     assert int(image.max()) == 1
+
+
+def test_prostate_images_and_masks_swapped_are_warned_of(tmp_path, prostate_root, capsys):
+    """A site JSON whose 'image' and 'label' are exchanged trains a model to predict the MRI
+    from its mask; the files' value ranges show it, so the run says so."""
+    json_dir = tmp_path / "json"
+    prostate.build_split_json(prostate_root, json_dir, seed=0)
+    spec_path = json_dir / "MSD.json"
+    spec = json.loads(spec_path.read_text())
+    spec["training"] = [{"image": e["label"], "label": e["image"]} for e in spec["training"]]
+    spec_path.write_text(json.dumps(spec))
+    capsys.readouterr()
+    pairs = prostate.read_site(prostate_root, spec_path)
+    err = capsys.readouterr().err
+    assert f"warning: {spec_path}: the 'training' images look like masks (2 values) and the masks like images" in err
+    assert len(pairs["train"]) == len(spec["training"])
+    prostate.read_site(prostate_root, json_dir / "I2CVB.json")  # as built: no warning
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_prostate_splits_sharing_slices_are_warned_of(tmp_path, prostate_root, capsys):
+    json_dir = tmp_path / "json"
+    prostate.build_split_json(prostate_root, json_dir, seed=0)
+    spec_path = json_dir / "MSD.json"
+    spec = json.loads(spec_path.read_text())
+    spec["testing"] = spec["training"]  # test identical to train
+    spec_path.write_text(json.dumps(spec))
+    capsys.readouterr()
+    prostate.read_site(prostate_root, spec_path)
+    assert f"warning: {spec_path}: 'training' and 'testing' share {len(spec['training'])} slice(s)" in \
+        capsys.readouterr().err

@@ -89,3 +89,40 @@ def test_segmentation_table_labels_soft_and_hard_dice(tmp_path):
                                                 "primary_metric": "dice", "final_v": 1}))
     header = next(line for line in report([str(tmp_path)], out=None).splitlines() if line.startswith("| noise"))
     assert "| Dice (soft, the paper's) | Dice (hard, logit > 0) | hd95 | iou |" in header
+
+
+def test_a_report_of_an_incomplete_grid_says_it_is_partial(tmp_path, capsys):
+    _fake_run(tmp_path, "fedavg", 0, 0.9)
+    _fake_run(tmp_path, "dpsgd", 0, 0.7, z=1.0, finished=False)  # an interrupted sweep
+    text = report([str(tmp_path)], out=None)
+    assert text.startswith("**Partial results.** 1 of 12 runs of the grid are finished")
+    assert "report: 1 of 12 runs" in capsys.readouterr().err
+
+
+def test_compact_records_rebuild_the_report_of_the_run_folders(tmp_path):
+    from utils.archive import archive
+    _fake_run(tmp_path / "sweep", "fedavg", 0, 0.9)
+    _fake_run(tmp_path / "sweep", "dpsgd", 0, 0.7, z=1.0)
+    _fake_run(tmp_path / "sweep", "dpsgd", 0, 0.72, z=1.0, ada=True, eps=(3.0, 6.0))
+    _fake_run(tmp_path / "sweep", "dpsgd", 1, 0.6, z=1.0, finished=False)  # not archived: no summary
+    written = archive([str(tmp_path / "sweep")], str(tmp_path / "records"))
+    assert len(written) == 3 and all(p.name.endswith(".run.json") for p in written)
+    from_records = report([str(tmp_path / "records")], out=None)
+    assert "0.720 ± 0.000 (3 / 6)" in from_records
+    finished_only = tmp_path / "finished"
+    import shutil
+    shutil.copytree(tmp_path / "sweep", finished_only, ignore=lambda d, names: [] if "seed1" not in d else names)
+    assert from_records == report([str(finished_only)], out=None)
+
+
+def test_the_committed_table1_is_rebuilt_from_the_committed_records(tmp_path):
+    """The README's Table 1 comes from experiments/table1/results/records (compact records, no
+    checkpoints): rebuilding it from the repository alone gives the committed table."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "experiments" / "table1" / "results"
+    records = root / "records" / "synthetic-ich"
+    rebuilt = report([str(records)], out=str(tmp_path / "table1_ich"))
+    assert rebuilt == (root / "table1_ich.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paper_rows = [line for line in rebuilt.splitlines() if line.startswith(("| DP", "| + intermediaries"))][:8]
+    assert len(paper_rows) == 8 and all(row in readme for row in paper_rows), paper_rows

@@ -97,3 +97,61 @@ def test_quick_cxr_sweep_reports_fairness_and_its_correlation_with_epsilon(tmp_p
     assert len(rows) == 8
     private = [r for r in rows if r["epsilon_spent"] != "inf"]
     assert len(private) == 6 and all(float(r["epsilon_spent"]) <= float(r["sample_epsilon"]) for r in private)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_lines_differing_in_one_result_flag_finish_in_their_own_folders(tmp_path, jobs):
+    """Issue 26: --img_size (and --model, --train_size, ...) were not in the folder's name, so
+    the second line was skipped as finished, or two jobs wrote one folder at once."""
+    base = TINY + ["--save_path", str(tmp_path), "--rounds", "2"]
+    lines = [" ".join(base), " ".join(base + ["--img_size", "20"])]
+    assert run_sweep(lines, jobs=jobs) == 0
+    folders = [plan(line.split())[2] for line in lines]
+    assert folders[0] != folders[1]
+    for folder, size in zip(folders, (16, 20)):
+        assert io.read_json(folder / "config.json")["img_size"] == size
+        assert io.read_json(folder / "summary.json")["rounds_run"] == 2
+        assert len(list((folder / "tb").glob("events.out.tfevents.*"))) == 1
+    assert all(plan(line.split())[0] == "done" for line in lines)
+
+
+def test_a_line_repeated_in_a_sweep_runs_once(tmp_path, capsys):
+    line = " ".join(TINY + ["--save_path", str(tmp_path), "--rounds", "1"])
+    assert run_sweep([line, line], jobs=2) == 0
+    err = capsys.readouterr().err
+    assert "line 2 is the same run as line 1" in err and "1 to run" in err
+
+
+def test_a_sweep_refuses_lines_whose_named_folder_holds_another_setting(tmp_path, capsys):
+    base = TINY + ["--save_path", str(tmp_path), "--rounds", "1", "--exp", "same"]
+    assert run_sweep([" ".join(base)], jobs=1) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert run_sweep([" ".join(base + ["--img_size", "20"])], jobs=1) == 2
+    assert "line 1: run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_interrupting_a_sweep_prints_one_line_and_its_runs_resume(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): one line, no
+    tracebacks from the workers; the same command then finishes the sweep."""
+    import signal
+    import time
+    base = TINY + ["--save_path", str(tmp_path), "--rounds", "30", "--ckpt_every", "1"]
+    lines = "\n".join(" ".join(base + ["--seed", str(s)]) for s in range(3)) + "\n"
+    cmd = [sys.executable, "-m", "utils.sweep", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    proc.stdin.write(lines)
+    proc.stdin.close()
+    deadline = time.time() + 120
+    while not list(tmp_path.rglob("last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("sweep: interrupted;"), err
+    assert "rerun the same command" in err
+    done = subprocess.run(cmd, cwd=ROOT, input=lines, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.rglob("summary.json"))) == 3

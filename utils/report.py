@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from federated.config import RUN_CONTROL_FLAGS
 from utils import io
 
 # (Table 1 name, non-private mode, private mode)
@@ -34,7 +35,7 @@ SETTINGS = ("no DP", "DP", "DP + intermediaries")
 ACCOUNTANTS = ("rdp", "prv", "pld")
 UNITS = ("subclient", "hospital", "patient")
 # Flags that do not make a different experiment (seed: the repetition inside a cell).
-NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt"}
+NOT_A_SETTING = RUN_CONTROL_FLAGS | {"seed"}
 CELL_FLAGS = {"mode", "noise_multiplier", "epsilon", "ada_vn", "init_vn", "ada_stable", "ada_prog"}
 COLUMN_ORDER = ["auc", "acc", "sen", "spe", "f1", "dice", "dice_hard", "hd95", "iou"]
 # Column labels where the metric's name alone is ambiguous: the paper's Dice is soft.
@@ -53,6 +54,10 @@ class Cell:
 
 
 def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
+    """(where, config, summary or None) of every run below the paths: run folders (holding
+    config.json) and the compact records utils.archive writes (RUN.run.json)."""
+    from utils.archive import RECORD_SUFFIX, read_record
+
     runs = []
     for root in map(Path, paths):
         if not root.exists():
@@ -61,8 +66,11 @@ def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
             summary_path = config_path.parent / "summary.json"
             summary = io.read_json(summary_path) if summary_path.exists() else None
             runs.append((config_path.parent, io.read_json(config_path), summary))
+        for record in sorted(root.rglob("*" + RECORD_SUFFIX)):
+            runs.append((record, *read_record(record)))
     if not runs:
-        raise SystemExit(f"report: no run folders (config.json) below {', '.join(paths)}")
+        raise SystemExit(f"report: no run folders (config.json) or records (*{RECORD_SUFFIX}) below "
+                         f"{', '.join(paths)}")
     return runs
 
 
@@ -261,11 +269,26 @@ def plot(by_task: dict[str, list[dict]], metrics: dict[str, list[str]], path: Pa
     plt.close(fig)
 
 
+def partial_note(by_task: dict[str, list[dict]]) -> str:
+    """What the tables lack ('' when every cell holds every seed)."""
+    rows = [r for task_rows in by_task.values() for r in task_rows]
+    expected = sum(r["seeds_expected"] for r in rows)
+    finished = sum(r["seeds"] for r in rows)
+    if finished == expected:
+        return ""
+    return (f"{finished} of {expected} runs of the grid are finished; cells marked missing or short of seeds are "
+            "from an interrupted or incomplete sweep: run the sweep's command again to complete them.")
+
+
 def report(paths: list[str], out: str | None) -> str:
     cells, seeds = collect(find_runs(paths))
     by_task = build_rows(cells, seeds)
     metrics = {task: metrics_of(cells, task) for task in by_task}
     text = paper_layout(by_task, metrics) + "\n" + markdown(by_task, metrics)
+    short = partial_note(by_task)
+    if short:
+        print(f"report: {short}", file=sys.stderr)
+        text = f"**Partial results.** {short}\n\n" + text
     if out:
         out_path = Path(out)
         io.write_text(out_path.with_suffix(".md"), text)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from federated.config import RUN_CONTROL_FLAGS
 from utils import fairness_report, io
 from utils.report import find_runs
 
-# Flags that do not change what is computed (physical_batch: how DP-SGD's logical batch is cut).
-NOT_A_SETTING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every", "test", "ckpt",
-                 "physical_batch", "threads", "engine_chunk"}
+# Flags that do not change what is computed.
+NOT_A_SETTING = RUN_CONTROL_FLAGS | {"seed"}
 # Flags summarised by the "privacy" column.
 DP_FLAGS = {"mode", "dp_level", "noise_multiplier", "epsilon", "delta", "S", "adaclip", "noclip", "accountant",
             "dp_mode", "target_unit", "sample_noise", "sample_epsilon", "sample_delta", "max_grad_norm",
