@@ -61,6 +61,41 @@ def npz(tmp, *, channels=(None, None, None), sizes=(28, 28, 28), labels=np.int64
             "--batch", "8", "--no_progress", "--threads", "1"] + runs(tmp)
 
 
+def png(path: Path, *, mode: str = "RGB", size: int = 20) -> None:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+def folder_data(tmp, spellings=("normal", "normal")):
+    """Two sites of class folders under tmp/d; the first class spelled per site."""
+    for site, spelling in zip(("siteA", "siteB"), spellings):
+        for c in (spelling, "tumour"):
+            for i in range(3):
+                png(tmp / "d" / site / c / f"{i}.png")
+    return ["--data", "folder", "--data_root", str(tmp / "d"), "-N", "2", "--rounds", "1", "--img_size", "16",
+            "--batch", "4", "--no_progress", "--threads", "1"] + runs(tmp)
+
+
+def rsna_data(tmp, first_id="ID_0.png", bom=False):
+    """RSNA-ICH split CSVs under tmp/splits (the first ImageID of train.csv as given)."""
+    import csv
+    from datasets.rsna_ich import COLUMNS
+    (tmp / "splits").mkdir(exist_ok=True)
+    for name, n in (("train.csv", 8), ("validate.csv", 4), ("test.csv", 4)):
+        with open(tmp / "splits" / name, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for i in range(n):
+                image_id = first_id if (name, i) == ("train.csv", 0) else f"ID_{name[:2]}{i}.png"
+                png(tmp / "png" / Path(image_id).name)
+                w.writerow([image_id, i % 2, 0, 0, 0, 0, 1 - i % 2])
+    return ["--data", "RSNA-ICH", "--image_dir", str(tmp / "png"), "--split_dir", str(tmp / "splits"), "-N", "2",
+            "--model", "cnn", "--rounds", "1", "--img_size", "16", "--batch", "4", "--no_progress",
+            "--threads", "1"] + runs(tmp)
+
+
 def trained(tmp, extra=()):
     """A finished tiny run; returns its folder."""
     assert main(tiny(tmp, "--rounds", "1", *extra)) == 0
@@ -190,6 +225,11 @@ CASES = [
     Case("npz with another image size in one split", lambda t: npz(t, sizes=(28, 32, 28)), 2,
          "val_images are 32x32 px"),
     Case("npz with non-integer labels", lambda t: npz(t, labels=float), 2, "must be integer class indices"),
+    # real-format data that used to pass silently
+    Case("class folders differing only in case", lambda t: folder_data(t, ("Normal", "normal")), 2,
+         "class folders 'Normal' and 'normal' differ only in case; rename them to one spelling"),
+    Case("ImageID escaping the image folder", lambda t: rsna_data(t, "../ID_0.png"), 2,
+         "line 2: ImageID '../ID_0.png' is not a file name"),
     # training faults
     Case("divergence", lambda t: tiny(t, "--lr", "1e30"), 3, "training diverged in round 0"),
     Case("Ctrl-C before the first checkpoint", lambda t: tiny(t), 130, "interrupted; nothing was kept",
@@ -385,3 +425,9 @@ def test_a_named_run_folder_holding_another_setting_is_refused(tmp_path, capsys)
     code, err = run_cli(tiny(tmp_path, "--rounds", "1", "--exp", "a", "--img_size", "32"), capsys)
     assert code == 2 and f"run folder {folder} holds another setting (--img_size 16 -> 32)" in err, err
     assert "--overwrite to replace it" in err and tree(tmp_path) == before
+
+
+def test_an_rsna_table_saved_with_a_byte_order_mark_trains(tmp_path, capsys):
+    """Excel's 'CSV UTF-8' starts the file with a BOM, which was read into the first column's
+    name and reported as a missing ImageID column."""
+    assert main(rsna_data(tmp_path, bom=True)) == 0, capsys.readouterr().err
