@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from federated import run as run_module
+from federated import runfolder
 from federated.cli import main
 from tests.conftest import TINY, TINY_SEG
 from utils import io
@@ -199,11 +200,11 @@ CASES = [
          setup=lambda t, m: (t / "afile").write_text("x")),
     Case("read-only save_path", lambda t: tiny(t), 2, "cannot be written (Permission denied)",
          # simulated: the suite may run as root, which ignores directory permissions
-         setup=lambda t, m: m.setattr(run_module.tempfile, "TemporaryFile",
+         setup=lambda t, m: m.setattr(runfolder.tempfile, "TemporaryFile",
                                       lambda **k: (_ for _ in ()).throw(PermissionError(errno.EACCES,
                                                                                         "Permission denied")))),
     Case("full save_path", lambda t: tiny(t), 2, "MB free; a run needs at least",
-         setup=lambda t, m: m.setattr(run_module.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))),
+         setup=lambda t, m: m.setattr(runfolder.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))),
     Case("disk fills before the first checkpoint", lambda t: tiny(t), 1, "No space left on device; nothing was kept",
          setup=lambda t, m: m.setattr(io, "_atomic", _fail_writes_after(1))),
     Case("resume without a run", lambda t: tiny(t, "--resume"), 2, "--resume: no run folder"),
@@ -279,7 +280,7 @@ def test_test_of_a_checkpoint_in_a_read_only_folder_is_refused_before_evaluating
     evaluated = []
     monkeypatch.setattr(run_module, "evaluate", lambda *a, **k: evaluated.append(1))
     # simulated: the suite may run as root, which ignores directory permissions
-    monkeypatch.setattr(run_module.tempfile, "TemporaryFile",
+    monkeypatch.setattr(runfolder.tempfile, "TemporaryFile",
                         lambda **k: (_ for _ in ()).throw(PermissionError(errno.EACCES, "Permission denied")))
     code, err = run_cli(["--test", "--ckpt", str(folder / "best.pt"), "--threads", "1"], capsys)
     assert code == 2 and err.strip().endswith(

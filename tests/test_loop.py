@@ -16,7 +16,7 @@ from utils import io
 def _run(args, *extra) -> dict:
     assert fed_train.main(list(args) + list(extra)) == 0
     cfg = parse_config(list(args) + list(extra))
-    from federated.run import run_dir
+    from federated.runfolder import run_dir
     folder = run_dir(cfg)
     return {"dir": folder, "summary": io.read_json(folder / "summary.json"),
             "metrics": (folder / "metrics.csv").read_text()}
@@ -286,7 +286,7 @@ def test_a_resumed_run_reports_no_negative_time_share(tiny_args, monkeypatch):
     checkpoints never add up to more than the rounds' time, before or after a resume."""
     args = tiny_args + ["--rounds", "4", "--exp", "t"]
     crash_in_round(args, monkeypatch)
-    from federated.run import run_dir
+    from federated.runfolder import run_dir
     timing = torch.load(run_dir(parse_config(args)) / "last.pt", weights_only=True)["state"]["timing"]
     assert timing["local_s"] + timing["eval_s"] + timing["checkpoint_s"] <= timing["total_s"], timing
     summary = _run(args, "--resume")["summary"]["timing"]

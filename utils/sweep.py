@@ -40,7 +40,7 @@ def parse_line(line: str) -> list[str] | None:
 def plan(argv: list[str]) -> tuple[str, list[str], Path]:
     """('done' | 'resume' | 'start', flags to run with, run folder)."""
     from federated.config import ConfigError, parse_config
-    from federated.run import differing_setting, run_dir
+    from federated.runfolder import differing_setting, run_dir
 
     cfg = parse_config(argv)
     folder = run_dir(cfg)
