@@ -48,5 +48,8 @@ for seed in $SEEDS; do
   done
 done
 printf '%s\n' "${fixed[@]}" | "$PY" -m utils.sweep --jobs "$JOBS"
-"$PY" -m utils.fidelity report "$SAVE/table1" "$SAVE/fixed_v" --out "$RESULTS/fidelity"
+"$PY" -m utils.archive "$SAVE/fixed_v" --out "$RESULTS/records"
+# The study's report, rebuilt from the committed records alone.
+"$PY" -m utils.fidelity report experiments/table1/results/records/synthetic-ich "$RESULTS/records/synthetic-ich" \
+  --out "$RESULTS/fidelity"
 echo "report: $RESULTS/fidelity.* and experiments/table1/results/table1_ich.*" >&2
