@@ -432,3 +432,12 @@ def test_an_rsna_table_saved_with_a_byte_order_mark_trains(tmp_path, capsys):
     """Excel's 'CSV UTF-8' starts the file with a BOM, which was read into the first column's
     name and reported as a missing ImageID column."""
     assert main(rsna_data(tmp_path, bom=True)) == 0, capsys.readouterr().err
+
+
+def test_rsna_test_split_identical_to_train_is_warned_of(tmp_path, capsys):
+    """Train identical to test trains and scores, but says that the scores measure recall."""
+    argv = rsna_data(tmp_path)
+    shutil.copy(tmp_path / "splits" / "train.csv", tmp_path / "splits" / "test.csv")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "train.csv and" in err and "test.csv share 8 image(s)" in err and "Traceback" not in err, err
