@@ -291,3 +291,12 @@ def test_a_resumed_run_reports_no_negative_time_share(tiny_args, monkeypatch):
     assert timing["local_s"] + timing["eval_s"] + timing["checkpoint_s"] <= timing["total_s"], timing
     summary = _run(args, "--resume")["summary"]["timing"]
     assert summary["overhead_s"] >= 0 and 0 <= summary["outside_local_fraction"] <= 1
+
+
+def test_threads_auto_is_printed_and_kept_in_the_config(tiny_args, capsys):
+    i = tiny_args.index("--threads")
+    args = tiny_args[:i] + tiny_args[i + 2:] + ["--rounds", "1"]  # the default: auto
+    out = _run(args)
+    threads = json.loads((out["dir"] / "config.json").read_text())["threads"]
+    assert threads >= 1 and f"threads: {threads} (--threads auto" in capsys.readouterr().out
+    assert parse_config(args).run_name() == out["dir"].name  # not part of the run's identity
