@@ -115,8 +115,8 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
     folder = run_dir(cfg)
     last = folder / "last.pt"
     source = None
-    if cfg.resume and not last.exists() and not cfg.exp:
-        source = shorter_run(cfg, folder)
+    if cfg.resume and not folder.exists():
+        source = None if cfg.exp else shorter_run(cfg, folder)
         if source is None:
             raise _no_run_to_resume(cfg, folder)
     checkpoint = None
@@ -137,7 +137,8 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
             io.remove_stale_temporaries(folder)
         if source is not None:
             print(f"extending {source} to {cfg.rounds} rounds in {folder} ({source} is kept as it is)", flush=True)
-            _copy_run(source, folder)
+            with RunLock(source).acquire():  # not while another process writes it
+                _copy_run(source, folder)
             checkpoint = load_checkpoint(last, "--resume:")
             _check_resumable(checkpoint["config"], cfg, last)
         elif not last.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()):
@@ -147,6 +148,9 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
         elif last.exists() and not cfg.resume:  # --overwrite
             _clear(folder, keep={LOCK_NAME})
     except BaseException:
+        if source is not None and not last.exists():  # the copy failed: leave no half-copied folder
+            shutil.rmtree(folder, ignore_errors=True)
+            lock.remove_created_folders()
         lock.release()
         raise
     return folder, checkpoint, lock
@@ -196,8 +200,9 @@ def _no_run_to_resume(cfg: Config, folder: Path) -> ConfigError:
         _, path, diff = near[0]
         return ConfigError(f"--resume: no run with these flags at {folder}; the closest run there, {path}, differs "
                            f"in {_describe(diff)}: rerun with its flags, or without --resume to start this one")
-    return ConfigError(f"--resume: no run folder at {folder} (nor one of this setting with fewer --rounds to "
-                       "extend); run without --resume to start it")
+    extend = "" if cfg.exp else " (nor one of this setting with fewer --rounds to extend)"
+    return ConfigError(f"--resume: no run folder at {folder}{extend}; run without --resume to start it")
+
 
 def _copy_run(source: Path, folder: Path) -> None:
     for path in source.iterdir():

@@ -441,3 +441,30 @@ def test_rsna_test_split_identical_to_train_is_warned_of(tmp_path, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "train.csv and" in err and "test.csv share 8 image(s)" in err and "Traceback" not in err, err
+
+
+def test_resume_of_a_named_run_that_does_not_exist_is_refused(tmp_path, capsys):
+    before = tree(tmp_path)
+    code, err = run_cli(tiny(tmp_path, "--exp", "nosuch", "--resume"), capsys)
+    assert code == 2 and "--resume: no run folder at" in err and "nosuch" in err, err
+    assert tree(tmp_path) == before
+
+
+def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_it_afresh(tmp_path, capsys):
+    """Without --exp too: the folder holds nothing to keep, so --resume starts the run."""
+    from federated.config import parse_config
+    folder = runfolder.run_dir(parse_config(tiny(tmp_path)))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    assert main(tiny(tmp_path, "--resume")) == 0, capsys.readouterr().err
+    assert (folder / "summary.json").exists()
+
+
+def test_extending_a_run_another_process_is_writing_is_refused(tmp_path, capsys):
+    short = trained(tmp_path, ["--keep_optimizer"])
+    holder = _hold_lock(short)
+    before = tree(tmp_path)
+    code, err = run_cli(tiny(tmp_path, "--rounds", "2", "--keep_optimizer", "--resume"), capsys)
+    assert code == 2 and f"run folder {short} is being written by another process" in err, err
+    assert tree(tmp_path) == before
+    holder.close()
