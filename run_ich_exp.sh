@@ -33,7 +33,7 @@ else  # the paper's regime at one tenth of its hospital sizes (--scale paper; RE
   data="synthetic-ich"
   common="--data synthetic-ich --scale paper -VN 1${LR:+ --lr $LR}"
   ADAM_LR=${ADAM_LR:-0.001}      # chosen on validation by scripts/intermediary_study.sh
-  RMSPROP_LR=${RMSPROP_LR:-0.003}
+  RMSPROP_LR=${RMSPROP_LR:-0.0003}
 fi
 common+=" --rounds $ROUNDS --gpu $GPU --save_path $SAVE"
 if [ "$QUICK" = 1 ]; then
