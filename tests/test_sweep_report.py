@@ -88,3 +88,12 @@ def test_unfinished_runs_are_listed(tmp_path):
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"mode": "fedavg", "seed": 1}))
     assert "Unfinished runs (no summary.json), not in the table: 1" in sweep_report([str(tmp_path)], out=None)
+
+
+def test_the_committed_cxr_tables_are_rebuilt_from_the_committed_records(tmp_path):
+    """experiments/cxr_fairness/results/cxr.md comes from its records alone (no checkpoints)."""
+    from pathlib import Path
+    from utils.sweep_report import sweep_report
+    root = Path(__file__).resolve().parents[1] / "experiments" / "cxr_fairness" / "results"
+    assert sweep_report([str(root / "records" / "synthetic-cxr")], out=str(tmp_path / "cxr")) == \
+        (root / "cxr.md").read_text()
