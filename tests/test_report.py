@@ -126,3 +126,16 @@ def test_the_committed_table1_is_rebuilt_from_the_committed_records(task, table,
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     paper_rows = [line for line in rebuilt.splitlines() if line.startswith(("| DP", "| + intermediaries"))][:8]
     assert len(paper_rows) == 8 and all(row in readme for row in paper_rows), paper_rows
+
+
+def test_a_run_found_as_a_folder_and_as_its_record_counts_once(tmp_path):
+    """A sweep folder holds the run folders and, in SAVE/records, their records: a report over
+    the whole folder must not count each run twice (it halved the stds)."""
+    from utils.archive import archive
+    for seed, auc in ((0, 0.9), (1, 0.7)):
+        _fake_run(tmp_path, "fedavg", seed, auc)
+    archive([str(tmp_path / "synthetic-ich")], str(tmp_path / "records"))
+    from utils.report import find_runs
+    assert len(find_runs([str(tmp_path)])) == 2  # utils.fidelity and utils.sweep_report list every run found
+    rows = _rows(report([str(tmp_path)], out=None))
+    assert rows[0].startswith("| – | DP-FedAvg | no DP | 2/2 | 0.8000 ± 0.1414 |"), rows[0]

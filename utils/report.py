@@ -58,20 +58,29 @@ def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
     config.json) and the compact records utils.archive writes (RUN.run.json)."""
     from utils.archive import RECORD_SUFFIX, read_record
 
-    runs = []
-    for root in map(Path, paths):
+    runs, seen = [], set()
+    roots = list(map(Path, paths))
+    for root in roots:
         if not root.exists():
             raise SystemExit(f"report: {root} does not exist; pass the sweep's results folder (SAVE)")
         for config_path in sorted(root.rglob("config.json")):
             summary_path = config_path.parent / "summary.json"
             summary = io.read_json(summary_path) if summary_path.exists() else None
             runs.append((config_path.parent, io.read_json(config_path), summary))
+            seen.add(_run_key(config_path.parent))
+    for root in roots:  # a record of a run whose folder was found too (SAVE/records beside SAVE/DATA) is that run
         for record in sorted(root.rglob("*" + RECORD_SUFFIX)):
-            runs.append((record, *read_record(record)))
+            if _run_key(record.with_name(record.name[:-len(RECORD_SUFFIX)])) not in seen:
+                runs.append((record, *read_record(record)))
     if not runs:
         raise SystemExit(f"report: no run folders (config.json) or records (*{RECORD_SUFFIX}) below "
                          f"{', '.join(paths)}")
     return runs
+
+
+def _run_key(folder: Path) -> tuple[str, str, str]:
+    """DATA, seedS and RUN of a run folder, or of the folder a record was written from."""
+    return folder.parent.parent.name, folder.parent.name, folder.name
 
 
 def cell_of(config: dict) -> tuple[str, float | None, str, str]:
