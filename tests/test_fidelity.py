@@ -55,3 +55,14 @@ def test_report_refuses_an_empty_folder(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(SystemExit, match="no run folders"):
         report([str(tmp_path)], out=None)
+
+
+def test_the_committed_study_is_rebuilt_from_the_committed_records(tmp_path):
+    """experiments/intermediaries/results/fidelity.md comes from the records of Table 1 and of
+    the fixed splits alone (no checkpoints)."""
+    from pathlib import Path
+    from utils.fidelity import report
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    text = report([str(root / "table1" / "results" / "records" / "synthetic-ich"),
+                   str(root / "intermediaries" / "results" / "records" / "synthetic-ich")], str(tmp_path / "fidelity"))
+    assert text == (root / "intermediaries" / "results" / "fidelity.md").read_text()
