@@ -26,8 +26,10 @@ def resolve_threads(cfg: Config) -> Config:
     """--threads auto (0): the cores free now, so that a busy core does not slow every step."""
     return cfg if cfg.threads else dataclasses.replace(cfg, threads=free_cores())
 
+
 # Flags that --test may set; every other one comes from the checkpoint.
 TEST_FLAGS = {"test", "ckpt", "gpu", "threads", "progress", "save_path", "engine", "engine_chunk"}
+
 
 def data_summary(data) -> str:
     """One line: records per hospital for each split (min-max when hospitals differ)."""
@@ -37,6 +39,7 @@ def data_summary(data) -> str:
     total = sum(len(h.train) + len(h.val) + len(h.test) for h in data.hospitals)
     return (f"data: {data.name}, {len(data.hospitals)} hospitals, per hospital train {span('train')} / "
             f"val {span('val')} / test {span('test')} ({total} records)")
+
 
 def run_training(cfg: Config) -> dict:
     """Train, and on any failure leave the folder in a state a rerun can use: removed when
@@ -51,6 +54,7 @@ def run_training(cfg: Config) -> dict:
               "so pass --threads N to rerun bit-identically)", flush=True)
     with lock:
         return _guarded_training(cfg, folder, checkpoint, started, lock)
+
 
 def _guarded_training(cfg: Config, folder: Path, checkpoint: dict | None, started: float, lock: RunLock) -> dict:
     try:
@@ -74,6 +78,7 @@ def _guarded_training(cfg: Config, folder: Path, checkpoint: dict | None, starte
             raise RunError(f"{err.strerror}; {kept}; free space or fix the permissions{hint}") from None
         raise
 
+
 def _saved_rounds(folder: Path) -> int | None:
     """Rounds held by the folder's checkpoint, or None without one."""
     last = folder / "last.pt"
@@ -83,6 +88,7 @@ def _saved_rounds(folder: Path) -> int | None:
         return int(torch.load(last, map_location="cpu", weights_only=True)["state"]["next_round"])
     except Exception:  # noqa: BLE001 -- reporting only; an unreadable checkpoint is said by --resume
         return None
+
 
 def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: float) -> dict:
     fed = build_federation(cfg)
@@ -141,11 +147,13 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     recorder.write_summary(summary)
     return summary
 
+
 def _charge_journaled(journal: ReleaseJournal | None, length: int, fed) -> None:
     """Charge the rounds an earlier attempt released after the checkpoint resumed from."""
     if journal is not None and (repeated := journal.charge_after(length, fed.ledger)):
         print(f"note: {repeated} round(s) were released after the last checkpoint before the run stopped; "
               "repeating them draws new noise (--secure_rng), so both releases are charged", flush=True)
+
 
 def run_test(cfg: Config, given: set[str] = frozenset()) -> dict:
     """Evaluate a saved checkpoint on every hospital's test split. The data and model flags

@@ -21,8 +21,10 @@ from utils import io
 # (a resumed run with other --threads or --engine is valid, not bit-identical) and --rounds.
 RESUMABLE_CHANGES = RUN_CONTROL_FLAGS | {"rounds"}
 
+
 # Files of a run that an extension with more --rounds does not carry over: they describe the shorter run's end.
 NOT_EXTENDED = {"summary.json", "best_test.json", "last_test.json", LOCK_NAME}
+
 
 def calibrated_over_rounds(cfg: Config) -> list[str]:
     """Flags whose noise is calibrated over --rounds: changing --rounds on resume would
@@ -36,10 +38,13 @@ def calibrated_over_rounds(cfg: Config) -> list[str]:
         flags.append("--local_epsilon")
     return flags
 
+
 def run_dir(cfg: Config) -> Path:
     return Path(cfg.save_path) / cfg.data / f"seed{cfg.seed}" / cfg.run_name()
 
+
 MIN_FREE_MB = 100  # room for a few checkpoints and the logs
+
 
 def load_checkpoint(path: Path, flag: str) -> dict:
     """A checkpoint written by this repository, loaded without running pickled code
@@ -67,6 +72,7 @@ def load_checkpoint(path: Path, flag: str) -> dict:
                           f"version {checkpoint.get('version')}, now {CHECKPOINT_VERSION}); re-run it")
     return checkpoint
 
+
 def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
     current = cfg.to_dict()
     resumable = set(RESUMABLE_CHANGES)
@@ -81,6 +87,7 @@ def _check_resumable(saved: dict, cfg: Config, path: Path) -> None:
                    "which the rounds already run have used)")
         raise ConfigError(f"cannot resume {path}: flags differ from the checkpoint ({detail}){why}; "
                           "rerun with the original flags or start a new run with --exp")
+
 
 def check_writable(root: Path, *, what: str | None = None, fix: str = "choose a writable folder") -> None:
     """--save_path must be (or be creatable as) a folder we can write to, with room for
@@ -105,6 +112,7 @@ def check_writable(root: Path, *, what: str | None = None, fix: str = "choose a 
     if free_mb < MIN_FREE_MB:
         raise ConfigError(f"{what} has {free_mb:.0f} MB free; a run needs at least {MIN_FREE_MB} MB: "
                           "free some space or choose another folder")
+
 
 def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
     """Check the run folder, then lock it and clear what is not kept; returns (folder,
@@ -155,6 +163,7 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
         raise
     return folder, checkpoint, lock
 
+
 def differing_setting(folder: Path, cfg: Config) -> str:
     """The result flags in which the folder's stored config differs from cfg ('' if none)."""
     try:
@@ -162,6 +171,7 @@ def differing_setting(folder: Path, cfg: Config) -> str:
     except (OSError, ValueError, TypeError):
         return ""
     return _describe(_setting_diff(stored, cfg))
+
 
 def _stored_runs(folder: Path) -> list[tuple[Path, Config]]:
     """Runs beside `folder` (same data and seed) that hold a checkpoint, with their config."""
@@ -175,6 +185,7 @@ def _stored_runs(folder: Path) -> list[tuple[Path, Config]]:
             continue
     return runs
 
+
 def _setting_diff(stored: Config, cfg: Config, ignore: frozenset = frozenset()) -> dict[str, tuple]:
     """Result flags whose values differ: name -> (stored, current)."""
     a, b, default = stored.identity(), cfg.identity(), Config()
@@ -182,8 +193,10 @@ def _setting_diff(stored: Config, cfg: Config, ignore: frozenset = frozenset()) 
             for k in sorted((set(a) | set(b)) - ignore)
             if a.get(k, getattr(default, k)) != b.get(k, getattr(default, k))}
 
+
 def _describe(diff: dict[str, tuple]) -> str:
     return ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in diff.items())
+
 
 def shorter_run(cfg: Config, folder: Path) -> Path | None:
     """The longest run of cfg's setting with fewer --rounds beside `folder`: what
@@ -191,6 +204,7 @@ def shorter_run(cfg: Config, folder: Path) -> Path | None:
     fitting = [(stored.rounds, path) for path, stored in _stored_runs(folder)
                if not stored.exp and stored.rounds < cfg.rounds and not _setting_diff(stored, cfg, {"rounds"})]
     return max(fitting)[1] if fitting else None
+
 
 def _no_run_to_resume(cfg: Config, folder: Path) -> ConfigError:
     """--resume without a run of these flags: name the closest run there and how it differs."""
@@ -213,6 +227,7 @@ def _copy_run(source: Path, folder: Path) -> None:
         else:
             shutil.copy2(path, folder / path.name)
 
+
 def clear_uncheckpointed(folder: Path, *, keep_lock: bool = False) -> None:
     """Remove a run folder that holds no checkpoint, except its release journal: what a
     --secure_rng attempt released stays charged to the run that starts afresh there.
@@ -221,6 +236,7 @@ def clear_uncheckpointed(folder: Path, *, keep_lock: bool = False) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     _clear(folder, keep={JOURNAL} | ({LOCK_NAME} if keep_lock else set()))
+
 
 def _clear(folder: Path, keep: set[str]) -> None:
     for path in folder.iterdir():
