@@ -136,11 +136,12 @@ def test_interrupting_a_sweep_prints_one_line_and_its_runs_resume(tmp_path):
     tracebacks from the workers; the same command then finishes the sweep."""
     import signal
     import time
-    base = TINY + ["--save_path", str(tmp_path), "--rounds", "150", "--ckpt_every", "5"]  # long enough to be stopped
+    base = TINY + ["--save_path", str(tmp_path), "--rounds", "150", "--ckpt_every", "5"]
     lines = "\n".join(" ".join(base + ["--seed", str(s)]) for s in range(3)) + "\n"
     cmd = [sys.executable, "-m", "utils.sweep", "--jobs", "2"]
+    # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT ignored.
     proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdin.write(lines)
     proc.stdin.close()
     deadline = time.time() + 120
