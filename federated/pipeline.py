@@ -1,14 +1,20 @@
-"""One round's release pipeline: local deltas in, new global parameters out.
+"""One round's release, as the two halves of a deployment: deltas in at the sub-clients,
+new global parameters out at the server.
 
-Client side, each sub-client turns its delta into the message it sends:
+`ClientHalf`, at each sub-client, is given its own delta (one row) and the round's public
+facts, and returns the messages it sends:
     precondition (server optimizer: FedNova, DP2-RMSProp) -> local noise (--dp_level
-    update_local: its own clip and noise) -> clip (client-level DP) -> encode (plain).
-Server side:
-    combine (the weighted sum of the messages; secure aggregation or encryption would
-    return the same sum) -> finalize (central noise, fixed denominators) -> server step.
+    update_local: its own clip and noise) -> [its norm, outside --strict_dp] -> clip
+    (client-level DP) -> encode (plain; secure aggregation and encryption fill it).
+`ServerHalf` sees only messages:
+    clip bound (from values already released, or the paper's median of the norm messages)
+    -> combine (the one weighted sum of the update messages) -> finalize (central noise,
+    fixed denominators, privacy/client_dp.py) -> server step.
 
-Each step works row by row on the stacked [K, P] deltas, so a row depends only on its own
-sub-client. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
+Every message passes the read-only hooks in `ReleasePipeline.hooks` on its way out
+(federated/messages.py): what they see is what leaves the clients. The simulation calls
+the client half once per sub-client; a Flower ClientApp would call it for its hospital's
+rows. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
 weights, which noise std and which releases to charge are decided here and in privacy/.
 Under client-level DP a round with no participant (K = 0) still releases its noise.
 """
@@ -19,9 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from federated.config import Config
+from federated.messages import NORM, UPDATE, Message, MessageHook
 from federated.server import FedAvgServer, ServerRound
-from privacy.client_dp import ClientLevelDP, RoundPlan
+from privacy.client_dp import ClientLevelDP, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
+from privacy.mechanism import update_norms, weighted_sum
 
 
 @dataclass
@@ -57,10 +65,86 @@ def private_weights(cfg: Config, part: Participants) -> tuple[torch.Tensor, floa
     return torch.full((len(part.members),), 1.0 / denominator), 1.0 / denominator
 
 
+@dataclass
+class ClientRound:
+    """The public facts a sub-client needs to prepare and send its update."""
+    index: int
+    server: ServerRound       # this sub-client's weight and local steps (a one-row ServerRound)
+    noise_gen: torch.Generator | None  # its own generator for local update DP's noise
+
+
+class ClientHalf:
+    """What one sub-client computes from its own delta. Every method takes one row: a
+    sub-client can read nothing of another's update."""
+
+    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None, local_dp: LocalUpdateDP | None):
+        self.server, self.client_dp, self.local_dp = server, client_dp, local_dp
+
+    def prepare(self, row: torch.Tensor, rnd: ClientRound) -> torch.Tensor:
+        """precondition -> local update DP: the update as it will be clipped and sent."""
+        row = self.server.precondition(row[None], rnd.server)[0]
+        if self.local_dp is not None:
+            row = self.local_dp.privatize_row(row, rnd.noise_gen)
+        return row
+
+    def norm_message(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound) -> Message:
+        """Outside --strict_dp: the norm the paper's code reads (its median clip, its statistics)."""
+        return Message(NORM, sender, rnd.index, update_norms(prepared[None])[0])
+
+    def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None) -> Message:
+        """clip (client-level DP, to the bound the server announced) -> encode."""
+        if self.client_dp is None:
+            return Message(UPDATE, sender, rnd.index, self.encode(prepared))
+        share = client_message(prepared, bound)
+        return Message(UPDATE, sender, rnd.index, self.encode(share.update),
+                       {"clipped_norm": share.clipped_norm, "within_bound": share.within_bound})
+
+    @staticmethod
+    def encode(update: torch.Tensor) -> torch.Tensor:
+        """Plain: the server receives the update as it is (secure aggregation masks it here)."""
+        return update
+
+
+class ServerHalf:
+    """What the server does with the messages it receives."""
+
+    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None):
+        self.server, self.client_dp = server, client_dp
+
+    def clip_bound(self, norms: list[Message]) -> float:
+        """This round's C: fixed, from earlier releases (quantile), or the median of the
+        norm messages (the paper's; not covered)."""
+        return self.client_dp.clip_bound(_stack(norms))
+
+    @staticmethod
+    def combine(messages: list[Message], weights: torch.Tensor, numel: int, device: torch.device) -> torch.Tensor:
+        """The server's only view of the updates: their weighted sum."""
+        return weighted_sum([m.payload for m in messages], weights, numel, device)
+
+    def finalize(self, total: torch.Tensor, messages: list[Message], norms: list[Message], bound: float | None,
+                 plan: RoundPlan | None) -> tuple[torch.Tensor, dict]:
+        """The released update and the round's statistics."""
+        if self.client_dp is None:
+            return total, {"norm_sum": float(_stack(norms).sum()), "aggregate_norm": float(torch.linalg.vector_norm(total))}
+        result = self.client_dp.server_release(
+            total, bound=bound, plan=plan, clipped_norms=_stack([m.shares["clipped_norm"] for m in messages]),
+            within_bound=_stack([m.shares["within_bound"] for m in messages]),
+            norms=None if self.client_dp.strict else _stack(norms))
+        return result.update, result.stats
+
+
+def _stack(values: list) -> torch.Tensor:
+    values = [v.payload if isinstance(v, Message) else v for v in values]
+    return torch.stack(values) if values else torch.zeros(0)
+
+
 class ReleasePipeline:
     def __init__(self, cfg: Config, server: FedAvgServer, client_dp: ClientLevelDP | None,
                  local_dp: LocalUpdateDP | None):
         self.cfg, self.server, self.client_dp, self.local_dp = cfg, server, client_dp, local_dp
+        self.client = ClientHalf(server, client_dp, local_dp)
+        self.server_half = ServerHalf(server, client_dp)
+        self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
 
     def charge_round(self, counts: list[int]) -> None:
         """Charge the round's declared releases (every round, sampled-out ones included);
@@ -70,6 +154,11 @@ class ReleasePipeline:
 
     def within_budget(self, counts: list[int]) -> bool:
         return self.client_dp is None or self.client_dp.within_budget(counts)
+
+    def _sent(self, message: Message) -> Message:
+        for hook in self.hooks:
+            hook(message)
+        return message
 
     def round(self, params: torch.Tensor, deltas: torch.Tensor, part: Participants, round_idx: int,
               noise_gen: torch.Generator, *, step: bool = True) -> tuple[torch.Tensor, dict]:
@@ -81,19 +170,29 @@ class ReleasePipeline:
             weights, max_weight = private_weights(self.cfg, part)
         else:
             weights = round_weights(part.num_samples, weighted=self.cfg.weighted_avg)
-        rnd = ServerRound(round_idx, weights, torch.tensor(part.local_steps, dtype=torch.float32))
-        messages = self.server.precondition(deltas, rnd)
+        steps = torch.tensor(part.local_steps, dtype=torch.float32)
+        rnd = ServerRound(round_idx, weights, steps)
         if self.local_dp is not None and part.members:
-            messages = self.local_dp.privatize(messages, [h for h, _ in part.members], part.generators)
-        if self.client_dp is not None:
-            plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients)
-            result = self.client_dp.release(messages, weights, plan)
-            update, stats = result.update, result.stats
-        else:
-            update = weights.to(messages) @ messages
-            stats = {"norm_sum": float(torch.linalg.vector_norm(messages, dim=1).sum()),
-                     "aggregate_norm": float(torch.linalg.vector_norm(update))}
+            self.local_dp.charge_round([h for h, _ in part.members])
+        # client side: each sub-client prepares its own row
+        prepared = [self.client.prepare(row, self._client_round(rnd, k, part)) for k, row in enumerate(deltas)]
+        strict = self.client_dp is not None and self.client_dp.strict
+        norms = [] if strict else [self._sent(self.client.norm_message(p, part.members[k], self._client_round(rnd, k, part)))
+                                   for k, p in enumerate(prepared)]
+        # server side: the clip bound it announces, from what it has received
+        bound = self.server_half.clip_bound(norms) if self.client_dp is not None else None
+        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound))
+                    for k, p in enumerate(prepared)]
+        total = self.server_half.combine(messages, weights, params.numel(), params.device)
+        plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
+            if self.client_dp is not None else None
+        update, stats = self.server_half.finalize(total, messages, norms, bound, plan)
         stepped = self.server.step(params, update, rnd)
         if step:
             params = stepped
         return params, self.server.rule_stats(stats, rnd)
+
+    @staticmethod
+    def _client_round(rnd: ServerRound, k: int, part: Participants) -> ClientRound:
+        gen = part.generators[k] if part.generators else None
+        return ClientRound(rnd.index, ServerRound(rnd.index, rnd.weights[k:k + 1], rnd.local_steps[k:k + 1]), gen)

@@ -1,11 +1,13 @@
 """Client-level DP (DP-FedAvg with intermediaries) as release steps.
 
-Client side, each sub-client clips its update (`client_message`); server side, `combine`
-sums the messages with public weights and `finalize` adds Gaussian noise whose std is
+Client side, each sub-client clips its own update (`client_message`, one row, nothing
+else) and, under --strict_dp, attaches its shares of the side statistics (its clipped
+norm; the indicator norm <= C for the quantile clip). Server side, the sum of the
+messages (federated/pipeline.py's `ServerHalf.combine`) gets Gaussian noise whose std is
 fixed by public quantities only (z, C and the largest weight any sub-client can have),
-never by who was sampled. The noise is released every round, also when the sampling drew
-nobody (an empty round would otherwise be visible). Every round declares its releases
-(privacy/events.py) and charges them to the ledger for all three units.
+never by who was sampled (`server_release`). The noise is released every round, also when
+the sampling drew nobody (an empty round would otherwise be visible). Every round declares
+its releases (privacy/events.py) and charges them to the ledger for all three units.
 
 Under --strict_dp the intermediary rule's statistic (the sum of clipped norms) and the
 adaptive clip bound's count are released with their own noise on the same sample; they
@@ -23,7 +25,7 @@ from privacy.clipping import FixedClip
 from privacy.events import UNITS, GaussianRelease, RoundShape, adjacency, combined_multiplier, relation, releases, \
     rule_for
 from privacy.ledger import PrivacyLedger
-from privacy.mechanism import clip, gaussian_noise, update_norms
+from privacy.mechanism import clip, gaussian_noise, update_norms, weighted_sum
 
 
 @dataclass
@@ -32,6 +34,21 @@ class RoundPlan:
     max_weight: float             # the largest aggregation weight any sub-client can have (sets the noise std)
     noise_gen: torch.Generator
     expected_participants: float  # q times the planned sub-clients: the fixed denominator of released fractions
+
+
+@dataclass
+class ClientShare:
+    """What one sub-client sends under client-level DP: its clipped update and, for the
+    --strict_dp side releases, its clipped norm (in [0, C]) and whether its norm was within C."""
+    update: torch.Tensor        # [P]
+    clipped_norm: torch.Tensor  # 0-d
+    within_bound: torch.Tensor  # 0-d, 1.0 or 0.0
+
+
+def client_message(row: torch.Tensor, bound: float) -> ClientShare:
+    """One sub-client's update [P], clipped to L2 norm `bound`: it reads no other row."""
+    norm = update_norms(row[None])
+    return ClientShare(clip(row[None], norm, bound)[0], torch.clamp(norm, max=bound)[0], (norm <= bound).float()[0])
 
 
 @dataclass
@@ -114,16 +131,6 @@ class ClientLevelDP:
         """This round's C (the paper's median clip reads every update norm: not covered)."""
         return self.clip_policy.bound_for(norms)
 
-    @staticmethod
-    def client_message(deltas: torch.Tensor, bound: float) -> torch.Tensor:
-        """Each row (a sub-client's update) clipped to L2 norm `bound`; rows are independent."""
-        return clip(deltas, update_norms(deltas), bound)
-
-    @staticmethod
-    def combine(messages: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The server's only view of the messages: their weighted sum."""
-        return weights.to(messages) @ messages
-
     def noise_std(self, bound: float, max_weight: float) -> float:
         scale = self.unclipped_scale if math.isinf(bound) else bound
         return self.z * scale * max_weight
@@ -133,14 +140,15 @@ class ClientLevelDP:
         std = self.noise_std(bound, plan.max_weight)
         return total + gaussian_noise(total.numel(), std, plan.noise_gen, secure=self.secure, device=total.device)
 
-    def release(self, deltas: torch.Tensor, weights: torch.Tensor, plan: RoundPlan) -> ReleaseResult:
-        """One round: clip bound -> clip (client) -> combine -> finalize, and the strict-mode
-        side releases. The ledger is charged separately by `charge_round`."""
-        norms = update_norms(deltas)
-        bound = self.clip_bound(norms)
-        update = self.finalize(self.combine(self.client_message(deltas, bound), weights), bound, plan)
+    def server_release(self, total: torch.Tensor, *, bound: float, plan: RoundPlan, clipped_norms: torch.Tensor,
+                       within_bound: torch.Tensor, norms: torch.Tensor | None) -> ReleaseResult:
+        """The server's half of one round, from the combined messages: the noised update and
+        the round's statistics. `clipped_norms` and `within_bound` are the messages' shares
+        (one per message, summed here); `norms`, the unprotected update norms the paper's
+        code reads outside --strict_dp (None under it). The ledger is charged separately by
+        `charge_round`."""
+        update = self.finalize(total, bound, plan)
         std = self.noise_std(bound, plan.max_weight)
-        clipped_norms = torch.clamp(norms, max=bound)
         stats = {"clip_bound": bound, "noise_std": std,
                  # public: what the noise norm is expected to be (the realised one is never used)
                  "expected_noise_norm": std * math.sqrt(update.numel()),
@@ -153,8 +161,20 @@ class ClientLevelDP:
             stats["norm_sum"] = float(norms.sum())
             stats["clipped_fraction"] = float((norms > bound).float().mean()) if len(norms) else 0.0
             stats["clipped_norm_sum"] = float(clipped_norms.sum())
-        self.clip_policy.after_round(norms, plan.noise_gen, secure=self.secure, expected=plan.expected_participants)
+        self.clip_policy.after_round(float(within_bound.sum()), plan.noise_gen, secure=self.secure,
+                                     expected=plan.expected_participants)
         return ReleaseResult(update, stats)
+
+    def release(self, deltas: torch.Tensor, weights: torch.Tensor, plan: RoundPlan) -> ReleaseResult:
+        """One round on stacked deltas [K, P], for tests and tools: the same client and
+        server steps as the pipeline (clip bound, each row's message, weighted sum, noise)."""
+        norms = update_norms(deltas)
+        bound = self.clip_bound(norms)
+        shares = [client_message(row, bound) for row in deltas]
+        total = weighted_sum([s.update for s in shares], weights, deltas.shape[1], deltas.device)
+        return self.server_release(total, bound=bound, plan=plan, clipped_norms=_stack([s.clipped_norm for s in shares]),
+                                   within_bound=_stack([s.within_bound for s in shares]),
+                                   norms=None if self.strict else norms)
 
     def state_dict(self) -> dict:
         return {"clip": self.clip_policy.state_dict(), "z": self.z}
@@ -162,3 +182,7 @@ class ClientLevelDP:
     def load_state_dict(self, state: dict) -> None:
         self.clip_policy.load_state_dict(state["clip"])
         self.z = state["z"]
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(values) if values else torch.zeros(0)

@@ -5,8 +5,8 @@
   The median is computed from unprotected norms and is not privatised: the privacy report
   lists it as not covered.
 - QuantileClip (--adaclip with --strict_dp): private adaptive clipping, Andrew et al.
-  (NeurIPS 2021), Alg. 1: each sub-client reports b_k = 1[||delta_k|| <= C]; the server
-  releases sum_k b_k + N(0, sigma_b^2) (a Gaussian release of sensitivity 1, charged to
+  (NeurIPS 2021), Alg. 1: each sub-client sends b_k = 1[||delta_k|| <= C] with its update;
+  the server releases sum_k b_k + N(0, sigma_b^2) (a Gaussian release of sensitivity 1, charged to
   the ledger) and updates C <- C * exp(-eta * (b_bar - gamma)) toward the gamma quantile,
   where b_bar divides the noised count by the expected number of participants (q times the
   planned sub-clients, as Andrew et al. do under sampling), never by the realised one:
@@ -30,10 +30,11 @@ class FixedClip:
     def bound_for(self, norms: torch.Tensor) -> float:
         return self.bound
 
-    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool,
+    def after_round(self, within_bound: float, gen: torch.Generator, *, secure: bool,
                     expected: float) -> float | None:
-        """Update the bound for the next round from this round's norms (`expected`: the
-        public number of participants to divide by); returns the noise multiplier of any release."""
+        """Update the bound for the next round from the number of this round's updates whose
+        norm was within the bound (`expected`: the public number of participants to divide
+        by); returns the noise multiplier of any release."""
         return None
 
     def state_dict(self) -> dict:
@@ -67,9 +68,9 @@ class QuantileClip(FixedClip):
         super().__init__(initial)
         self.quantile, self.lr, self.count_noise = quantile, lr, count_noise
 
-    def after_round(self, norms: torch.Tensor, gen: torch.Generator, *, secure: bool,
+    def after_round(self, within_bound: float, gen: torch.Generator, *, secure: bool,
                     expected: float) -> float | None:
-        count = float((norms <= self.bound).sum()) + float(gaussian_noise(1, self.count_noise, gen, secure=secure))
+        count = within_bound + float(gaussian_noise(1, self.count_noise, gen, secure=secure))
         fraction = count / expected
         self.bound *= math.exp(-self.lr * (fraction - self.quantile))
         return self.count_noise  # sensitivity 1 per sub-client: multiplier = sigma_b

@@ -43,17 +43,24 @@ class LocalUpdateDP:
     def noise_std(self) -> float:
         return self.z * 2 * self.clip_bound
 
-    def privatize(self, deltas: torch.Tensor, senders: list[int], gens: list[torch.Generator]) -> torch.Tensor:
-        """Clip each row and add its own Gaussian noise, drawn from that sub-client's own
-        generator (each row = one sub-client's message)."""
-        clipped = clip(deltas, update_norms(deltas), self.clip_bound)
-        noise = torch.stack([gaussian_noise(deltas.shape[1], self.noise_std, gen, secure=self.secure,
-                                            device=deltas.device) for gen in gens])
-        for h in set(senders):
+    def privatize_row(self, row: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One sub-client's message: its update [P] clipped to C, plus Gaussian noise from its
+        own generator. It reads no other row."""
+        clipped = clip(row[None], update_norms(row[None]), self.clip_bound)[0]
+        return clipped + gaussian_noise(row.numel(), self.noise_std, gen, secure=self.secure, device=row.device)
+
+    def charge_round(self, senders: list[int]) -> None:
+        """Charge the round's messages: per hospital that sent, one release per sub-client
+        account and one per message to the hospital's (`senders`: each message's hospital)."""
+        for h in sorted(set(senders)):
             name = self.hospitals[h]
             self.ledger.charge(f"local/{name}/subclient", self.z)
             self.ledger.charge(f"local/{name}/hospital", self.z, count=senders.count(h))
-        return clipped + noise
+
+    def privatize(self, deltas: torch.Tensor, senders: list[int], gens: list[torch.Generator]) -> torch.Tensor:
+        """Every row's message and the round's charge (each row = one sub-client's message)."""
+        self.charge_round(senders)
+        return torch.stack([self.privatize_row(row, gen) for row, gen in zip(deltas, gens)])
 
     def max_epsilon(self, accountant: str, *, unit: str = "subclient") -> float:
         return self.ledger.max_epsilon("local", unit, accountant)

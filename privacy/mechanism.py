@@ -27,6 +27,15 @@ def clip(deltas: torch.Tensor, norms: torch.Tensor, bound: float) -> torch.Tenso
     return deltas * factors[:, None]
 
 
+def weighted_sum(rows: list[torch.Tensor], weights: torch.Tensor, numel: int,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """sum_k w_k row_k: the only view of the rows a server needs (zeros when there are none)."""
+    if not rows:
+        return torch.zeros(numel, dtype=weights.dtype, device=device)
+    stacked = torch.stack(rows)
+    return weights.to(stacked) @ stacked
+
+
 def gaussian_noise(numel: int, std: float, gen: torch.Generator, *, secure: bool,
                    device: torch.device | None = None) -> torch.Tensor:
     """N(0, std^2) noise. `secure`: draws from the OS's cryptographically secure source

@@ -17,6 +17,7 @@ from unittest import mock
 import torch
 
 import federated.loop as loop
+import federated.pipeline as pipeline
 import federated.setup as setup
 import privacy.client_dp as client_dp
 import privacy.clipping as clipping
@@ -53,16 +54,17 @@ def instrumented(record: dict):
     combine records the rows it sums; the quantile clip records its pre-noise count."""
     stds: list[float] = []
     record.update(stds=stds, combined=[], counts=[])
-    real_combine = client_dp.ClientLevelDP.combine
+    real_combine = pipeline.ServerHalf.combine
     real_after = clipping.QuantileClip.after_round
 
-    def combine(messages, weights, *args, **kwargs):
-        record["combined"].append((messages.detach().clone(), weights.detach().clone()))
-        return real_combine(messages, weights, *args, **kwargs)
+    def combine(messages, weights, numel, device):
+        rows = torch.stack([m.payload for m in messages]) if messages else torch.zeros(0, numel)
+        record["combined"].append((rows.detach().clone(), weights.detach().clone()))
+        return real_combine(messages, weights, numel, device)
 
-    def after_round(self, norms, *args, **kwargs):
-        record["counts"].append(float((norms <= self.bound).sum()))
-        return real_after(self, norms, *args, **kwargs)
+    def after_round(self, within_bound, *args, **kwargs):
+        record["counts"].append(within_bound)
+        return real_after(self, within_bound, *args, **kwargs)
 
     real_sample = loop.sample_hospitals
 
@@ -74,7 +76,7 @@ def instrumented(record: dict):
     with mock.patch.object(client_dp, "gaussian_noise", zero_noise(stds)), \
             mock.patch.object(clipping, "gaussian_noise", zero_noise(stds)), \
             mock.patch.object(loop, "sample_hospitals", sample), \
-            mock.patch.object(client_dp.ClientLevelDP, "combine", staticmethod(combine)), \
+            mock.patch.object(pipeline.ServerHalf, "combine", staticmethod(combine)), \
             mock.patch.object(clipping.QuantileClip, "after_round", after_round):
         yield record
 

@@ -10,7 +10,7 @@ from dp_accounting.rdp import rdp_privacy_accountant
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Release, Sampling, calibrate, epsilon
-from privacy.client_dp import ClientLevelDP, RoundPlan, round_charges
+from privacy.client_dp import ClientLevelDP, RoundPlan, client_message, round_charges
 from privacy.events import RoundShape
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.intermediary import max_subclients, next_subclients, split_factor
@@ -164,9 +164,8 @@ def test_strict_mode_charges_its_extra_releases():
 
 def test_quantile_clip_moves_toward_the_target_quantile():
     policy = QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=1e-6)
-    norms = torch.full((100,), 10.0)  # all clipped: fraction under C is 0 -> C grows
-    before = policy.bound
-    policy.after_round(norms, torch.Generator().manual_seed(0), secure=False, expected=100)
+    before = policy.bound  # all 100 updates clipped: none within C, fraction 0 -> C grows
+    policy.after_round(0.0, torch.Generator().manual_seed(0), secure=False, expected=100)
     assert policy.bound == pytest.approx(before * math.exp(0.2 * 0.5))
 
 
@@ -241,15 +240,18 @@ def test_noclip_passes_updates_through_unbounded():
 
 
 def test_quantile_clip_counts_norms_at_the_bound_and_uses_the_given_generator():
-    norms = torch.full((10,), 2.0)  # every norm exactly at the bound: all unclipped
+    rows = torch.zeros(10, 4)
+    rows[:, 0] = 2.0  # every norm exactly at the bound: all unclipped, each message says so
+    within = float(sum(client_message(row, 2.0).within_bound for row in rows))
+    assert within == 10.0
     a = QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=1e-9)
-    a.after_round(norms, torch.Generator().manual_seed(0), secure=False, expected=10)
+    a.after_round(within, torch.Generator().manual_seed(0), secure=False, expected=10)
     assert a.bound == pytest.approx(2.0 * math.exp(-0.2 * 0.5))
     b, c = (QuantileClip(2.0, quantile=0.5, lr=0.2, count_noise=3.0) for _ in range(2))
     torch.manual_seed(1)
-    b.after_round(norms, torch.Generator().manual_seed(7), secure=False, expected=10)
+    b.after_round(within, torch.Generator().manual_seed(7), secure=False, expected=10)
     torch.manual_seed(2)
-    c.after_round(norms, torch.Generator().manual_seed(7), secure=False, expected=10)
+    c.after_round(within, torch.Generator().manual_seed(7), secure=False, expected=10)
     assert b.bound == c.bound
 
 

@@ -121,23 +121,22 @@ def test_dpnova_clips_the_normalised_updates(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpnova", "--noise_multiplier", "0.5", "-VN", "2", "--batch", "4"])
     fed = build_federation(cfg)
     seen = {}
-    real_update, real_release = fed.trainer.update, fed.client_dp.release
+    real_update = fed.trainer.update
 
     def spy_update(*args, **kwargs):
         result = real_update(*args, **kwargs)
         seen.setdefault("raw", []).append((result.delta.clone(), result.num_steps))
         return result
 
-    def spy_release(messages, weights, plan):
-        seen["sent"] = messages.clone()
-        return real_release(messages, weights, plan)
-
-    fed.trainer.update, fed.client_dp.release = spy_update, spy_release
+    fed.trainer.update = spy_update
+    fed.pipeline.hooks.append(lambda m: seen.setdefault(m.kind, []).append(m.payload.clone()))
     state = loop.initial_state(fed)
     _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     expected = torch.stack([d / s for d, s in seen["raw"]])
-    assert torch.allclose(seen["sent"], expected)
-    assert stats["norm_sum"] == pytest.approx(float(torch.linalg.vector_norm(expected, dim=1).sum()), rel=1e-5)
+    norms = torch.linalg.vector_norm(expected, dim=1)
+    assert torch.allclose(torch.stack(seen["norm"]), norms)  # what the median clip and the rule read
+    assert torch.allclose(torch.stack(seen["update"]), expected * torch.clamp(10.0 / norms, max=1.0)[:, None])
+    assert stats["norm_sum"] == pytest.approx(float(norms.sum()), rel=1e-5)
 
 
 def test_dpnova_report_lists_step_counts_as_not_covered(tiny_args, capsys):
