@@ -82,6 +82,7 @@ class ClientHalf:
 
     def prepare(self, row: torch.Tensor, rnd: ClientRound) -> torch.Tensor:
         """precondition -> local update DP: the update as it will be clipped and sent."""
+        _one_row(row)
         row = self.server.precondition(row[None], rnd.server)[0]
         if self.local_dp is not None:
             row = self.local_dp.privatize_row(row, rnd.noise_gen)
@@ -93,6 +94,7 @@ class ClientHalf:
 
     def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None) -> Message:
         """clip (client-level DP, to the bound the server announced) -> encode."""
+        _one_row(prepared)
         if self.client_dp is None:
             return Message(UPDATE, sender, rnd.index, self.encode(prepared))
         share = client_message(prepared, bound)
@@ -103,6 +105,12 @@ class ClientHalf:
     def encode(update: torch.Tensor) -> torch.Tensor:
         """Plain: the server receives the update as it is (secure aggregation masks it here)."""
         return update
+
+
+def _one_row(row: torch.Tensor) -> None:
+    if row.dim() != 1:
+        raise ValueError(f"the client half takes one sub-client's update (a vector), not a tensor of shape "
+                         f"{tuple(row.shape)}")
 
 
 class ServerHalf:
