@@ -15,9 +15,9 @@ from pathlib import Path
 from federated.config import ConfigError
 from privacy.accountants import Release
 from privacy.ledger import PrivacyLedger
-from utils import io
+from utils import io, runfiles
 
-JOURNAL = "releases.json"
+JOURNAL = runfiles.JOURNAL
 
 
 class ReleaseJournal:

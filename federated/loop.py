@@ -35,7 +35,7 @@ from federated.subclients import allocate_subclients, paper_split, split_generat
 from privacy.events import UNITS
 from privacy.intermediary import next_subclients, split_factor
 from privacy.sample_dp import charge_round
-from utils import io
+from utils import io, runfiles
 from utils.metrics import is_better
 from utils.results import RunRecorder, metric_rows
 from utils.seeding import client_generator, make_streams
@@ -287,7 +287,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         state.timing["wall_s"] = wall_before + start - started
         state.journal_length = len(journal) if journal is not None else 0
         recorder.flush()  # metrics.csv first: rows past the checkpoint are dropped on resume
-        save_checkpoint(recorder.dir / "last.pt", fed, state, final=final)
+        save_checkpoint(recorder.dir / runfiles.CHECKPOINT, fed, state, final=final)
         spent = time.perf_counter() - start
         state.timing["checkpoint_s"] = state.timing.get("checkpoint_s", 0.0) + spent
         if final:  # the in-loop ones fall inside their round's time
@@ -368,9 +368,9 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         for part, split in (("value", "test_fairness"), ("low", "test_fairness_low"), ("high", "test_fairness_high")):
             values = {name: m[part] for name, m in fairness["metrics"].items()}
             recorder.log(metric_rows(state.best["round"], split, {"all": values}))
-    save_model(recorder.dir / "best.pt", fed, state.best_params, state.best["round"],
+    save_model(recorder.dir / runfiles.BEST_MODEL, fed, state.best_params, state.best["round"],
                {"val": state.best["val"], "test": test})
-    save_model(recorder.dir / "last_model.pt", fed, state.params, state.next_round - 1, {})
+    save_model(recorder.dir / runfiles.LAST_MODEL, fed, state.params, state.next_round - 1, {})
     state.timing["wall_s"] = wall_before + time.perf_counter() - started
     return build_summary(fed, state, stopped_early, stopped_by_budget)
 

@@ -18,7 +18,7 @@ from federated.setup import build_federation
 from privacy.accountants import ACCOUNTANTS
 from privacy.events import UNITS
 from privacy.report import build_report, format_report
-from utils import io
+from utils import io, runfiles
 from utils.cores import free_cores
 from utils.results import RunRecorder
 
@@ -61,7 +61,7 @@ def _guarded_training(cfg: Config, folder: Path, checkpoint: dict | None, starte
         return _run_training(cfg, folder, checkpoint, started)
     except BaseException as err:
         saved = _saved_rounds(folder)
-        if not (folder / "last.pt").exists():
+        if not runfiles.has_checkpoint(folder):
             clear_uncheckpointed(folder)
             lock.remove_created_folders()
         kept = ("nothing was kept (no round had been checkpointed)" if saved is None else
@@ -81,7 +81,7 @@ def _guarded_training(cfg: Config, folder: Path, checkpoint: dict | None, starte
 
 def _saved_rounds(folder: Path) -> int | None:
     """Rounds held by the folder's checkpoint, or None without one."""
-    last = folder / "last.pt"
+    last = folder / runfiles.CHECKPOINT
     if not last.exists():
         return None
     try:

@@ -15,7 +15,7 @@ from federated.config import RUN_CONTROL_FLAGS, Config, ConfigError
 from federated.journal import JOURNAL
 from federated.loop import CHECKPOINT_VERSION
 from federated.runlock import LOCK_NAME, RunLock
-from utils import io
+from utils import io, runfiles
 
 # Flags that may change between a run and its --resume: those that do not alter the result
 # (a resumed run with other --threads or --engine is valid, not bit-identical) and --rounds.
@@ -23,7 +23,7 @@ RESUMABLE_CHANGES = RUN_CONTROL_FLAGS | {"rounds"}
 
 
 # Files of a run that an extension with more --rounds does not carry over: they describe the shorter run's end.
-NOT_EXTENDED = {"summary.json", "best_test.json", "last_test.json", LOCK_NAME}
+NOT_EXTENDED = {runfiles.SUMMARY, "best_test.json", "last_test.json", LOCK_NAME}
 
 
 def calibrated_over_rounds(cfg: Config) -> list[str]:
@@ -121,7 +121,7 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
     holds nothing to keep, so it is replaced (with or without --resume)."""
     check_writable(Path(cfg.save_path))
     folder = run_dir(cfg)
-    last = folder / "last.pt"
+    last = folder / runfiles.CHECKPOINT
     source = None
     if cfg.resume and not folder.exists():
         source = None if cfg.exp else shorter_run(cfg, folder)
@@ -167,7 +167,7 @@ def prepare_run(cfg: Config) -> tuple[Path, dict | None, RunLock]:
 def differing_setting(folder: Path, cfg: Config) -> str:
     """The result flags in which the folder's stored config differs from cfg ('' if none)."""
     try:
-        stored = Config.from_dict(io.read_json(folder / "config.json"))
+        stored = Config.from_dict(io.read_json(folder / runfiles.CONFIG))
     except (OSError, ValueError, TypeError):
         return ""
     return _describe(_setting_diff(stored, cfg))
@@ -177,7 +177,7 @@ def _stored_runs(folder: Path) -> list[tuple[Path, Config]]:
     """Runs beside `folder` (same data and seed) that hold a checkpoint, with their config."""
     runs = []
     for candidate in sorted(folder.parent.glob("*/config.json")) if folder.parent.is_dir() else []:
-        if not (candidate.parent / "last.pt").exists():
+        if not runfiles.has_checkpoint(candidate.parent):
             continue
         try:
             runs.append((candidate.parent, Config.from_dict(io.read_json(candidate))))

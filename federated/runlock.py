@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from federated.config import ConfigError
+from utils import runfiles
 
-LOCK_NAME = ".lock"
+LOCK_NAME = runfiles.LOCK
 
 
 class RunLock:

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils import io
+from utils import io, runfiles
 
 RECORD_SUFFIX = ".run.json"
 # Summary fields the reports do not read: per hospital, per sub-client, and the report text
@@ -35,9 +35,9 @@ def archive(paths: list[str], out: str) -> list[Path]:
     for root in map(Path, paths):
         if not root.is_dir():
             raise SystemExit(f"archive: {root} is not a folder; pass a sweep's results folder (SAVE/DATA)")
-        for summary_path in sorted(root.rglob("summary.json")):
+        for summary_path in sorted(root.rglob(runfiles.SUMMARY)):
             folder = summary_path.parent
-            config = io.read_json(folder / "config.json")
+            config = io.read_json(folder / runfiles.CONFIG)
             target = Path(out) / config["data"] / f"seed{config['seed']}" / (folder.name + RECORD_SUFFIX)
             io.write_json(target, compact(config, io.read_json(summary_path)))
             written.append(target)

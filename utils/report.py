@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from federated.config import RUN_CONTROL_FLAGS
-from utils import io
+from utils import io, runfiles
 
 # (Table 1 name, non-private mode, private mode)
 OPTIMIZERS = (("DP-FedAvg", "fedavg", "dpsgd"), ("DP-FedAdam", "fedadam", "dpadam"),
@@ -63,8 +63,8 @@ def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
     for root in roots:
         if not root.exists():
             raise SystemExit(f"report: {root} does not exist; pass the sweep's results folder (SAVE)")
-        for config_path in sorted(root.rglob("config.json")):
-            summary_path = config_path.parent / "summary.json"
+        for config_path in sorted(root.rglob(runfiles.CONFIG)):
+            summary_path = config_path.parent / runfiles.SUMMARY
             summary = io.read_json(summary_path) if summary_path.exists() else None
             runs.append((config_path.parent, io.read_json(config_path), summary))
             seen.add(_run_key(config_path.parent))

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from privacy.report import Output, undeclared
-from utils import io
+from utils import io, runfiles
 
 METRIC_FIELDS = ["round", "hospital", "split", "metric", "value"]
 
@@ -34,14 +34,14 @@ class RunRecorder:
                          if int(r["round"]) <= resume_round and r["split"] != "test"]
         # purge_step drops TensorBoard events of rounds that will be re-run after a resume.
         purge = None if resume_round is None else resume_round + 1
-        self.tb = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=purge)
+        self.tb = SummaryWriter(log_dir=str(self.dir / runfiles.TENSORBOARD), purge_step=purge)
 
     @property
     def metrics_path(self) -> Path:
-        return self.dir / "metrics.csv"
+        return self.dir / runfiles.METRICS
 
     def write_config(self, config: dict) -> None:
-        io.write_json(self.dir / "config.json", config)
+        io.write_json(self.dir / runfiles.CONFIG, config)
 
     def log(self, rows: list[dict]) -> None:
         """Append rows and mirror them to TensorBoard; metrics.csv is rewritten (atomically)
@@ -62,7 +62,7 @@ class RunRecorder:
         self.tb.flush()
 
     def write_summary(self, summary: dict) -> None:
-        io.write_json(self.dir / "summary.json", summary)
+        io.write_json(self.dir / runfiles.SUMMARY, summary)
 
     def close(self) -> None:
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import io
+from utils import io, runfiles
 
 IGNORED_FOR_GROUPING = {"seed", "exp", "save_path", "resume", "overwrite", "progress", "gpu", "ckpt_every"}
 
@@ -25,7 +25,7 @@ IGNORED_FOR_GROUPING = {"seed", "exp", "save_path", "resume", "overwrite", "prog
 def load_summaries(run_dirs: list[str]) -> list[dict]:
     summaries = []
     for d in run_dirs:
-        path = Path(d) / "summary.json"
+        path = Path(d) / runfiles.SUMMARY
         if not path.exists():
             raise SystemExit(f"summarize: {path} is missing; is {d} a finished run folder?")
         summaries.append(io.read_json(path))
@@ -45,8 +45,8 @@ def summarize(summaries: list[dict], keys: list[str] | None = None) -> dict[str,
 
 def group_runs(root: Path) -> dict[tuple, list[tuple[dict, dict]]]:
     groups: dict[tuple, list] = defaultdict(list)
-    for path in sorted(root.rglob("summary.json")):
-        config = io.read_json(path.parent / "config.json")
+    for path in sorted(root.rglob(runfiles.SUMMARY)):
+        config = io.read_json(path.parent / runfiles.CONFIG)
         key = tuple(sorted((k, v) for k, v in config.items() if k not in IGNORED_FOR_GROUPING))
         groups[key].append((config, io.read_json(path)))
     return groups

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from utils import runfiles
+
 def parse_line(line: str) -> list[str] | None:
     """Flags of one command line; None for blank and comment lines."""
     words = shlex.split(line, comments=True)
@@ -44,11 +46,11 @@ def plan(argv: list[str]) -> tuple[str, list[str], Path]:
 
     cfg = parse_config(argv)
     folder = run_dir(cfg)
-    if (folder / "last.pt").exists() and (differ := differing_setting(folder, cfg)):
+    if runfiles.has_checkpoint(folder) and (differ := differing_setting(folder, cfg)):
         raise ConfigError(f"run folder {folder} holds another setting ({differ}); give the line its own --exp")
-    if (folder / "summary.json").exists():
+    if runfiles.is_finished(folder):
         return "done", argv, folder
-    if (folder / "last.pt").exists():
+    if runfiles.has_checkpoint(folder):
         return "resume", argv + ["--resume"], folder
     if folder.exists():
         return "start", argv + ["--overwrite"], folder  # crashed before its first checkpoint
