@@ -45,4 +45,4 @@ for seed in $SEEDS; do
            "--mode dpsgd --adaclip --epsilon $EPSILON --delta 1e-5 $base")
   done
 done
-sweep_and_report "$data" blood utils.sweep_report
+sweep_and_report "$data" blood tools.sweep_report

@@ -51,4 +51,4 @@ for seed in $SEEDS; do
     runs+=("$common $dp --sample_epsilon $eps --seed $seed")
   done
 done
-sweep_and_report "$data" cxr utils.sweep_report
+sweep_and_report "$data" cxr tools.sweep_report

@@ -1,6 +1,6 @@
 """The command line of fed_train.py: flags -> Config -> run -> summary lines.
 
-Kept in the package so that tools (utils/sweep.py) can call it without importing the
+Kept in the package so that tools (tools/sweep.py) can call it without importing the
 entry script."""
 from __future__ import annotations
 

@@ -23,14 +23,14 @@ fi
 
 # Run the lines in the array `runs` (finished runs skipped, interrupted ones resumed),
 # then write the report for dataset $1 to $SAVE/$2.* with report module $3
-# (utils.report: Table 1 layout and plot; utils.sweep_report: one row per setting) and the
+# (tools.report: Table 1 layout and plot; tools.sweep_report: one row per setting) and the
 # finished runs' compact records to $SAVE/records (what a study commits beside its table).
 # Interrupted (exit 130), the report of what finished is still written, marked partial.
 sweep_and_report() {
-  local data=$1 out=$2 report=${3:-utils.report} status=0
-  printf '%s\n' "${runs[@]}" | "$PY" -m utils.sweep --jobs "$JOBS" || status=$?
+  local data=$1 out=$2 report=${3:-tools.report} status=0
+  printf '%s\n' "${runs[@]}" | "$PY" -m tools.sweep --jobs "$JOBS" || status=$?
   "$PY" -m "$report" "$SAVE/$data" --out "$SAVE/$out"
-  "$PY" -m utils.archive "$SAVE/$data" --out "$SAVE/records"
+  "$PY" -m tools.archive "$SAVE/$data" --out "$SAVE/records"
   echo "report: $SAVE/$out.*; run records: $SAVE/records/$data" >&2
   return $status
 }

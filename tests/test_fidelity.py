@@ -1,9 +1,9 @@
-"""utils.fidelity: server learning rates chosen on validation; the study's cells and oracle."""
+"""tools.fidelity: server learning rates chosen on validation; the study's cells and oracle."""
 import json
 
 import pytest
 
-from utils.fidelity import choose, report
+from tools.fidelity import choose, report
 
 
 def _run(root, mode, seed, *, test, val, z=None, vn=1, ada=False, eps=10.0, lr=None, final_v=None):
@@ -61,7 +61,7 @@ def test_the_committed_study_is_rebuilt_from_the_committed_records(tmp_path):
     """experiments/intermediaries/results/fidelity.md comes from the records of Table 1 and of
     the fixed splits alone (no checkpoints)."""
     from pathlib import Path
-    from utils.fidelity import report
+    from tools.fidelity import report
     root = Path(__file__).resolve().parents[1] / "experiments"
     text = report([str(root / "table1" / "results" / "records" / "synthetic-ich"),
                    str(root / "intermediaries" / "results" / "records" / "synthetic-ich")], str(tmp_path / "fidelity"))

@@ -172,7 +172,7 @@ def test_ghost_clipping_is_refused_for_segmentation(tmp_path):
 
 
 def test_dp_sgd_cost_prints_both_timings_and_their_ratio(capsys):
-    from utils.dp_sgd_cost import main
+    from tools.dp_sgd_cost import main
     assert main(["--epochs", "1"] + CXR[:-1]) == 0
     out = capsys.readouterr().out
     assert "non-private" in out and "DP-SGD" in out and out.strip().endswith("x")

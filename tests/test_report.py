@@ -1,10 +1,10 @@
-"""utils.report: Table 1 cells, missing runs, and the files it writes."""
+"""tools.report: Table 1 cells, missing runs, and the files it writes."""
 import csv
 import json
 
 import pytest
 
-from utils.report import report
+from tools.report import report
 
 
 def _fake_run(root, mode, seed, metric, *, z=None, ada=False, eps=(3.0, 3.0), finished=True, lr=0.1):
@@ -100,7 +100,7 @@ def test_a_report_of_an_incomplete_grid_says_it_is_partial(tmp_path, capsys):
 
 
 def test_compact_records_rebuild_the_report_of_the_run_folders(tmp_path):
-    from utils.archive import archive
+    from tools.archive import archive
     _fake_run(tmp_path / "sweep", "fedavg", 0, 0.9)
     _fake_run(tmp_path / "sweep", "dpsgd", 0, 0.7, z=1.0)
     _fake_run(tmp_path / "sweep", "dpsgd", 0, 0.72, z=1.0, ada=True, eps=(3.0, 6.0))
@@ -131,11 +131,11 @@ def test_the_committed_table1_is_rebuilt_from_the_committed_records(task, table,
 def test_a_run_found_as_a_folder_and_as_its_record_counts_once(tmp_path):
     """A sweep folder holds the run folders and, in SAVE/records, their records: a report over
     the whole folder must not count each run twice (it halved the stds)."""
-    from utils.archive import archive
+    from tools.archive import archive
     for seed, auc in ((0, 0.9), (1, 0.7)):
         _fake_run(tmp_path, "fedavg", seed, auc)
     archive([str(tmp_path / "synthetic-ich")], str(tmp_path / "records"))
-    from utils.report import find_runs
-    assert len(find_runs([str(tmp_path)])) == 2  # utils.fidelity and utils.sweep_report list every run found
+    from tools.report import find_runs
+    assert len(find_runs([str(tmp_path)])) == 2  # tools.fidelity and tools.sweep_report list every run found
     rows = _rows(report([str(tmp_path)], out=None))
     assert rows[0].startswith("| – | DP-FedAvg | no DP | 2/2 | 0.8000 ± 0.1414 |"), rows[0]

@@ -1,6 +1,6 @@
 import json
 
-from utils.summarize import summarize, table
+from tools.summarize import summarize, table
 
 
 def _fake_run(root, name, seed, auc, ada, eps_h):

@@ -1,4 +1,4 @@
-"""utils.sweep and the two Table 1 sweep scripts in quick mode, end to end."""
+"""tools.sweep and the two Table 1 sweep scripts in quick mode, end to end."""
 import csv
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import TINY
 from utils import io
-from utils.sweep import parse_line, plan, run_sweep
+from tools.sweep import parse_line, plan, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def test_interrupting_a_sweep_prints_one_line_and_its_runs_resume(tmp_path):
     import time
     base = TINY + ["--save_path", str(tmp_path), "--rounds", "150", "--ckpt_every", "5"]
     lines = "\n".join(" ".join(base + ["--seed", str(s)]) for s in range(3)) + "\n"
-    cmd = [sys.executable, "-m", "utils.sweep", "--jobs", "2"]
+    cmd = [sys.executable, "-m", "tools.sweep", "--jobs", "2"]
     # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT ignored.
     proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

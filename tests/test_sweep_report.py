@@ -1,10 +1,10 @@
-"""utils.sweep_report: rows per setting, fairness table and the epsilon-parity correlation."""
+"""tools.sweep_report: rows per setting, fairness table and the epsilon-parity correlation."""
 import json
 
 import numpy as np
 from scipy.stats import pearsonr, t as student_t
 
-from utils.sweep_report import privacy_setting, sweep_report
+from tools.sweep_report import privacy_setting, sweep_report
 
 
 def _m(value, half=0.02):
@@ -93,7 +93,7 @@ def test_unfinished_runs_are_listed(tmp_path):
 def test_the_committed_cxr_tables_are_rebuilt_from_the_committed_records(tmp_path):
     """experiments/cxr_fairness/results/cxr.md comes from its records alone (no checkpoints)."""
     from pathlib import Path
-    from utils.sweep_report import sweep_report
+    from tools.sweep_report import sweep_report
     root = Path(__file__).resolve().parents[1] / "experiments" / "cxr_fairness" / "results"
     assert sweep_report([str(root / "records" / "synthetic-cxr")], out=str(tmp_path / "cxr")) == \
         (root / "cxr.md").read_text()

@@ -1,15 +1,15 @@
 """Compact run records: what the reports read, small enough to commit beside a table.
 
-    python -m utils.archive experiments/table1/synthetic-ich --out experiments/table1/results/records
+    python -m tools.archive experiments/table1/synthetic-ich --out experiments/table1/results/records
 
 Every finished run folder below the paths (config.json and summary.json) becomes one file,
 OUT/DATA/seedS/RUN.run.json, holding {"config": ..., "summary": ...}: the resolved flags
 and the summary without its per-hospital metrics, sub-client sizes and full privacy report
 (a few KB instead of the folder's MBs of checkpoints, curves and TensorBoard events).
-utils.report, utils.sweep_report and utils.fidelity read these records as they read run
+tools.report, tools.sweep_report and tools.fidelity read these records as they read run
 folders, so a table rebuilds from the repository alone:
 
-    python -m utils.report experiments/table1/results/records/synthetic-ich --out /tmp/table1_ich
+    python -m tools.report experiments/table1/results/records/synthetic-ich --out /tmp/table1_ich
 """
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ def archive(paths: list[str], out: str) -> list[Path]:
 def read_record(path: Path) -> tuple[dict, dict]:
     record = io.read_json(path)
     if not isinstance(record, dict) or set(record) != {"config", "summary"}:
-        raise SystemExit(f"{path} is not a run record (written by python -m utils.archive)")
+        raise SystemExit(f"{path} is not a run record (written by python -m tools.archive)")
     return record["config"], record["summary"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.archive", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.archive", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="folders searched for finished run folders")
     p.add_argument("--out", required=True, help="folder for the records (OUT/DATA/seedS/RUN.run.json)")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Run a sweep of fed_train.py command lines, skipping finished runs and resuming broken ones.
 
-    printf '%s\n' "--mode fedavg --seed 0" "--mode fedadam --seed 0" | python -m utils.sweep --jobs 2
+    printf '%s\n' "--mode fedavg --seed 0" "--mode fedadam --seed 0" | python -m tools.sweep --jobs 2
 
 Each input line is one run's flags (a leading `python fed_train.py` is allowed, so lines
 copied from a sweep file work). A run whose folder holds summary.json is skipped; one
@@ -152,7 +152,7 @@ def run_sweep(lines: list[str], *, jobs: int, dry_run: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.sweep", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each in its own process)")
     p.add_argument("--dry_run", action="store_true", help="list what would run, run nothing")

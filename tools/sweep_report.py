@@ -1,13 +1,13 @@
 """Tables for sweeps other than Table 1 (the BloodMNIST federation, the chest-radiograph
 fairness study): one row per setting, the flags that vary across the sweep.
 
-    python -m utils.sweep_report experiments/blood --out results/blood
+    python -m tools.sweep_report experiments/blood --out results/blood
 
 Rows group runs by every flag except the seed; columns are the flags that differ between
 rows, the test metrics (mean ± sample std over seeds) and the epsilon spent by each kind
 of DP the runs used (client level per sub-client, sample level and local update DP: the
 largest over hospitals; RDP). When runs carry fairness results (datasets with attributes)
-the study's tables follow (utils/fairness_report.py): metrics at the validation-chosen
+the study's tables follow (tools/fairness_report.py): metrics at the validation-chosen
 thresholds with bootstrap intervals, per-group accuracy and parity differences, their cost
 against no DP, and the Pearson correlation of epsilon with each parity difference.
 Writes OUT.md, OUT.csv (one row per run with its DP flags, `epsilon_spent` and every
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from federated.config import RUN_CONTROL_FLAGS
-from utils import fairness_report, io
-from utils.report import find_runs
+from tools import fairness_report
+from utils import io
+from tools.report import find_runs
 
 # Flags that do not change what is computed.
 NOT_A_SETTING = RUN_CONTROL_FLAGS | {"seed"}
@@ -165,7 +166,7 @@ def sweep_report(paths: list[str], out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.sweep_report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.sweep_report", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="results folders of a sweep")
     p.add_argument("--out", default=None, help="write OUT.md and OUT.csv")
     args = p.parse_args(argv)

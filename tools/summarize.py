@@ -1,7 +1,7 @@
 """Mean +- std of test metrics over runs (e.g. seeds), from their summary.json files.
 
-    python -m utils.summarize experiments/synthetic-ich/seed*/RUN_NAME
-    python -m utils.summarize --table experiments/intermediaries/runs  # one Markdown row per setting
+    python -m tools.summarize experiments/synthetic-ich/seed*/RUN_NAME
+    python -m tools.summarize --table experiments/intermediaries/runs  # one Markdown row per setting
 
 With --table, every finished run below the folder is grouped by its configuration minus
 the seed; each group becomes a row with the test metrics as mean +- sample std over seeds,

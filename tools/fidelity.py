@@ -1,8 +1,8 @@
 """The intermediary fidelity study: does splitting hospitals help, and how close does the
 adaptive rule get to the best fixed split?
 
-    python -m utils.fidelity choose experiments/intermediaries/runs/grid      # server learning rates
-    python -m utils.fidelity report RUNS/table1 RUNS/fixed_v --out experiments/intermediaries/results/fidelity
+    python -m tools.fidelity choose experiments/intermediaries/runs/grid      # server learning rates
+    python -m tools.fidelity report RUNS/table1 RUNS/fixed_v --out experiments/intermediaries/results/fidelity
 
 `choose` picks, for each server optimizer in a learning-rate grid (non-private runs), the
 rate with the best mean validation score (the run's --select_metric at its selected round;
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import io
-from utils.report import OPTIMIZER_OF_MODE, OPTIMIZERS, PRIVATE_MODES, _mean_std, find_runs
+from tools.report import OPTIMIZER_OF_MODE, OPTIMIZERS, PRIVATE_MODES, _mean_std, find_runs
 
 SERVER_LR_FLAG = {"fedadam": "adam_lr", "fed2rmsprop": "rmsprop_lr"}
 ENV_NAME = {"adam_lr": "ADAM_LR", "rmsprop_lr": "RMSPROP_LR"}
@@ -216,7 +216,7 @@ def report(roots: list[str], out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.fidelity", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.fidelity", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("choose", help="server learning rates from a non-private grid, on validation")
     c.add_argument("root")

@@ -1,7 +1,7 @@
 """What DP-SGD costs: seconds per local epoch with and without `--dp_level sample`.
 
-    python -m utils.dp_sgd_cost --data synthetic-cxr --model resnet9_small --epochs 3
-    python -m utils.dp_sgd_cost --data synthetic-blood --model dpresnet --img_size 28
+    python -m tools.dp_sgd_cost --data synthetic-cxr --model resnet9_small --epochs 3
+    python -m tools.dp_sgd_cost --data synthetic-blood --model dpresnet --img_size 28
 
 Same model, same initial weights, same hospital data; one warm-up epoch each, then the
 median of --epochs timed epochs. Any fed_train.py data/model flag is accepted.
@@ -41,7 +41,7 @@ def epoch_seconds(argv: list[str], epochs: int) -> tuple[list[float], str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.dp_sgd_cost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.dp_sgd_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per setting (after one warm-up)")
     p.add_argument("--sample_noise", default="1.0", help="DP-SGD noise multiplier for the private setting")
     args, flags = p.parse_known_args(argv)

@@ -1,6 +1,6 @@
 """Rebuild Table 1 of Jiang et al. (MICCAI 2023) from a sweep's run folders.
 
-    python -m utils.report experiments/table1 --out results/table1
+    python -m tools.report experiments/table1 --out results/table1
 
 Every run folder below the given paths (one holding config.json) is placed in a cell:
 task x noise level x server optimizer x {no DP, DP, DP + intermediaries}. A cell reports
@@ -55,8 +55,8 @@ class Cell:
 
 def find_runs(paths: list[str]) -> list[tuple[Path, dict, dict | None]]:
     """(where, config, summary or None) of every run below the paths: run folders (holding
-    config.json) and the compact records utils.archive writes (RUN.run.json)."""
-    from utils.archive import RECORD_SUFFIX, read_record
+    config.json) and the compact records tools.archive writes (RUN.run.json)."""
+    from tools.archive import RECORD_SUFFIX, read_record
 
     runs, seen = [], set()
     roots = list(map(Path, paths))
@@ -92,7 +92,7 @@ def cell_of(config: dict) -> tuple[str, float | None, str, str]:
     level = config["noise_multiplier"]
     if level is None:
         raise SystemExit("report: runs calibrated from --epsilon have no fixed noise level; Table 1 uses "
-                         "--noise_multiplier (summarise such runs with python -m utils.summarize)")
+                         "--noise_multiplier (summarise such runs with python -m tools.summarize)")
     adaptive = config.get("ada_vn") or config.get("init_vn")
     return config["data"], float(level), OPTIMIZER_OF_MODE[mode], "DP + intermediaries" if adaptive else "DP"
 
@@ -309,7 +309,7 @@ def report(paths: list[str], out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.report", description=__doc__.split("\n\n")[0],
                                 epilog="See the module docstring for the layout.")
     p.add_argument("paths", nargs="+", help="results folders of a sweep (searched recursively for run folders)")
     p.add_argument("--out", default=None, help="write OUT.md, OUT.csv and OUT.png (default: print Markdown only)")
