@@ -40,3 +40,19 @@ SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "syntheti
 
 def build_federated_data(cfg, gen: torch.Generator) -> FederatedData:
     return DATASETS[cfg.data](cfg, gen)
+
+
+# Formats whose sites are separate on disk load one centre without reading the others.
+CENTRE_LOADERS: dict[str, Callable[..., FederatedData]] = {"prostate": prostate.build_centre}
+
+
+def build_centre(cfg, gen: torch.Generator, index: int) -> FederatedData:
+    """Hospital `index` alone, keyed as in the whole federation: what that hospital's own
+    process (a Flower ClientApp) loads. Per-site formats read only its files; partitioned
+    ones (synthetic data, RSNA-ICH's one table, MedMNIST's one file) derive the shared
+    partition from the shared seed and keep its part, as a federated partitioner does."""
+    if not 0 <= index < cfg.clients:
+        raise ValueError(f"hospital {index} is not in a federation of -N {cfg.clients}")
+    if cfg.data in CENTRE_LOADERS:
+        return CENTRE_LOADERS[cfg.data](cfg, index)
+    return build_federated_data(cfg, gen).centre(index)

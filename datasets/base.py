@@ -90,6 +90,11 @@ class FederatedData:
             if hospital.key < 0:
                 hospital.key = position
 
+    def centre(self, index: int) -> "FederatedData":
+        """This federation's hospital `index` alone, keeping its key."""
+        return FederatedData(self.name, self.task, [self.hospitals[index]], self.in_channels, self.num_outputs,
+                             self.prepare, self.attribute_groups, self.label_names)
+
     def to(self, device: torch.device) -> "FederatedData":
         hospitals = [Hospital(h.name, h.train.to(device), h.val.to(device), h.test.to(device), h.key)
                      for h in self.hospitals]

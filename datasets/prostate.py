@@ -130,7 +130,9 @@ def _load(pairs: list[tuple[Path, Path]], size: int) -> Split:
     return Split(images, masks.float() / 255)
 
 
-def build(cfg, gen: torch.Generator) -> FederatedData:
+def _chosen_sites(cfg) -> dict[str, dict[str, list[tuple[Path, Path]]]]:
+    """The sites taking part (the -N with the most training slices, in SITES order) and
+    their image/mask pairs, from the site JSONs alone (no image is read)."""
     root = Path(cfg.data_root or "")
     if not cfg.data_root or not root.is_dir():
         raise DataError(f"--data_root {cfg.data_root!r} is not a folder; point it at the prostate PNG slices")
@@ -144,10 +146,27 @@ def build(cfg, gen: torch.Generator) -> FederatedData:
         sites[site] = read_site(root, json_path)
     if cfg.clients > len(SITES):
         raise DataError(f"-N {cfg.clients}: the prostate data has {len(SITES)} sites; use -N <= 6")
-    chosen = sorted(SITES, key=lambda s: -len(sites[s]["train"]))[:cfg.clients]
-    hospitals = [Hospital(s, *(_load(sites[s][k], cfg.img_size) for k in ("train", "val", "test")))
-                 for s in SITES if s in chosen]
+    top = sorted(SITES, key=lambda s: -len(sites[s]["train"]))[:cfg.clients]
+    return {s: sites[s] for s in SITES if s in top}
+
+
+def _federation(hospitals: list[Hospital]) -> FederatedData:
     return FederatedData("prostate", SEGMENTATION, hospitals, in_channels=3, num_outputs=1, prepare=ImagePreparation())
+
+
+def _hospital(site: str, pairs: dict[str, list[tuple[Path, Path]]], size: int, key: int = -1) -> Hospital:
+    return Hospital(site, *(_load(pairs[k], size) for k in ("train", "val", "test")), key=key)
+
+
+def build(cfg, gen: torch.Generator) -> FederatedData:
+    return _federation([_hospital(s, pairs, cfg.img_size) for s, pairs in _chosen_sites(cfg).items()])
+
+
+def build_centre(cfg, index: int) -> FederatedData:
+    """Hospital `index` of the federation `build` makes, reading that site's images only
+    (as a site's own process loads its data: FLamby's `center=`)."""
+    site, pairs = list(_chosen_sites(cfg).items())[index]
+    return _federation([_hospital(site, pairs, cfg.img_size, key=index)])
 
 
 def build_split_json(root: Path, out_dir: Path, *, seed: int,
