@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dp_accounting
+
 from federated.config import ConfigError
 from privacy.accountants import Release
+from privacy.declared import event_of, from_plain, to_plain
 from privacy.ledger import PrivacyLedger
 from utils import io, runfiles
 
@@ -28,19 +31,20 @@ class ReleaseJournal:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def record(self, round_idx: int, charges: list[tuple[str, Release]]) -> None:
+    def record(self, round_idx: int, charges: list[tuple[str, dp_accounting.DpEvent]]) -> None:
         """Append one round's charges to the ledger (`PrivacyLedger.since`) and write them."""
-        self.entries.append({"round": round_idx, "charges": [[name, *release] for name, release in charges]})
+        self.entries.append({"round": round_idx, "charges": [[name, to_plain(event)] for name, event in charges]})
         io.write_json(self.path, self.entries)
 
     def charge_after(self, length: int, ledger: PrivacyLedger) -> int:
         """Charge `ledger` with the releases journaled after the first `length` entries (those
         a checkpoint's ledger does not hold); returns how many rounds they were."""
         for entry in self.entries[length:]:
-            for name, multiplier, rate, kind in entry["charges"]:
+            for name, *charge in entry["charges"]:
                 if name not in ledger.accounts:
                     raise ConfigError(f"{self.path} records releases of privacy account {name!r}, which this run "
                                       "does not have (another configuration ran in this folder); use --overwrite "
                                       "or another --exp")
-                ledger.charge(name, multiplier, rate=rate, kind=kind)
+                ledger.declare(name, from_plain(charge[0]) if len(charge) == 1 else  # earlier journals:
+                               event_of(Release(*charge), ledger.accounts[name].sampling))  # multiplier, rate, kind
         return len(self.entries) - length

@@ -32,6 +32,7 @@ from federated.pipeline import Participants
 from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
 from federated.subclients import allocate_subclients, paper_split, split_generator, split_hospitals
+from privacy.client_dp import DeclaredRound
 from privacy.events import UNITS
 from privacy.intermediary import next_subclients, split_factor
 from privacy.sample_dp import charge_round
@@ -181,11 +182,15 @@ def by_hospital(fed: Federation, members: list[tuple[int, int]], values: list) -
     return grouped
 
 
-def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int) -> tuple[dict, dict]:
+def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round_idx: int,
+              declared: DeclaredRound | None = None) -> tuple[dict, dict]:
     """One communication round; updates `state` in place. Returns (train losses per
     hospital, round statistics). Under client-level DP the round releases its noise and
-    steps even when the sampling drew nobody: an empty round must look like any other."""
+    steps even when the sampling drew nobody: an empty round must look like any other.
+    `declared`: the round's releases as the budget check read them (declared here if None)."""
     cfg = fed.cfg
+    if declared is None:
+        declared = fed.pipeline.declare(state.subclient_counts)
     keys = [h.key for h in fed.data.hospitals]
     hospitals = sample_hospitals(keys, cfg.sample_rate, cfg.client_sampling, state.rng["sampling"],
                                  population=cfg.clients)
@@ -194,7 +199,7 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
     if fed.trainer.sample_dp is not None:  # DP-SGD steps each hospital took
         charge_round(fed.ledger, fed.trainer.sample_dp.noise_multiplier,
                      by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
-    fed.pipeline.charge_round(state.subclient_counts)  # whoever was sampled
+    fed.pipeline.charge(declared)  # whoever was sampled
     if not members and fed.client_dp is None:  # nobody sampled and no noise to release: nothing is sent
         return {}, {}
     part = Participants(members, [r.num_samples for r in results], [r.num_steps for r in results],
@@ -303,12 +308,13 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
                disable=None if cfg.progress else True)  # None: drawn on a terminal only
     stopped_by_budget = False
     for r in bar:
-        if not fed.pipeline.within_budget(state.subclient_counts):
+        declared = fed.pipeline.declare(state.subclient_counts)
+        if not fed.pipeline.within_budget(declared):
             stopped_by_budget = True  # --dp_mode bounded: the next round would exceed --epsilon
             break
         round_start = time.perf_counter()
         charged = fed.ledger.mark()
-        train_losses, stats = run_round(fed, state, shards, r)
+        train_losses, stats = run_round(fed, state, shards, r, declared)
         if journal is not None:  # before anything of the round is written or shown
             journal.record(r, fed.ledger.since(charged))
         counts_before = state.subclient_counts

@@ -27,7 +27,7 @@ import torch
 from federated.config import Config
 from federated.messages import NORM, UPDATE, Message, MessageHook
 from federated.server import FedAvgServer, ServerRound
-from privacy.client_dp import ClientLevelDP, RoundPlan, client_message
+from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
 
@@ -154,14 +154,18 @@ class ReleasePipeline:
         self.server_half = ServerHalf(server, client_dp)
         self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
 
-    def charge_round(self, counts: list[int]) -> None:
-        """Charge the round's declared releases (every round, sampled-out ones included);
-        `counts`: each hospital's sub-clients this round."""
-        if self.client_dp is not None:
-            self.client_dp.charge_round(counts)
+    def declare(self, counts: list[int]) -> DeclaredRound | None:
+        """The round's client-level releases, declared once for the budget check and the
+        charge (`counts`: each hospital's sub-clients this round); None without client-level DP."""
+        return None if self.client_dp is None else self.client_dp.declare(counts)
 
-    def within_budget(self, counts: list[int]) -> bool:
-        return self.client_dp is None or self.client_dp.within_budget(counts)
+    def within_budget(self, declared: DeclaredRound | None) -> bool:
+        return declared is None or self.client_dp.within_budget(declared)
+
+    def charge(self, declared: DeclaredRound | None) -> None:
+        """Charge the round's declared releases (every round, sampled-out ones included)."""
+        if declared is not None:
+            self.client_dp.charge(declared)
 
     def _sent(self, message: Message) -> Message:
         for hook in self.hooks:

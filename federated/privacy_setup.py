@@ -7,8 +7,8 @@ import torch.nn as nn
 from datasets.base import SEGMENTATION, FederatedData
 from federated.config import Config, ConfigError
 from federated.subclients import allocate_subclients
-from privacy.accountants import Sampling, calibrate, epsilon
-from privacy.client_dp import ClientLevelDP, round_charges
+from privacy.accountants import Sampling, calibrate
+from privacy.client_dp import ClientLevelDP, ReleasePlan
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.events import RoundShape, relation
 from privacy.ledger import PrivacyLedger
@@ -27,10 +27,6 @@ def sampling_of(cfg: Config) -> Sampling:
     return Sampling("poisson", q, n, max(1, round(n * q)))
 
 
-def _count_noise(cfg: Config) -> float | None:
-    return cfg.clip_count_noise if cfg.strict_dp and cfg.adaclip else None
-
-
 def planned_shapes(cfg: Config, sizes: list[int], counts: list[int], cap: int) -> list[RoundShape]:
     """The shape of every planned round as --epsilon calibration assumes it: the real first
     split, then with --ada_vn / --init_vn the split at the largest v the rule can reach
@@ -43,19 +39,19 @@ def planned_shapes(cfg: Config, sizes: list[int], counts: list[int], cap: int) -
     return [first] + [largest] * (cfg.rounds - 1)
 
 
-def client_noise_multiplier(cfg: Config, shapes: list[RoundShape]) -> float:
+def client_noise_multiplier(cfg: Config, plan: ReleasePlan, shapes: list[RoundShape]) -> float:
     """--noise_multiplier, or the z that --epsilon calibrates for the planned rounds (the
-    probe round of --ada_vn / --init_vn included), each charged as `charge_round` charges it."""
+    probe round of --ada_vn / --init_vn included), each declared by the run's own `plan`
+    as the run will charge it."""
     if cfg.noise_multiplier is not None:
         return cfg.noise_multiplier
-    sampling, unit = sampling_of(cfg), cfg.target_unit
+    unit = cfg.target_unit
+    ledger = PrivacyLedger()
+    ledger.open(unit, level="client", unit=unit, adjacency="planned", relation=relation(unit, plan.sampling),
+                sampling=plan.sampling, delta=cfg.delta)
 
     def spent(z: float) -> float:
-        history = [round_charges(z=z, shape=shape, sampling=sampling, count_noise=_count_noise(cfg),
-                                 norm_sum_noise=cfg.norm_sum_noise if cfg.strict_dp else None)[unit]
-                   for shape in shapes]
-        return epsilon(history, delta=cfg.delta, accountant=cfg.accountant, sampling=sampling,
-                       relation=relation(unit, sampling))
+        return ledger.epsilon(unit, cfg.accountant, extra=[plan.declare(z, shape).events[unit] for shape in shapes])
     try:
         return calibrate(cfg.epsilon, spent, what=f"--epsilon (--target_unit {unit}, {cfg.rounds} rounds)")
     except ValueError as err:
@@ -72,12 +68,12 @@ def build_client_dp(cfg: Config, ledger: PrivacyLedger, shapes: list[RoundShape]
         clip_policy = MedianClip()
     else:
         clip_policy = FixedClip(cfg.S)
+    plan = ReleasePlan.for_policy(sampling_of(cfg), clip_policy, strict=cfg.strict_dp, norm_sum_noise=cfg.norm_sum_noise,
+                                  split=cfg.subclient_split, balanced=cfg.balance_split)
     budget = cfg.epsilon if cfg.dp_mode == "bounded" else None
-    return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, shapes), clip_policy=clip_policy,
-                         noise_scale_when_unclipped=cfg.S, ledger=ledger, sampling=sampling_of(cfg), delta=cfg.delta,
-                         secure=cfg.secure_rng, strict=cfg.strict_dp, norm_sum_noise=cfg.norm_sum_noise,
-                         budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant,
-                         split=cfg.subclient_split, balanced=cfg.balance_split)
+    return ClientLevelDP(noise_multiplier=client_noise_multiplier(cfg, plan, shapes), plan=plan,
+                         clip_policy=clip_policy, noise_scale_when_unclipped=cfg.S, ledger=ledger, delta=cfg.delta,
+                         secure=cfg.secure_rng, budget=budget, budget_unit=cfg.target_unit, accountant=cfg.accountant)
 
 
 def build_sample_dp(cfg: Config, data: FederatedData, model: nn.Module, model_name: str, ledger: PrivacyLedger,

@@ -114,7 +114,7 @@ def build_federation(cfg: Config) -> Federation:
     if cfg.private:
         client_dp = build_client_dp(cfg, ledger, planned_shapes(cfg, [len(h.train) for h in data.hospitals], counts,
                                                                cap))
-        if not client_dp.within_budget(counts):
+        if not client_dp.within_budget(client_dp.declare(counts)):
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+import dp_accounting
+
 from privacy.accountants import Release, Sampling
 from privacy.clipping import FixedClip
+from privacy.declared import event_of
 from privacy.events import UNITS, GaussianRelease, RoundShape, adjacency, combined_multiplier, relation, releases, \
     rule_for
 from privacy.ledger import PrivacyLedger
@@ -57,73 +60,87 @@ class ReleaseResult:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def round_releases(*, z: float, shape: RoundShape, sampling: Sampling, clipped: bool = True,
-                   norm_sum_noise: float | None = None, count_noise: float | None = None) -> list[GaussianRelease]:
-    """The Gaussians one round releases, in units of the clip bound (C = 1; only the ratio
-    of std to sensitivity matters): the update, and with --strict_dp the norm sum and,
-    with --adaclip, the clip count; each unit's sensitivity from privacy/events.py's RULES."""
-    return releases(shape=shape, sampling=sampling, update_std=z, clipped=clipped, norm_sum_std=norm_sum_noise,
-                    count_std=count_noise)
+@dataclass(frozen=True)
+class DeclaredRound:
+    """One round's releases as declared: its Gaussians (in units of the clip bound), what
+    they cost each unit (the one Gaussian they compose into, and how the unit takes part)
+    and that cost as the event the unit's account is charged."""
+    shape: RoundShape
+    gaussians: tuple[GaussianRelease, ...]
+    charges: dict[str, Release]
+    events: dict[str, dp_accounting.DpEvent]
 
 
-def round_charges(*, z: float, shape: RoundShape, sampling: Sampling, clipped: bool = True,
-                  norm_sum_noise: float | None = None, count_noise: float | None = None) -> dict[str, Release]:
-    """What one round costs each unit: the multiplier its releases compose into, and how
-    (and how likely) the unit takes part."""
-    composed = round_releases(z=z, shape=shape, sampling=sampling, clipped=clipped, norm_sum_noise=norm_sum_noise,
-                              count_noise=count_noise)
-    out = {}
-    for unit in UNITS:
-        rule = rule_for(unit, shape, sampling)
-        out[unit] = Release(combined_multiplier(composed, unit), rule.probability(shape, sampling), rule.kind)
-    return out
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What every round of client-level DP releases, for any noise multiplier z: built once
+    per run, and the one source of a round's releases for --epsilon calibration, the
+    --dp_mode bounded check, the ledger's charge and the report."""
+    sampling: Sampling
+    split: str = "hash"                  # how records form sub-clients (privacy/events.py)
+    balanced: bool = False               # --balance_split
+    clipped: bool = True                 # without clipping no sensitivity bound exists
+    norm_sum_noise: float | None = None  # --strict_dp: the norm sum's multiplier
+    count_noise: float | None = None     # --strict_dp --adaclip: the clip count's multiplier
+
+    @classmethod
+    def for_policy(cls, sampling: Sampling, clip_policy: FixedClip, *, strict: bool, norm_sum_noise: float,
+                   split: str = "hash", balanced: bool = False) -> "ReleasePlan":
+        """The plan of a release clipped by `clip_policy`: with --strict_dp the norm sum at
+        `norm_sum_noise` and, for a policy that counts (the quantile clip), the count."""
+        return cls(sampling, split, balanced, clipped=not math.isinf(clip_policy.bound),
+                   norm_sum_noise=norm_sum_noise if strict else None,
+                   count_noise=getattr(clip_policy, "count_noise", None) if strict else None)
+
+    def shape(self, counts: list[int]) -> RoundShape:
+        """A round's public shape: each hospital's sub-client count and how records are split."""
+        return RoundShape(tuple(counts), self.split, self.balanced)
+
+    def declare(self, z: float, shape: RoundShape) -> DeclaredRound:
+        """The round's Gaussians (the update at std z C; the side releases at theirs), each
+        unit's sensitivity from privacy/events.py's RULES, and each unit's charge."""
+        gaussians = tuple(releases(shape=shape, sampling=self.sampling, update_std=z, clipped=self.clipped,
+                                   norm_sum_std=self.norm_sum_noise, count_std=self.count_noise))
+        charges = {}
+        for unit in UNITS:
+            rule = rule_for(unit, shape, self.sampling)
+            charges[unit] = Release(combined_multiplier(list(gaussians), unit), rule.probability(shape, self.sampling),
+                                    rule.kind)
+        return DeclaredRound(shape, gaussians, charges, {u: event_of(c, self.sampling) for u, c in charges.items()})
 
 
 class ClientLevelDP:
-    def __init__(self, *, noise_multiplier: float, clip_policy: FixedClip, noise_scale_when_unclipped: float,
-                 ledger: PrivacyLedger, sampling: Sampling, delta: float, secure: bool, strict: bool,
-                 norm_sum_noise: float, budget: float | None = None, budget_unit: str = "subclient",
-                 accountant: str = "rdp", split: str = "hash", balanced: bool = False):
-        self.z = noise_multiplier
+    def __init__(self, *, noise_multiplier: float, plan: ReleasePlan, clip_policy: FixedClip,
+                 noise_scale_when_unclipped: float, ledger: PrivacyLedger, delta: float, secure: bool,
+                 budget: float | None = None, budget_unit: str = "subclient", accountant: str = "rdp"):
+        self.z, self.plan = noise_multiplier, plan
         self.clip_policy = clip_policy
         self.unclipped_scale = noise_scale_when_unclipped  # --noclip: the paper scales noise by --S
-        self.ledger, self.sampling = ledger, sampling
-        self.secure, self.strict = secure, strict
-        self.norm_sum_noise = norm_sum_noise
+        self.ledger, self.sampling = ledger, plan.sampling
+        # --strict_dp releases the norm sum with noise (the plan declares it)
+        self.secure, self.strict, self.norm_sum_noise = secure, plan.norm_sum_noise is not None, plan.norm_sum_noise
         self.budget, self.budget_unit, self.accountant = budget, budget_unit, accountant
-        self.split, self.balanced = split, balanced  # how records form sub-clients (privacy/events.py)
         for unit in UNITS:
             ledger.open(f"client/{unit}", level="client", unit=unit,
-                        adjacency=adjacency(unit, split=split, balanced=balanced),
-                        relation=relation(unit, sampling), sampling=sampling, delta=delta)
+                        adjacency=adjacency(unit, split=plan.split, balanced=plan.balanced),
+                        relation=relation(unit, plan.sampling), sampling=plan.sampling, delta=delta)
 
     # --- declared releases -------------------------------------------------------------
-    def shape(self, counts: list[int]) -> RoundShape:
-        """The round's public shape: each hospital's sub-client count and how records are split."""
-        return RoundShape(tuple(counts), self.split, self.balanced)
+    def declare(self, counts: list[int]) -> DeclaredRound:
+        """This round's releases (`counts`: each hospital's sub-clients this round)."""
+        return self.plan.declare(self.z, self.plan.shape(counts))
 
-    def planned_releases(self, counts: list[int]) -> list[GaussianRelease]:
-        return round_releases(z=self.z, shape=self.shape(counts), sampling=self.sampling, **self._extras())
+    def charge(self, declared: DeclaredRound) -> None:
+        """Charge a declared round to every unit. Called for every round: the noise is
+        released whoever was sampled."""
+        for unit, event in declared.events.items():
+            self.ledger.declare(f"client/{unit}", event)
 
-    def round_charges(self, counts: list[int]) -> dict[str, Release]:
-        return round_charges(z=self.z, shape=self.shape(counts), sampling=self.sampling, **self._extras())
-
-    def _extras(self) -> dict:
-        count_noise = getattr(self.clip_policy, "count_noise", None) if self.strict else None
-        return {"clipped": not math.isinf(self.clip_policy.bound), "count_noise": count_noise,
-                "norm_sum_noise": self.norm_sum_noise if self.strict else None}
-
-    def charge_round(self, counts: list[int]) -> None:
-        """Charge one round to every unit (`counts`: each hospital's sub-clients this round).
-        Called for every round: the noise is released whoever was sampled."""
-        for unit, release in self.round_charges(counts).items():
-            self.ledger.charge(f"client/{unit}", release.multiplier, rate=release.rate, kind=release.kind)
-
-    def within_budget(self, counts: list[int]) -> bool:
-        """--dp_mode bounded: would the next round keep the budget unit within --epsilon?"""
+    def within_budget(self, declared: DeclaredRound) -> bool:
+        """--dp_mode bounded: would charging `declared` keep the budget unit within --epsilon?"""
         if self.budget is None:
             return True
-        extra = [self.round_charges(counts)[self.budget_unit]]
+        extra = [declared.events[self.budget_unit]]
         return self.ledger.epsilon(f"client/{self.budget_unit}", self.accountant, extra=extra) <= self.budget
 
     # --- the release steps ---------------------------------------------------------------
@@ -146,7 +163,7 @@ class ClientLevelDP:
         the round's statistics. `clipped_norms` and `within_bound` are the messages' shares
         (one per message, summed here); `norms`, the unprotected update norms the paper's
         code reads outside --strict_dp (None under it). The ledger is charged separately by
-        `charge_round`."""
+        `charge`."""
         update = self.finalize(total, bound, plan)
         std = self.noise_std(bound, plan.max_weight)
         stats = {"clip_bound": bound, "noise_std": std,

@@ -195,8 +195,10 @@ def relation(unit: str, sampling: Sampling) -> str:
 
 @dataclass(frozen=True)
 class GaussianRelease:
-    """One Gaussian release in units of the clip bound C: its noise std and each unit's
-    sensitivity (L2 distance between what it computes on two neighbouring datasets)."""
+    """One Gaussian release in units of the clip bound C: what it releases ("update",
+    "norm_sum" or "count"), its noise std and each unit's sensitivity (L2 distance between
+    what it computes on two neighbouring datasets)."""
+    name: str
     std: float
     sensitivity: dict[str, float]
 
@@ -207,12 +209,14 @@ def releases(*, shape: RoundShape, sampling: Sampling, update_std: float, clippe
     --strict_dp the norm sum and, with --adaclip, the clip count. Without clipping no
     sensitivity bound exists."""
     rules = {unit: rule_for(unit, shape, sampling) for unit in UNITS}
-    out = [GaussianRelease(update_std, {u: r.sensitivity("update", shape) if clipped else math.inf
-                                        for u, r in rules.items()})]
+    out = [GaussianRelease("update", update_std,
+                           {u: r.sensitivity("update", shape) if clipped else math.inf for u, r in rules.items()})]
     if norm_sum_std is not None:
-        out.append(GaussianRelease(norm_sum_std, {u: r.sensitivity("norm_sum", shape) for u, r in rules.items()}))
+        out.append(GaussianRelease("norm_sum", norm_sum_std,
+                                   {u: r.sensitivity("norm_sum", shape) for u, r in rules.items()}))
     if count_std is not None:
-        out.append(GaussianRelease(count_std, {u: r.sensitivity("count", shape) for u, r in rules.items()}))
+        out.append(GaussianRelease("count", count_std,
+                                   {u: r.sensitivity("count", shape) for u, r in rules.items()}))
     return out
 
 

@@ -1,8 +1,9 @@
 """The privacy ledger: one record of every release, for every unit and every level.
 
-An account is one protected unit at one level of DP, with its own history of Gaussian
-releases (noise multiplier, sample rate and kind: privacy/accountants.py, `Release`),
-sampling scheme, neighbouring relation and delta:
+An account is one protected unit at one level of DP, with its sampling scheme, neighbouring
+relation and delta, and the events charged to it: dp-accounting `DpEvent`s with their
+sampling (privacy/declared.py), which the accountants read as Gaussian releases
+(privacy/accountants.py, `Release`):
 
 - client level: "client/hospital", "client/subclient", "client/patient" (privacy/events.py)
 - sample level (DP-SGD inside each hospital): "sample/<hospital>", one record added or removed
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import dp_accounting
+
 from privacy.accountants import ACCOUNTANTS, Release, Sampling, epsilon, history_notes, limit_note
+from privacy.declared import describe, event_of, from_plain, releases_of, to_plain
 
 
 @dataclass
@@ -27,7 +31,12 @@ class Account:
     relation: str     # "add_remove" or "replace"
     sampling: Sampling
     delta: float
-    history: list[Release] = field(default_factory=list)
+    events: list[dp_accounting.DpEvent] = field(default_factory=list)
+
+    @property
+    def history(self) -> list[Release]:
+        """The Gaussian releases the events compose, one per release, in order."""
+        return [r for e in self.events for r in releases_of(e)]
 
 
 class PrivacyLedger:
@@ -44,26 +53,34 @@ class PrivacyLedger:
                kind: str = "sampled") -> None:
         """Record `count` releases with noise `multiplier` (std / neighbouring distance),
         involving the unit with probability `rate` (the account's sampling rate by default)."""
+        if count < 1:
+            return
         account = self.accounts[name]
         q = account.sampling.rate if rate is None else rate
-        account.history.extend([Release(float(multiplier), float(q), kind)] * count)
+        event = event_of(Release(float(multiplier), float(q), kind), account.sampling)
+        self.declare(name, event if count == 1 else dp_accounting.SelfComposedDpEvent(event, count))
+
+    def declare(self, name: str, event: dp_accounting.DpEvent) -> None:
+        """Record `event` (one the accountants read: privacy/declared.py) on account `name`."""
+        releases_of(event)  # refuses, before recording, an event no accountant here can read
+        self.accounts[name].events.append(event)
 
     def mark(self) -> dict[str, int]:
-        """Where every history ends now (for `since`)."""
-        return {name: len(a.history) for name, a in self.accounts.items()}
+        """Where every account's events end now (for `since`)."""
+        return {name: len(a.events) for name, a in self.accounts.items()}
 
-    def since(self, mark: dict[str, int]) -> list[tuple[str, Release]]:
-        """The releases charged after `mark`, in order."""
-        return [(name, r) for name, a in self.accounts.items() for r in a.history[mark[name]:]]
+    def since(self, mark: dict[str, int]) -> list[tuple[str, dp_accounting.DpEvent]]:
+        """The events charged after `mark`, in order."""
+        return [(name, e) for name, a in self.accounts.items() for e in a.events[mark[name]:]]
 
     def releases(self, name: str) -> int:
         return len(self.accounts[name].history)
 
-    def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[Release] | None = None) -> float:
-        """Epsilon spent so far by account `name`; with `extra` releases, as if they were
+    def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[dp_accounting.DpEvent] | None = None) -> float:
+        """Epsilon spent so far by account `name`; with `extra` events, as if they were
         charged too."""
         a = self.accounts[name]
-        history = a.history + list(extra or [])
+        history = a.history + [r for e in extra or [] for r in releases_of(e)]
         return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation)
 
     def max_epsilon(self, level: str, unit: str, accountant: str = "rdp") -> float:
@@ -74,25 +91,32 @@ class PrivacyLedger:
         """Every account: unit, adjacency, sampling, releases and epsilon under each accountant."""
         out = {}
         for name, a in self.accounts.items():
+            history = a.history
             notes = [n for acc in accountants
-                     for n in history_notes(a.history, sampling=a.sampling, relation=a.relation, accountant=acc)]
-            notes += [n for acc in accountants if (n := limit_note(a.history, delta=a.delta, accountant=acc,
+                     for n in history_notes(history, sampling=a.sampling, relation=a.relation, accountant=acc)]
+            notes += [n for acc in accountants if (n := limit_note(history, delta=a.delta, accountant=acc,
                                                                    sampling=a.sampling, relation=a.relation))]
             out[name] = {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
                          "sampling": a.sampling.kind, "sample_rate": a.sampling.rate, "delta": a.delta,
-                         "releases": len(a.history),
+                         "releases": len(history), "events": describe(a.events),
                          "epsilon": {acc: self.epsilon(name, acc) for acc in accountants}, "notes": notes}
         return out
 
     def state_dict(self) -> dict:
-        # plain tuples: checkpoints are loaded with weights_only, which admits no custom types
-        return {name: {**asdict(a), "history": [tuple(r) for r in a.history]} for name, a in self.accounts.items()}
+        # plain dicts: checkpoints are loaded with weights_only, which admits no custom types
+        return {name: {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
+                       "sampling": asdict(a.sampling), "delta": a.delta, "events": [to_plain(e) for e in a.events]}
+                for name, a in self.accounts.items()}
 
     def load_state_dict(self, state: dict) -> None:
         saved = {}
         for name, a in state.items():
-            saved[name] = Account(a["level"], a["unit"], a["adjacency"], a["relation"], Sampling(**a["sampling"]),
-                                  a["delta"], [Release(*e) for e in a["history"]])
+            sampling = Sampling(**a["sampling"])
+            if "events" in a:
+                events = [from_plain(e) for e in a["events"]]
+            else:  # a checkpoint from before events: one (multiplier, rate, kind) per release
+                events = [event_of(Release(*r), sampling) for r in a["history"]]
+            saved[name] = Account(a["level"], a["unit"], a["adjacency"], a["relation"], sampling, a["delta"], events)
         if set(saved) != set(self.accounts):
             raise ValueError(f"checkpoint ledger has accounts {sorted(saved)}, this run {sorted(self.accounts)}")
         self.accounts = saved

@@ -20,10 +20,10 @@ from federated.config import parse_config
 from federated.pipeline import Participants
 from federated.setup import build_federation
 from privacy.accountants import EVERY_ROUND, NUMERIC_LIMIT, PRV_EPS_ERROR, History, Release, Sampling, epsilon
-from privacy.client_dp import ClientLevelDP
 from privacy.clipping import FixedClip, QuantileClip
 from privacy.ledger import PrivacyLedger
 from tests.conftest import TINY
+from tests.dp_helpers import charge_round, make_client_dp
 
 REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
 
@@ -63,11 +63,11 @@ def ledger_after(*, z, schedule, sampling, norm_sum_noise=None, count_noise=None
     """A ledger charged one round per entry of `schedule` (each hospital's sub-client count)."""
     ledger = PrivacyLedger()
     clip = QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=count_noise) if count_noise else FixedClip(1.0)
-    dp = ClientLevelDP(noise_multiplier=z, clip_policy=clip, noise_scale_when_unclipped=1.0, ledger=ledger,
+    dp = make_client_dp(noise_multiplier=z, clip_policy=clip, noise_scale_when_unclipped=1.0, ledger=ledger,
                        sampling=sampling, delta=delta, secure=False, strict=norm_sum_noise is not None,
                        norm_sum_noise=norm_sum_noise or 1.0)
     for v in schedule:
-        dp.charge_round([v] * hospitals)
+        charge_round(dp, [v] * hospitals)
     return ledger
 
 

@@ -11,6 +11,7 @@ from federated.privacy_setup import build_client_dp
 from federated.setup import build_federation
 from privacy.client_dp import RoundPlan
 from privacy.ledger import PrivacyLedger
+from tests.dp_helpers import charge_round
 from tests.test_loop import _run, crash_in_round
 
 DP = ["--mode", "dpsgd", "--adaclip", "--noise_multiplier", "1.0", "--delta", "0.01"]
@@ -71,7 +72,7 @@ def test_ledger_survives_a_crash_and_resume(tiny_args, monkeypatch):
     full = _run(args, "--exp", "full")
     crash_in_round(args + ["--exp", "resumed"], monkeypatch)
     checkpoint = torch.load(full["dir"].parent / "resumed" / "last.pt", weights_only=False)
-    assert len(checkpoint["ledger"]["client/subclient"]["history"]) == 2
+    assert len(checkpoint["ledger"]["client/subclient"]["events"]) == 2
     resumed = _run(args, "--exp", "resumed", "--resume")
     assert resumed["metrics"] == full["metrics"]
     assert resumed["summary"]["privacy"]["epsilon"] == full["summary"]["privacy"]["epsilon"]
@@ -181,9 +182,9 @@ def test_faithful_mode_lists_the_unnoised_reports(tiny_args):
 def test_idle_round_in_strict_mode_charges_every_planned_release(tiny_args):
     cfg = parse_config(tiny_args + ["--mode", "dpsgd", "--adaclip", "--strict_dp", "--noise_multiplier", "1.0"])
     dp = build_client_dp(cfg, PrivacyLedger(), [])
-    dp.charge_round([2, 2, 2])
+    charge_round(dp, [2, 2, 2])
     z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum, count: one Gaussian
-    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "revealed")]
+    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "sampled")]
     assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0, "sampled")]
 
 
@@ -194,7 +195,7 @@ def test_strict_flags_reach_the_mechanism(tiny_args):
     dp = build_client_dp(cfg, PrivacyLedger(), [])
     policy = dp.clip_policy
     assert (policy.bound, policy.quantile, policy.lr, policy.count_noise) == (3.0, 0.7, 0.1, 2.5)
-    assert [r.std / r.sensitivity["subclient"] for r in dp.planned_releases([1, 1, 1])] == [1.0, 4.0, 2.5]
+    assert [r.std / r.sensitivity["subclient"] for r in dp.declare([1, 1, 1]).gaussians] == [1.0, 4.0, 2.5]
 
 
 def test_probe_round_aggregate_reaches_the_server_optimizers_state_but_not_the_model(tiny_args):

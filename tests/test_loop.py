@@ -56,10 +56,10 @@ def crash_in_round(args, monkeypatch, round_idx: int = 2) -> None:
     """Run `args` until it is killed during round `round_idx` (as if the job died there)."""
     real_round = loop.run_round
 
-    def crash(fed, state, shards, r):
+    def crash(fed, state, shards, r, *declared):
         if r == round_idx:
             raise KeyboardInterrupt
-        return real_round(fed, state, shards, r)
+        return real_round(fed, state, shards, r, *declared)
 
     monkeypatch.setattr(loop, "run_round", crash)
     assert fed_train.main(list(args)) == 130  # Ctrl-C: the message says --resume continues

@@ -9,13 +9,14 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Release, Sampling, calibrate, epsilon
-from privacy.client_dp import ClientLevelDP, RoundPlan, client_message, round_charges
+from privacy.accountants import PLD_DISCRETIZATION, PLD_ONE_RELEASE_POINTS, Sampling, calibrate, epsilon
+from privacy.client_dp import ReleasePlan, RoundPlan, client_message
 from privacy.events import RoundShape
 from privacy.clipping import FixedClip, MedianClip, NoClip, QuantileClip
 from privacy.intermediary import max_subclients, next_subclients, split_factor
 from privacy.ledger import PrivacyLedger
 from privacy.mechanism import clip, gaussian_noise, update_norms
+from tests.dp_helpers import charge_round, make_client_dp, within_budget
 
 ALL = Sampling("all", 1.0, 20, 20)
 POISSON = Sampling("poisson", 0.25, 20, 5)
@@ -27,8 +28,8 @@ def _plan(max_weight, gen):
 
 
 def _multipliers(*, z, sampling, counts, split="hash", **kw):
-    charges = round_charges(z=z, shape=RoundShape(tuple(counts), split), sampling=sampling, **kw)
-    return {unit: c.multiplier for unit, c in charges.items()}
+    plan = ReleasePlan(sampling, split, norm_sum_noise=kw.pop("norm_sum_noise", None), **kw)
+    return {unit: c.multiplier for unit, c in plan.declare(z, RoundShape(tuple(counts), split)).charges.items()}
 
 
 def test_every_clipped_norm_is_at_most_the_bound():
@@ -135,7 +136,7 @@ def test_calibration_never_overshoots(accountant):
 
 
 def _dp(clip_policy, **kw):
-    return ClientLevelDP(noise_multiplier=kw.pop("z", 1.0), clip_policy=clip_policy, noise_scale_when_unclipped=10.0,
+    return make_client_dp(noise_multiplier=kw.pop("z", 1.0), clip_policy=clip_policy, noise_scale_when_unclipped=10.0,
                          ledger=PrivacyLedger(), sampling=ALL, delta=1e-3, secure=kw.pop("secure", False),
                          strict=kw.pop("strict", False), norm_sum_noise=5.0, **kw)
 
@@ -151,15 +152,16 @@ def test_strict_mode_charges_its_extra_releases():
     dp = _dp(QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=5.0), strict=True)
     deltas = torch.randn(6, 50, generator=gen)
     out = dp.release(deltas, torch.full((6,), 1 / 6), _plan(1 / 6, gen))
-    dp.charge_round([2, 2, 2])
+    charge_round(dp, [2, 2, 2])
     z_eff = (1 + 1 / 25 + 1 / 25) ** -0.5  # update, norm sum and clip count compose
-    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "revealed")]
+    assert dp.ledger.accounts["client/subclient"].history == [(pytest.approx(z_eff), 1.0, "sampled")]
     assert dp.ledger.accounts["client/hospital"].history == [(pytest.approx(z_eff / 2), 1.0, "sampled")]
     assert out.stats["norm_sum"] != pytest.approx(float(update_norms(deltas).clamp(max=1.0).sum()), abs=1e-6)
     faithful = _dp(FixedClip(1.0))
-    faithful.charge_round([2, 2, 2])
-    assert faithful.ledger.accounts["client/subclient"].history == [(1.0, 1.0, "revealed")]
-    assert faithful.ledger.accounts["client/patient"].history == [(0.5, 1.0, "revealed")]
+    charge_round(faithful, [2, 2, 2])
+    # every hospital every round: the revealed units' releases are plain Gaussians
+    assert faithful.ledger.accounts["client/subclient"].events == [dp_accounting.GaussianDpEvent(1.0)]
+    assert faithful.ledger.accounts["client/patient"].events == [dp_accounting.GaussianDpEvent(0.5)]
 
 
 def test_quantile_clip_moves_toward_the_target_quantile():
@@ -173,13 +175,13 @@ def test_bounded_mode_refuses_a_round_that_would_exceed_the_budget():
     dp = _dp(FixedClip(1.0), z=1.0, budget=10.0)
     gen = torch.Generator().manual_seed(0)
     rounds = 0
-    while dp.within_budget([1]):
+    while within_budget(dp, [1]):
         dp.release(torch.zeros(4, 10), torch.full((4,), 0.25), _plan(0.25, gen))
-        dp.charge_round([1])
+        charge_round(dp, [1])
         rounds += 1
         assert dp.ledger.epsilon("client/subclient") <= 10.0
     assert rounds > 1
-    assert dp.ledger.epsilon("client/subclient", extra=[Release(1.0, 1.0)]) > 10.0
+    assert dp.ledger.epsilon("client/subclient", extra=[dp_accounting.GaussianDpEvent(1.0)]) > 10.0
 
 
 def test_intermediary_rule_matches_the_paper_formula_and_guards():
@@ -296,8 +298,8 @@ def test_unclipped_noise_is_scaled_by_S_and_budget_uses_the_chosen_accountant():
     for accountant in ("rdp", "pld"):
         dp = _dp(FixedClip(1.0), z=1.0, budget=32.5, accountant=accountant)
         for _ in range(29):
-            dp.charge_round([1])
-        verdicts[accountant] = dp.within_budget([1])
+            charge_round(dp, [1])
+        verdicts[accountant] = within_budget(dp, [1])
     assert verdicts == {"rdp": False, "pld": True}
 
 
@@ -354,10 +356,10 @@ def test_epsilon_refuses_unknown_accountants_and_relations():
 
 def test_client_accounts_are_labelled_and_carry_their_notes():
     from privacy.events import adjacency
-    dp = ClientLevelDP(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
+    dp = make_client_dp(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
                        ledger=PrivacyLedger(), sampling=Sampling("fixed", 0.5, 4, 2), delta=1e-3, secure=False,
                        strict=False, norm_sum_noise=1.0)
-    dp.charge_round([1, 1, 1, 1])
+    charge_round(dp, [1, 1, 1, 1])
     report = dp.ledger.report()
     for unit in ("hospital", "subclient", "patient"):
         a = report[f"client/{unit}"]
@@ -370,7 +372,7 @@ def test_client_accounts_are_labelled_and_carry_their_notes():
 @pytest.mark.parametrize("split, balanced", [("paper", False), ("hash", True), ("paper", True)])
 def test_client_accounts_state_the_adjacency_of_their_split(split, balanced):
     from privacy.events import adjacency
-    dp = ClientLevelDP(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
+    dp = make_client_dp(noise_multiplier=1.0, clip_policy=FixedClip(1.0), noise_scale_when_unclipped=1.0,
                        ledger=PrivacyLedger(), sampling=Sampling("all", 1.0, 4, 4), delta=1e-3, secure=False,
                        strict=False, norm_sum_noise=1.0, split=split, balanced=balanced)
     report = dp.ledger.report()
@@ -419,16 +421,16 @@ def test_secure_flag_reaches_every_noise_draw():
 
 def test_noclip_rounds_are_charged_as_unbounded():
     dp = _dp(NoClip(), z=1.0)
-    dp.charge_round([2, 2])
+    charge_round(dp, [2, 2])
     for unit in ("hospital", "subclient", "patient"):
         assert math.isinf(dp.ledger.epsilon(f"client/{unit}"))
 
 
 def test_bounded_mode_allows_a_round_that_reaches_the_budget_exactly():
     probe = _dp(FixedClip(1.0), z=1.0)
-    exact = probe.ledger.epsilon("client/subclient", extra=[Release(1.0, 1.0)])
-    assert _dp(FixedClip(1.0), z=1.0, budget=exact).within_budget([1])
-    assert not _dp(FixedClip(1.0), z=1.0, budget=exact * (1 - 1e-9)).within_budget([1])
+    exact = probe.ledger.epsilon("client/subclient", extra=[dp_accounting.GaussianDpEvent(1.0)])
+    assert within_budget(_dp(FixedClip(1.0), z=1.0, budget=exact), [1])
+    assert not within_budget(_dp(FixedClip(1.0), z=1.0, budget=exact * (1 - 1e-9)), [1])
 
 
 def test_amplified_accounts_carry_no_approximation_note():

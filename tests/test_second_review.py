@@ -372,6 +372,7 @@ SAMPLED_RUNS = {
 
 @pytest.mark.parametrize("case", SAMPLED_RUNS)
 def test_23_a_resumed_sampled_run_charges_the_repeat_as_the_round(case, tmp_path, monkeypatch, capsys):
+    from privacy.declared import from_plain, releases_of
     from tests.test_loop import crash_in_round
     from utils import io
     flags, expected = SAMPLED_RUNS[case]
@@ -385,7 +386,7 @@ def test_23_a_resumed_sampled_run_charges_the_repeat_as_the_round(case, tmp_path
     assert "note: 1 round(s) were released after the last checkpoint" in capsys.readouterr().out
     ledger = torch.load(folder / "last.pt", weights_only=True)["ledger"]
     for unit, (multiplier, rate, kind) in expected.items():
-        history = ledger[f"client/{unit}"]["history"]
+        history = [r for e in ledger[f"client/{unit}"]["events"] for r in releases_of(from_plain(e))]
         assert len(history) == 5, unit  # rounds 0-3, and round 2's first release
         assert len(set(history)) == 1, (unit, history)  # the repeat is charged as the round was
         assert history[0][1] == pytest.approx(rate) and history[0][2] == kind, (unit, history[0])
@@ -395,10 +396,12 @@ def test_23_a_resumed_sampled_run_charges_the_repeat_as_the_round(case, tmp_path
 def test_23_a_journal_of_another_configuration_is_refused(tmp_path):
     from federated.config import ConfigError
     from federated.journal import ReleaseJournal
-    from privacy.accountants import Release, Sampling
+    import dp_accounting
+
+    from privacy.accountants import Sampling
     from privacy.ledger import PrivacyLedger
     journal = ReleaseJournal(tmp_path)
-    journal.record(0, [("local/h0", Release(1.0, 1.0, "sampled"))])
+    journal.record(0, [("local/h0", dp_accounting.GaussianDpEvent(1.0))])
     ledger = PrivacyLedger()
     ledger.open("client/subclient", level="client", unit="subclient", adjacency="x", relation="add_remove",
                 sampling=Sampling("all", 1.0, 3, 3), delta=1e-3)
@@ -433,10 +436,9 @@ def test_23_seeded_runs_journal_nothing(tmp_path, monkeypatch):
 # 24. the hospital unit is charged with the largest sub-client count when counts differ
 def test_24_the_hospital_is_charged_with_its_largest_subclient_count():
     from privacy.accountants import Sampling
-    from privacy.client_dp import round_charges
+    from privacy.client_dp import ReleasePlan
     from privacy.events import RoundShape
-    charges = round_charges(z=2.0, shape=RoundShape((1, 3, 2), "hash", False),
-                            sampling=Sampling("all", 1.0, 3, 3))
+    charges = ReleasePlan(Sampling("all", 1.0, 3, 3)).declare(2.0, RoundShape((1, 3, 2), "hash", False)).charges
     assert charges["hospital"].multiplier == pytest.approx(2.0 / 3)
     assert charges["subclient"].multiplier == pytest.approx(2.0)
 
