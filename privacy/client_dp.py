@@ -6,8 +6,9 @@ norm; the indicator norm <= C for the quantile clip). Server side, the sum of th
 messages (federated/pipeline.py's `ServerHalf.combine`) gets Gaussian noise whose std is
 fixed by public quantities only (z, C and the largest weight any sub-client can have),
 never by who was sampled (`server_release`). The noise is released every round, also when
-the sampling drew nobody (an empty round would otherwise be visible). Every round declares
-its releases (privacy/events.py) and charges them to the ledger for all three units.
+the sampling drew nobody (an empty round would otherwise be visible). The run's
+`ReleasePlan` declares every round (its Gaussians and each unit's event, by privacy/events.py's
+rules), and the declaration is what the ledger is charged for all three units.
 
 Under --strict_dp the intermediary rule's statistic (the sum of clipped norms) and the
 adaptive clip bound's count are released with their own noise on the same sample; they
