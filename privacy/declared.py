@@ -25,7 +25,7 @@ from itertools import groupby
 import attr
 import dp_accounting
 
-from privacy.accountants import Release, Sampling
+from privacy.accountants import KINDS, Release, Sampling
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -40,6 +40,8 @@ class RevealedSampledDpEvent(dp_accounting.DpEvent):
 def event_of(release: Release, sampling: Sampling) -> dp_accounting.DpEvent:
     """The event of one release of an account that samples by `sampling`."""
     z, q, kind = Release(*release)
+    if kind not in KINDS:
+        raise ValueError(f"unknown release kind {kind!r}; choose one of {KINDS}")
     gaussian = dp_accounting.GaussianDpEvent(float(z))
     if q >= 1:
         return gaussian

@@ -81,6 +81,8 @@ def test_events_and_releases_convert_both_ways():
         releases_of(dp_accounting.LaplaceDpEvent(1.0))
     with pytest.raises(ValueError, match="fixed-size sampling draws 2 of 4"):
         event_of(Release(0.7, 0.3, "sampled"), FIXED)  # a rate the sampling cannot have
+    with pytest.raises(ValueError, match="unknown release kind 'Sampled'"):
+        event_of(Release(0.7, 1.0, "Sampled"), ALL)
 
 
 def test_the_ledger_survives_a_weights_only_checkpoint(tmp_path):
@@ -97,10 +99,15 @@ def test_the_ledger_survives_a_weights_only_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_event_outside_the_known_classes_is_refused():
+    composed = dp_accounting.ComposedDpEvent([GAUSSIAN(1.0), RevealedSampledDpEvent(0.5, GAUSSIAN(2.0))])
+    assert from_plain(to_plain(composed)) == composed
     plain = to_plain(GAUSSIAN(1.0))
-    assert from_plain(plain) == GAUSSIAN(1.0)
-    with pytest.raises(ValueError, match="os.system"):
-        from_plain({**plain, "module_name": "os", "class_name": "system"})
+    for module, name in [("os", "system"), ("dp_accounting.dp_event", "attr"), ("privacy.declared", "Release"),
+                         ("privacy.declared", "NoSuchEvent")]:
+        with pytest.raises(ValueError) as err:
+            from_plain({**plain, "module_name": module, "class_name": name})
+        assert str(err.value) == (f"a stored privacy event names {module}.{name}, which is not an event class this "
+                                  "repository reads; the checkpoint or journal was not written by it")
 
 
 def test_an_older_checkpoint_s_float_history_still_loads():
