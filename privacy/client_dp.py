@@ -86,7 +86,7 @@ class ReleasePlan:
 
     @classmethod
     def for_policy(cls, sampling: Sampling, clip_policy: FixedClip, *, strict: bool, norm_sum_noise: float,
-                   split: str = "hash", balanced: bool = False) -> "ReleasePlan":
+                   split: str, balanced: bool) -> "ReleasePlan":
         """The plan of a release clipped by `clip_policy`: with --strict_dp the norm sum at
         `norm_sum_noise` and, for a policy that counts (the quantile clip), the count."""
         return cls(sampling, split, balanced, clipped=not math.isinf(clip_policy.bound),

@@ -7,6 +7,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_num_threads(1)  # tests compare exact numbers; one thread keeps reductions ordered
+if "MUTANT_UNDER_TEST" in os.environ:
+    # mutmut forks each mutant from a process that ran the tests: an OpenMP pool of several
+    # threads started there (by a run at --threads 2) deadlocks the forked children
+    torch.set_num_threads = lambda n: None
 
 # A federation small enough that a whole run takes about a second on one core.
 TINY = ["--data", "synthetic-ich", "-N", "3", "--train_size", "16", "--val_size", "8",
