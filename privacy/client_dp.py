@@ -66,7 +66,6 @@ class DeclaredRound:
     """One round's releases as declared: its Gaussians (in units of the clip bound), what
     they cost each unit (the one Gaussian they compose into, and how the unit takes part)
     and that cost as the event the unit's account is charged."""
-    shape: RoundShape
     gaussians: tuple[GaussianRelease, ...]
     charges: dict[str, Release]
     events: dict[str, dp_accounting.DpEvent]
@@ -107,7 +106,7 @@ class ReleasePlan:
             rule = rule_for(unit, shape, self.sampling)
             charges[unit] = Release(combined_multiplier(list(gaussians), unit), rule.probability(shape, self.sampling),
                                     rule.kind)
-        return DeclaredRound(shape, gaussians, charges, {u: event_of(c, self.sampling) for u, c in charges.items()})
+        return DeclaredRound(gaussians, charges, {u: event_of(c, self.sampling) for u, c in charges.items()})
 
 
 class ClientLevelDP:

@@ -45,6 +45,15 @@ def test_the_ledger_stores_each_unit_s_event_with_its_sampling():
     assert ledger.accounts["client/subclient"].events == [GAUSSIAN(1.5)]  # everybody, every round
 
 
+def test_the_count_release_is_declared_only_under_strict_dp():
+    from privacy.clipping import QuantileClip
+    policy = QuantileClip(1.0, quantile=0.5, lr=0.2, count_noise=5.0)
+    plan = ReleasePlan.for_policy(ALL, policy, strict=False, norm_sum_noise=4.0, split="hash", balanced=False)
+    assert (plan.norm_sum_noise, plan.count_noise) == (None, None)
+    plan = ReleasePlan.for_policy(ALL, policy, strict=True, norm_sum_noise=4.0, split="hash", balanced=False)
+    assert (plan.norm_sum_noise, plan.count_noise) == (4.0, 5.0)
+
+
 def test_a_declared_round_composes_its_gaussians_into_the_charged_event():
     _, declared = _charged(ALL, [2, 2, 2], z=1.0, norm_sum_noise=5.0, count_noise=5.0)
     assert [g.name for g in declared.gaussians] == ["update", "norm_sum", "count"]
@@ -127,6 +136,14 @@ def test_the_report_lists_the_declared_events():
     assert ledger.report(accountants=())["client/hospital"]["events"] == [
         "2 x PoissonSampled(q=0.25, Gaussian(z=0.5))"]
     assert describe([RevealedSampledDpEvent(0.25, GAUSSIAN(1.5))]) == ["RevealedSampled(q=0.25, Gaussian(z=1.5))"]
+    assert describe([dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(4, 2, GAUSSIAN(0.75)), 3), dp_accounting.LaplaceDpEvent(1.0)]) \
+        == ["3 x SampledWithoutReplacement(2 of 4, Gaussian(z=0.75))", "LaplaceDpEvent(noise_multiplier=1.0)"]
+    single = PrivacyLedger()
+    single.open("a", level="client", unit="hospital", adjacency="x", relation="add_remove", sampling=ALL, delta=1e-5)
+    single.charge("a", 2.0)
+    single.charge("a", 2.0, count=2)
+    assert single.accounts["a"].events == [GAUSSIAN(2.0), dp_accounting.SelfComposedDpEvent(GAUSSIAN(2.0), 2)]
 
 
 def _cfg(tiny_args, *extra):
