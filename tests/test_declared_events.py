@@ -86,8 +86,12 @@ def test_events_and_releases_convert_both_ways():
             assert releases_of(event_of(release, sampling)) == [release]
     assert releases_of(event_of(Release(0.7, 0.3, "revealed"), POISSON)) == [Release(0.7, 0.3, "revealed")]
     assert releases_of(dp_accounting.SelfComposedDpEvent(GAUSSIAN(2.0), 3)) == [Release(2.0, 1.0)] * 3
-    with pytest.raises(ValueError, match="LaplaceDpEvent"):
+    assert releases_of(dp_accounting.ComposedDpEvent([GAUSSIAN(2.0), RevealedSampledDpEvent(0.5, GAUSSIAN(1.0))])) \
+        == [Release(2.0, 1.0), Release(1.0, 0.5, "revealed")]
+    with pytest.raises(ValueError) as err:
         releases_of(dp_accounting.LaplaceDpEvent(1.0))
+    assert str(err.value) == ("the ledger's accountants analyse (sampled) Gaussian releases; LaplaceDpEvent is not "
+                              "one of them")
     with pytest.raises(ValueError, match="fixed-size sampling draws 2 of 4"):
         event_of(Release(0.7, 0.3, "sampled"), FIXED)  # a rate the sampling cannot have
     with pytest.raises(ValueError, match="unknown release kind 'Sampled'"):
