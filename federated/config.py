@@ -22,6 +22,8 @@ PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
 MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
+SECURE_AGGREGATION = ("none", "secagg+")
+SECAGG_STAGES = ("advertise", "share", "mask", "unmask")  # privacy.secagg.protocol.STAGES (a test keeps them equal)
 MIN_DELTA = 1e-10  # PRV's and PLD's grids resolve no delta near machine precision
 MAX_IMG_SIZE = 2048  # larger than any dataset here (the paper: 224 and 256 px)
 AUTO_MODEL = "auto"
@@ -161,6 +163,13 @@ class Config:
     local_noise: float | None = None
     local_epsilon: float | None = None
     local_delta: float = 1e-5
+    # secure aggregation
+    secure_agg: str = "none"
+    secagg_neighbours: int = 0  # 0: every other sub-client
+    secagg_threshold: int = 0   # 0: a majority of each input's share holders, plus one
+    secagg_bits: int = 32
+    dropout_rate: float = 0.0
+    secagg_drops: str = ""      # "stage:i,j;stage:k": inputs that drop at a stage, every round
     # model
     model: str = "cnn"
     # run
@@ -429,6 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--dp_level update_local: target epsilon per sub-client over all --rounds (sets the noise)")
     g.add_argument("--local_delta", type=float, default=1e-5, help="--dp_level update_local: delta")
 
+    g = p.add_argument_group("secure aggregation (the server sees masked vectors and the sum only)")
+    g.add_argument("--secure_agg", default="none", choices=SECURE_AGGREGATION,
+                   help="secagg+: each sub-client's update is quantised into a ring and summed by SecAgg+ "
+                        "(Bell et al., CCS 2020); under client-level DP it needs --strict_dp")
+    g.add_argument("--secagg_neighbours", type=int, default=0,
+                   help="masking neighbours k of each sub-client (even; 0 = every other one, the original SecAgg)")
+    g.add_argument("--secagg_threshold", type=int, default=0,
+                   help="shares that rebuild a secret, and inputs that must remain (default: a majority of the k + 1 "
+                        "holders, plus one)")
+    g.add_argument("--secagg_bits", type=int, default=32, help="the ring Z_{2^bits} the updates are summed in")
+    g.add_argument("--dropout_rate", type=float, default=0.0,
+                   help="--secure_agg: each input drops with this probability, at a protocol stage drawn uniformly")
+    g.add_argument("--secagg_drops", default="",
+                   help="--secure_agg: inputs that drop every round, by stage, e.g. 'mask:0,3;unmask:5' (stages: "
+                        + ", ".join(SECAGG_STAGES) + ")")
+
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
 
@@ -527,6 +552,7 @@ def validate(cfg: Config) -> None:
     _check(not (cfg.resume and cfg.overwrite), "--resume and --overwrite exclude each other; pick one")
     _validate_privacy(cfg)
     _validate_local_dp(cfg)
+    _validate_secure_agg(cfg)
 
 
 def _validate_privacy(cfg: Config) -> None:
@@ -606,6 +632,54 @@ def _validate_local_dp(cfg: Config) -> None:
     _check(cfg.dp_level == "sample" or not sample_flags, f"--{sample_flags[0] if sample_flags else ''} needs --dp_level sample")
     _check(cfg.dp_level == "update_local" or not local_flags,
            f"--{local_flags[0] if local_flags else ''} needs --dp_level update_local")
+
+
+def parse_drops(text: str) -> dict[str, tuple[int, ...]]:
+    """--secagg_drops 'mask:0,3;unmask:5' -> {"mask": (0, 3), "unmask": (5,)}."""
+    drops = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        stage, _, inputs = part.partition(":")
+        _check(stage.strip() in SECAGG_STAGES and inputs.strip() != "",
+               f"--secagg_drops {text!r}: {part!r} is not STAGE:i,j with STAGE one of {', '.join(SECAGG_STAGES)}")
+        try:
+            drops[stage.strip()] = tuple(sorted({int(i) for i in inputs.split(",")}))
+        except ValueError:
+            raise ConfigError(f"--secagg_drops {text!r}: {inputs!r} is not a list of input positions") from None
+        _check(min(drops[stage.strip()]) >= 0, f"--secagg_drops {text!r}: input positions start at 0")
+    return drops
+
+
+def _validate_secure_agg(cfg: Config) -> None:
+    flags = [f for f in ("secagg_neighbours", "secagg_threshold", "dropout_rate", "secagg_drops")
+             if getattr(cfg, f) != getattr(Config, f)]
+    _check(cfg.secure_agg != "none" or not flags, f"--{flags[0] if flags else ''} needs --secure_agg secagg+")
+    if cfg.secure_agg == "none":
+        return
+    inputs = cfg.clients * cfg.virtual_clients  # the sub-clients that send in a round of every hospital
+    _check(cfg.secagg_neighbours >= 0 and cfg.secagg_neighbours % 2 == 0,
+           f"--secagg_neighbours must be an even number >= 0 (got {cfg.secagg_neighbours}): each sub-client masks "
+           "with k/2 on either side of a ring; 0 = every other sub-client")
+    _check(cfg.secagg_neighbours < inputs,
+           f"--secagg_neighbours {cfg.secagg_neighbours} is larger than the federation: {inputs} sub-clients send "
+           f"each round (-N {cfg.clients} x -VN {cfg.virtual_clients}); use at most {inputs - 1} or 0 (every other one)")
+    holders = (cfg.secagg_neighbours or inputs - 1) + 1
+    _check(0 <= cfg.secagg_threshold <= holders,
+           f"--secagg_threshold {cfg.secagg_threshold} is above the {holders} holders of each input's shares "
+           f"({inputs} sub-clients send each round); use at most {holders}, or 0 for a majority plus one")
+    _check(cfg.secagg_threshold != 1, "--secagg_threshold 1 lets the server rebuild every secret from one share; "
+                                      "use 2 or more, or 0 for a majority plus one")
+    need = math.ceil(math.log2(max(inputs, 2))) + 8
+    _check(need <= cfg.secagg_bits <= 64,
+           f"--secagg_bits {cfg.secagg_bits}: the ring must hold the sum of {inputs} inputs with 8 bits of "
+           f"resolution each, so at least {need}, and at most 64")
+    _check(0 <= cfg.dropout_rate < 1, f"--dropout_rate must be in [0, 1) (got {cfg.dropout_rate})")
+    parse_drops(cfg.secagg_drops)
+    _check(cfg.dp_level == "none",
+           f"--secure_agg {cfg.secure_agg} with --dp_level {cfg.dp_level} is not served: the ring needs a public bound "
+           "on each update, which local noise does not have; use client-level DP (a private --mode with --strict_dp)")
+    _check(not cfg.private or cfg.strict_dp,
+           f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode reads "
+           "every sub-client's update norm, which secure aggregation hides from the server")
 
 
 def given_flags(argv: list[str] | None = None) -> set[str]:

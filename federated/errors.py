@@ -11,5 +11,10 @@ class Diverged(RunError):
     exit_code = 3
 
 
+class AggregationAborted(RunError):
+    """Secure aggregation lost too many inputs to unmask the sum: the round has no update."""
+    exit_code = 4
+
+
 class Interrupted(RunError):
     exit_code = 130  # the shell's code for Ctrl-C

@@ -4,12 +4,14 @@ new global parameters out at the server.
 `ClientHalf`, at each sub-client, is given its own delta (one row) and the round's public
 facts, and returns the messages it sends:
     precondition (server optimizer: FedNova, DP2-RMSProp) -> local noise (--dp_level
-    update_local: its own clip and noise) -> [its norm, outside --strict_dp] -> clip
-    (client-level DP) -> encode (plain; secure aggregation and encryption fill it).
+    update_local: its own clip and noise) -> [its norm, outside --strict_dp and secure
+    aggregation] -> clip (client-level DP; under --secure_agg also the ring's bound --S)
+    -> encode (plain, or under --secure_agg weighted, with its side values, into the ring).
 `ServerHalf` sees only messages:
     clip bound (from values already released, or the paper's median of the norm messages)
-    -> combine (the one weighted sum of the update messages) -> finalize (central noise,
-    fixed denominators, privacy/client_dp.py) -> server step.
+    -> combine (the one weighted sum of the update messages; under --secure_agg SecAgg+
+    over the ring inputs, privacy/secagg/) -> finalize (central noise, fixed
+    denominators, privacy/client_dp.py) -> server step.
 
 Every message passes the read-only hooks in `ReleasePipeline.hooks` on its way out
 (federated/messages.py): what they see is what leaves the clients. The simulation calls
@@ -22,14 +24,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from federated.config import Config
+from federated.errors import AggregationAborted
 from federated.messages import NORM, UPDATE, Message, MessageHook
 from federated.server import FedAvgServer, ServerRound
 from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
+from privacy.secagg.aggregate import SIDES, SecureAggregation, side_norm
+from privacy.secagg.protocol import SecAggAbort
+from privacy.secagg.ring import RingCode
 
 
 @dataclass
@@ -77,8 +84,9 @@ class ClientHalf:
     """What one sub-client computes from its own delta. Every method takes one row: a
     sub-client can read nothing of another's update."""
 
-    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None, local_dp: LocalUpdateDP | None):
-        self.server, self.client_dp, self.local_dp = server, client_dp, local_dp
+    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None, local_dp: LocalUpdateDP | None,
+                 secure: SecureAggregation | None = None):
+        self.server, self.client_dp, self.local_dp, self.secure = server, client_dp, local_dp, secure
 
     def prepare(self, row: torch.Tensor, rnd: ClientRound) -> torch.Tensor:
         """precondition -> local update DP: the update as it will be clipped and sent."""
@@ -92,9 +100,13 @@ class ClientHalf:
         """Outside --strict_dp: the norm the paper's code reads (its median clip, its statistics)."""
         return Message(NORM, sender, rnd.index, update_norms(prepared[None])[0])
 
-    def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None) -> Message:
-        """clip (client-level DP, to the bound the server announced) -> encode."""
+    def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None,
+             code: RingCode | None = None) -> Message:
+        """clip (client-level DP, to the bound the server announced) -> encode; with a ring
+        `code`, the secure aggregation input."""
         _one_row(prepared)
+        if code is not None:
+            return self._secure_input(prepared, sender, rnd, bound, code)
         if self.client_dp is None:
             return Message(UPDATE, sender, rnd.index, self.encode(prepared))
         share = client_message(prepared, bound)
@@ -103,8 +115,19 @@ class ClientHalf:
 
     @staticmethod
     def encode(update: torch.Tensor) -> torch.Tensor:
-        """Plain: the server receives the update as it is (secure aggregation masks it here)."""
+        """Plain: the server receives the update as it is."""
         return update
+
+    def _secure_input(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float,
+                      code: RingCode) -> Message:
+        """clip to `bound` -> weight -> append the side values (clipped norm, within-bound
+        bit) -> quantise into the ring. The message carries the protocol's input; what the
+        server receives of it is masked (privacy/secagg/protocol.py)."""
+        share = client_message(prepared, bound)
+        ring = self.secure.encode(code, share.update * rnd.server.weights[0],
+                                  (float(share.clipped_norm), float(share.within_bound)),
+                                  self.secure.rounding_generator(rnd.index, sender))
+        return Message(UPDATE, sender, rnd.index, torch.from_numpy(ring.view(np.int64)))
 
 
 def _one_row(row: torch.Tensor) -> None:
@@ -116,8 +139,9 @@ def _one_row(row: torch.Tensor) -> None:
 class ServerHalf:
     """What the server does with the messages it receives."""
 
-    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None):
-        self.server, self.client_dp = server, client_dp
+    def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None,
+                 secure: SecureAggregation | None = None):
+        self.server, self.client_dp, self.secure = server, client_dp, secure
 
     def clip_bound(self, norms: list[Message]) -> float:
         """This round's C: fixed, from earlier releases (quantile), or the median of the
@@ -129,15 +153,34 @@ class ServerHalf:
         """The server's only view of the updates: their weighted sum."""
         return weighted_sum([m.payload for m in messages], weights, numel, device)
 
-    def finalize(self, total: torch.Tensor, messages: list[Message], norms: list[Message], bound: float | None,
+    def combine_secure(self, messages: list[Message], code: RingCode, round_idx: int, numel: int,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """SecAgg+ over the ring inputs: the decoded sum of the weighted updates, the sum of
+        the side values, and the protocol's costs. No inputs: an empty sum."""
+        if not messages:
+            return torch.zeros(numel, device=device), torch.zeros(SIDES), {}
+        try:
+            secure = self.secure.combine([m.payload.numpy().view(np.uint64) for m in messages], code, round_idx)
+        except SecAggAbort as err:
+            raise AggregationAborted(
+                f"round {round_idx}: {err}; the model keeps the rounds before it. Lower --secagg_threshold or "
+                "--dropout_rate, or send more inputs a round (-VN, -sr)") from None
+        protocol, inputs = secure.protocol, len(messages)
+        stats = {"secagg_inputs": inputs, "secagg_included": len(secure.included),
+                 "secagg_bytes_sent": sum(protocol.sent) / inputs, "secagg_bytes_received": sum(protocol.received) / inputs,
+                 "secagg_client_s": protocol.client_seconds / inputs, "secagg_server_s": protocol.server_seconds}
+        return secure.total.to(torch.float32).to(device), secure.sides, stats
+
+    def finalize(self, total: torch.Tensor, sides: dict[str, torch.Tensor], norms: torch.Tensor, bound: float | None,
                  plan: RoundPlan | None) -> tuple[torch.Tensor, dict]:
-        """The released update and the round's statistics."""
+        """The released update and the round's statistics. `sides`: the messages' side
+        values ("clipped_norm", "within_bound"), one per message or already summed; `norms`:
+        the norm messages (outside --strict_dp)."""
         if self.client_dp is None:
-            return total, {"norm_sum": float(_stack(norms).sum()), "aggregate_norm": float(torch.linalg.vector_norm(total))}
+            return total, {"norm_sum": float(norms.sum()), "aggregate_norm": float(torch.linalg.vector_norm(total))}
         result = self.client_dp.server_release(
-            total, bound=bound, plan=plan, clipped_norms=_stack([m.shares["clipped_norm"] for m in messages]),
-            within_bound=_stack([m.shares["within_bound"] for m in messages]),
-            norms=None if self.client_dp.strict else _stack(norms))
+            total, bound=bound, plan=plan, clipped_norms=sides["clipped_norm"], within_bound=sides["within_bound"],
+            norms=None if self.client_dp.strict else norms)
         return result.update, result.stats
 
 
@@ -148,10 +191,10 @@ def _stack(values: list) -> torch.Tensor:
 
 class ReleasePipeline:
     def __init__(self, cfg: Config, server: FedAvgServer, client_dp: ClientLevelDP | None,
-                 local_dp: LocalUpdateDP | None):
-        self.cfg, self.server, self.client_dp, self.local_dp = cfg, server, client_dp, local_dp
-        self.client = ClientHalf(server, client_dp, local_dp)
-        self.server_half = ServerHalf(server, client_dp)
+                 local_dp: LocalUpdateDP | None, secure: SecureAggregation | None = None):
+        self.cfg, self.server, self.client_dp, self.local_dp, self.secure = cfg, server, client_dp, local_dp, secure
+        self.client = ClientHalf(server, client_dp, local_dp, secure)
+        self.server_half = ServerHalf(server, client_dp, secure)
         self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
 
     def declare(self, counts: list[int]) -> DeclaredRound | None:
@@ -189,20 +232,51 @@ class ReleasePipeline:
         # client side: each sub-client prepares its own row
         prepared = [self.client.prepare(row, self._client_round(rnd, k, part)) for k, row in enumerate(deltas)]
         strict = self.client_dp is not None and self.client_dp.strict
-        norms = [] if strict else [self._sent(self.client.norm_message(p, part.members[k], self._client_round(rnd, k, part)))
-                                   for k, p in enumerate(prepared)]
+        norms = [] if strict or self.secure else \
+            [self._sent(self.client.norm_message(p, part.members[k], self._client_round(rnd, k, part)))
+             for k, p in enumerate(prepared)]
         # server side: the clip bound it announces, from what it has received
-        bound = self.server_half.clip_bound(norms) if self.client_dp is not None else None
-        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound))
+        bound = self.server_half.clip_bound(norms) if self.client_dp is not None else \
+            self.cfg.S if self.secure else None  # the ring needs a bound on every update
+        code = self._ring_code(round_idx, params.numel(), weights, bound) if self.secure else None
+        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, code))
                     for k, p in enumerate(prepared)]
-        total = self.server_half.combine(messages, weights, params.numel(), params.device)
+        secagg_stats = {}
+        if self.secure:
+            total, summed, secagg_stats = self.server_half.combine_secure(messages, code, round_idx, params.numel(),
+                                                                          params.device)
+            secagg_stats.update(self._quantisation_error(total, prepared, weights, bound, messages))
+            sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
+            norms_seen = sides["clipped_norm"]
+        else:
+            total = self.server_half.combine(messages, weights, params.numel(), params.device)
+            sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \
+                if self.client_dp is not None else {}
+            norms_seen = _stack(norms)
         plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
             if self.client_dp is not None else None
-        update, stats = self.server_half.finalize(total, messages, norms, bound, plan)
+        update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)
+        stats.update(secagg_stats)
         stepped = self.server.step(params, update, rnd)
         if step:
             params = stepped
         return params, self.server.rule_stats(stats, rnd)
+
+    def _ring_code(self, round_idx: int, numel: int, weights: torch.Tensor, bound: float) -> RingCode:
+        """The round's public ring code: its range holds the weighted sum of clipped
+        updates (norm <= bound x the weights' sum) and every input's side values."""
+        return self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()),
+                                side_norm=side_norm(bound), clients=len(weights))
+
+    def _quantisation_error(self, total: torch.Tensor, prepared: list[torch.Tensor], weights: torch.Tensor,
+                            bound: float, messages: list[Message]) -> dict:
+        """A simulation diagnostic (a deployment cannot compute it): how far the decoded sum
+        is from the exact weighted sum of the same clipped updates, relative to its norm."""
+        if not messages or self.secure.last is None or len(self.secure.last.included) != len(messages):
+            return {}
+        exact = weighted_sum([client_message(p, bound).update for p in prepared], weights, total.numel(), total.device)
+        scale = float(torch.linalg.vector_norm(exact))
+        return {"secagg_quantisation_error": float(torch.linalg.vector_norm(total - exact)) / max(scale, 1e-30)}
 
     @staticmethod
     def _client_round(rnd: ServerRound, k: int, part: Participants) -> ClientRound:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from datasets.base import SEGMENTATION, FederatedData
-from federated.config import Config, ConfigError
+from federated.config import Config, ConfigError, parse_drops
 from federated.subclients import allocate_subclients
 from privacy.accountants import Sampling, calibrate
 from privacy.client_dp import ClientLevelDP, ReleasePlan
@@ -15,6 +15,7 @@ from privacy.ledger import PrivacyLedger
 from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
 from privacy.report import Output
 from privacy.sample_dp import SampleDPSettings, open_sample_accounts, sample_noise_multiplier
+from privacy.secagg.aggregate import SecAggSettings, SecureAggregation
 
 
 def sampling_of(cfg: Config) -> Sampling:
@@ -123,6 +124,29 @@ def build_local_update_dp(cfg: Config, data: FederatedData, ledger: PrivacyLedge
                          hospitals=[h.name for h in data.hospitals], ledger=ledger)
 
 
+def build_secure_aggregation(cfg: Config) -> SecureAggregation | None:
+    """--secure_agg secagg+: the encode and combine of SecAgg+ (privacy/secagg/)."""
+    if cfg.secure_agg == "none":
+        return None
+    settings = SecAggSettings(cfg.secagg_neighbours, cfg.secagg_threshold, cfg.secagg_bits, cfg.dropout_rate,
+                              parse_drops(cfg.secagg_drops))
+    return SecureAggregation(settings, seed=cfg.seed)
+
+
+def threat_model(cfg: Config) -> str:
+    """Whom the run's guarantees trust, in words, for the report."""
+    if cfg.secure_agg == "none":
+        who = "the server sees every sub-client's message"
+    else:
+        who = ("the server sees masked ring vectors and the unmasked sum of the surviving inputs only (SecAgg+: "
+               "honest-but-curious, fewer than --secagg_threshold colluding share holders)")
+    if cfg.private:
+        return f"{who}; it is trusted to add the client-level noise to the sum (central DP)"
+    if cfg.dp_level == "update_local":
+        return f"{who}; each sub-client adds its own noise (local update DP): the server is not trusted"
+    return f"{who}; no client-level noise"
+
+
 def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     """Everything the run writes besides the declared releases, with what protects it, and
     what the run's guarantees assume of its randomness. The recorder refuses a metric that
@@ -184,6 +208,15 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
         out.append(Output("round statistics", nc, "v, update norms and the aggregate norm",
                           (("privacy", "v"), ("privacy", "norm_sum"), ("privacy", "aggregate_norm"),
                            ("privacy", "split_factor"))))
+    if cfg.secure_agg != "none":
+        out.append(Output("secure aggregation", pp, "SecAgg+: each sub-client's clipped, weighted update and its side "
+                          "values are quantised into Z_2^" + str(cfg.secagg_bits) + " and masked; the server unmasks "
+                          "only the sum; its inputs, bytes and protocol time per round are public",
+                          (("privacy", "secagg_inputs"), ("privacy", "secagg_included"),
+                           ("privacy", "secagg_bytes_*"), ("privacy", "secagg_*_s"))))
+        out.append(Output("quantisation error", nc, "a simulation diagnostic a deployment cannot compute: the decoded "
+                          "sum's distance from the exact weighted sum, relative to its norm",
+                          (("privacy", "secagg_quantisation_error"),)))
     if cfg.dp_level == "sample":
         out.append(Output("DP-SGD", cov, "local steps clip per-sample gradients and add noise (Opacus); "
                            "sample-level accounts per hospital", (("privacy", "epsilon_sample_max"),)))

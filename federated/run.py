@@ -14,6 +14,7 @@ from federated.journal import JOURNAL, ReleaseJournal
 from federated.loop import RunState, initial_state, train
 from federated.runfolder import check_writable, clear_uncheckpointed, load_checkpoint, prepare_run
 from federated.runlock import RunLock
+from federated.privacy_setup import threat_model
 from federated.setup import build_federation
 from privacy.accountants import ACCOUNTANTS
 from privacy.events import UNITS
@@ -95,8 +96,9 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     print(data_summary(fed.data), flush=True)
     print(fed.engine_note, flush=True)
     mode = "strict" if cfg.strict_dp else "faithful (paper's code)"
-    print(format_report(build_report(mode=mode, accounts=fed.ledger.report(accountants=()), outputs=fed.outputs)),
-          flush=True)
+    report = build_report(mode=mode, accounts=fed.ledger.report(accountants=()), outputs=fed.outputs,
+                          threat_model=threat_model(cfg))
+    print(format_report(report), flush=True)
     # Under --secure_rng a repeated round draws new noise: both releases are charged.
     journal = ReleaseJournal(folder) if cfg.secure_rng or (folder / JOURNAL).exists() else None
     if checkpoint is None:
@@ -123,7 +125,8 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
         summary = train(fed, recorder, state, started=started, journal=journal)
     finally:
         recorder.close()
-    summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs)
+    summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs,
+                                            threat_model=threat_model(cfg))
     if fed.client_dp is not None:
         accounts = summary["privacy_report"]["accounts"]
         summary["privacy"] = {"noise_multiplier": fed.client_dp.z, "accountant": cfg.accountant,

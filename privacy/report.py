@@ -35,16 +35,17 @@ def undeclared(outputs: list[Output], split: str, metric: str) -> bool:
     return not any(o.declares(split, metric) for o in outputs)
 
 
-def build_report(*, mode: str, accounts: dict, outputs: list[Output]) -> dict:
-    """The report: accounts (from the ledger) and outputs grouped by status."""
+def build_report(*, mode: str, accounts: dict, outputs: list[Output], threat_model: str) -> dict:
+    """The report: whom the run trusts, the accounts (from the ledger) and the outputs
+    grouped by status."""
     by_status = {s: [f"{o.name}: {o.what}" for o in outputs if o.status == s] for s in STATUSES}
-    return {"mode": mode, "accounts": accounts, "covered": by_status["covered"],
+    return {"mode": mode, "threat_model": threat_model, "accounts": accounts, "covered": by_status["covered"],
             "post_processing": by_status["post-processing"], "not_covered": by_status["not covered"],
             "notes": sorted({n for a in accounts.values() for n in a["notes"]})}
 
 
 def format_report(report: dict) -> str:
-    lines = [f"privacy ({report['mode']}):"]
+    lines = [f"privacy ({report['mode']}):", f"  threat model: {report['threat_model']}"]
     for name, a in report["accounts"].items():
         lines.append(f"  account {name}: {a['adjacency']} [{a['relation']}, {a['sampling']} q={a['sample_rate']:g}, "
                      f"delta={a['delta']:g}]")

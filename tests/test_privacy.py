@@ -317,11 +317,11 @@ def test_report_lists_accounts_outputs_and_notes():
                Output("c", "post-processing", "z")]
     accounts = {"client/patient": {"adjacency": "adj", "relation": "replace", "sampling": "poisson",
                                    "sample_rate": 0.5, "delta": 1e-3, "notes": ["n1"]}}
-    report = build_report(mode="m", accounts=accounts, outputs=outputs)
+    report = build_report(mode="m", accounts=accounts, outputs=outputs, threat_model="t")
     assert report["covered"] == ["a: x"] and report["not_covered"] == ["b: y"] and report["post_processing"] == ["c: z"]
     assert report["notes"] == ["n1"]
     text = format_report(report).splitlines()
-    assert text == ["privacy (m):", "  account client/patient: adj [replace, poisson q=0.5, delta=0.001]",
+    assert text == ["privacy (m):", "  threat model: t", "  account client/patient: adj [replace, poisson q=0.5, delta=0.001]",
                     "  covered: a: x", "  post-processing: c: z", "  NOT covered: b: y", "  note: n1"]
     assert not undeclared(outputs, "privacy", "epsilon_patient") and undeclared(outputs, "privacy", "noise_norm")
     assert undeclared(outputs, "train", "eps")

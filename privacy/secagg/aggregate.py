@@ -1,0 +1,100 @@
+"""Secure aggregation as the release pipeline's `encode` and `combine`.
+
+Each sub-client weights its own (clipped) update, appends its side values (under
+client-level DP its clipped norm and whether its norm was within the bound; else its
+norm, clipped to the ring's bound) and encodes the vector into the ring
+(privacy/secagg/ring.py). The round's inputs are summed by SecAgg+
+(privacy/secagg/protocol.py); the server decodes the sum only. The ring's step is public:
+set each round from the clip bound, the round's weights, the number of inputs and the
+bits. Drop-outs are drawn from the run's seeded generator (or listed by stage), so a
+rerun drops the same inputs; the keys, seeds and shares come from the OS.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from privacy.secagg.protocol import STAGES, SecAggAbort, SecAggParams, SecAggResult, secure_sum
+from privacy.secagg.ring import RingCode
+
+SIDES = 2  # side values that ride with each update: (clipped) norm, within-bound bit
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    neighbours: int = 0      # k per client; 0: every other client (the original SecAgg)
+    threshold: int = 0       # t; 0: a majority of each client's k + 1 holders, plus one
+    bits: int = 32
+    dropout_rate: float = 0.0
+    drops: dict[str, tuple[int, ...]] = field(default_factory=dict)  # stage -> input positions, every round
+
+    def params(self, clients: int) -> SecAggParams:
+        """The protocol's parameters for a round of `clients` inputs; aborts a round whose
+        inputs are too few for the threshold (their sum would not be hidden)."""
+        k = clients - 1 if self.neighbours == 0 else min(self.neighbours, clients - 1)
+        t = self.threshold or max(2, (k + 1) // 2 + 1)
+        if t > k + 1:
+            raise SecAggAbort("advertise", f"{clients} input(s) this round, each with {k + 1} share holder(s), fewer "
+                                           f"than the threshold {t}")
+        return SecAggParams(clients, k, t, self.bits)
+
+
+@dataclass
+class SecureSum:
+    total: torch.Tensor        # the decoded sum of the weighted updates [P] (float64)
+    sides: torch.Tensor        # the decoded sum of the side values [SIDES]
+    included: list[int]        # the inputs in the sum
+    protocol: SecAggResult
+
+
+class SecureAggregation:
+    def __init__(self, settings: SecAggSettings, *, seed: int):
+        self.settings, self.seed = settings, seed
+        self.last: SecureSum | None = None  # the latest round's sum (for the simulation's diagnostics)
+
+    def code(self, round_idx: int, numel: int, *, update_norm: float, side_norm: float,
+             clients: int) -> RingCode:
+        """The round's ring code: its range holds a sum of `clients` inputs whose weighted
+        updates sum to norm <= `update_norm`, each with side values of norm <= `side_norm`."""
+        bound = update_norm + clients * side_norm
+        return RingCode.for_sum(bits=self.settings.bits, dim=numel + SIDES, norm_bound=bound, noise_std=0.0,
+                                rotation_seed=self._round_seed(round_idx, 1))
+
+    @staticmethod
+    def encode(code: RingCode, weighted: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> np.ndarray:
+        """One sub-client's ring input: its weighted update and side values."""
+        vector = torch.cat([weighted.detach().to(torch.float64).cpu(), torch.tensor(sides, dtype=torch.float64)])
+        return code.encode(vector, gen)
+
+    def combine(self, inputs: list[np.ndarray], code: RingCode, round_idx: int) -> SecureSum:
+        """Run SecAgg+ on the round's inputs; the decoded sum over those it included."""
+        params = self.settings.params(len(inputs))
+        rng = np.random.default_rng(self._round_seed(round_idx, 2))
+        result = secure_sum(inputs, params, rng, self._drops(len(inputs), rng))
+        decoded = code.decode(result.total)
+        self.last = SecureSum(decoded[:-SIDES], decoded[-SIDES:], result.included, result)
+        return self.last
+
+    def rounding_generator(self, round_idx: int, sender: tuple[int, ...]) -> torch.Generator:
+        """The sender's own generator for its stochastic rounding this round."""
+        return torch.Generator().manual_seed(self._round_seed(round_idx, 3, *sender))
+
+    def _drops(self, clients: int, rng: np.random.Generator) -> dict[str, set[int]]:
+        drops = {stage: {p for p in self.settings.drops.get(stage, ()) if p < clients} for stage in STAGES}
+        if self.settings.dropout_rate > 0:
+            leaving = rng.random(clients) < self.settings.dropout_rate
+            stages = rng.integers(0, len(STAGES), clients)
+            for u in np.flatnonzero(leaving):
+                drops[STAGES[stages[u]]].add(int(u))
+        return drops
+
+    def _round_seed(self, round_idx: int, purpose: int, *more: int) -> int:
+        return int(np.random.SeedSequence([self.seed, round_idx, purpose, *more]).generate_state(1)[0])
+
+
+def side_norm(bound: float) -> float:
+    """The norm of one input's side values: a (clipped) norm <= bound and a bit."""
+    return math.sqrt(bound ** 2 + 1)
