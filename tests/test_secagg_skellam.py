@@ -1,0 +1,67 @@
+"""Distributed Skellam noise: its variance on the sum, and its RDP bound against the exact
+Renyi divergence computed independently."""
+import math
+
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import stats
+from scipy.special import logsumexp
+
+from privacy.secagg.skellam import l1_bound, skellam_rdp, skellam_share, zcdp_event
+
+
+def test_shares_of_k_sub_clients_sum_to_the_planned_variance():
+    k, mu, n = 8, 40.0, 200_000
+    gen = torch.Generator().manual_seed(0)
+    total = sum(skellam_share(n, mu / k, gen) for _ in range(k)).double()
+    assert total.dtype == torch.float64
+    # the sample variance of 200k draws: relative standard error ~ sqrt(2 / n) = 0.3%
+    assert float(total.var()) == pytest.approx(mu, rel=0.015)
+    assert abs(float(total.mean())) < 5 * math.sqrt(mu / n)
+    # and it is Skellam(mu): the pmf of the sum of shares (a KS-like check on the counts)
+    values, counts = np.unique(total.numpy().astype(int), return_counts=True)
+    expected = stats.skellam.pmf(values, mu / 2, mu / 2) * n
+    common = expected > 50
+    assert stats.chisquare(counts[common], expected[common] * counts[common].sum() / expected[common].sum()).pvalue > 1e-3
+
+
+def _exact_rdp(alpha: int, mu: float, shift: int) -> float:
+    """D_alpha(Sk(mu) + shift || Sk(mu)) on the integers, by summing the pmfs (1-D)."""
+    support = np.arange(-int(60 * math.sqrt(mu)) - 4 * shift, int(60 * math.sqrt(mu)) + 4 * shift + 1)
+    log_p = stats.skellam.logpmf(support - shift, mu / 2, mu / 2)
+    log_q = stats.skellam.logpmf(support, mu / 2, mu / 2)
+    kept = np.isfinite(log_p) & np.isfinite(log_q)  # the tails beyond decay faster than any power of the ratio
+    return float(logsumexp(alpha * log_p[kept] + (1 - alpha) * log_q[kept]) / (alpha - 1))
+
+
+@pytest.mark.parametrize("mu, shift", [(4.0, 1), (50.0, 3), (400.0, 10)])
+def test_the_rdp_bound_holds_the_exact_divergence_and_is_close_to_it(mu, shift):
+    for alpha in (2, 4, 8, 16, 32):
+        exact = _exact_rdp(alpha, mu, shift)
+        bound = float(skellam_rdp(np.array([alpha]), mu=mu, l1=shift, l2=shift)[0])
+        zcdp = zcdp_event(mu=mu, l1=shift, l2=shift)
+        assert exact <= bound * (1 + 1e-9), (alpha, exact, bound)
+        assert bound <= zcdp.xi + zcdp.rho * alpha * (1 + 1e-12)  # the declared event bounds the min
+    if mu >= 50:  # tight where the Skellam is near a Gaussian (small orders, large variance)
+        assert float(skellam_rdp(np.array([2]), mu=mu, l1=shift, l2=shift)[0]) <= 1.05 * _exact_rdp(2, mu, shift)
+
+
+def test_the_declared_event_is_read_by_dp_accounting_itself():
+    event = zcdp_event(mu=2500.0, l1=l1_bound(50.0, 10_000), l2=50.0)
+    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, 30))
+    orders = np.asarray(accountant.orders, dtype=float)
+    ours = rdp_privacy_accountant.compute_epsilon(orders, 30 * (event.xi + event.rho * orders), 1e-5)[0]
+    assert accountant.get_epsilon(1e-5) == pytest.approx(ours, rel=1e-12)
+    # with mu = (z D2)^2 the Skellam release costs about what a Gaussian of multiplier z does
+    gaussian = rdp_privacy_accountant.RdpAccountant()
+    gaussian.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1.0), 30))
+    assert accountant.get_epsilon(1e-5) == pytest.approx(gaussian.get_epsilon(1e-5), rel=0.02)
+
+
+def test_the_l1_bound_of_an_integer_vector():
+    assert l1_bound(3.0, 4) == 6.0   # sqrt(d) D2: spread over every coordinate
+    assert l1_bound(3.0, 100) == 9.0  # D2^2: each non-zero integer coordinate is at least 1
