@@ -191,12 +191,15 @@ def dp_event(history: History, *, sampling: Sampling, relation: str) -> dp_accou
 
 
 def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampling,
-            relation: str = "add_remove") -> float:
-    """Epsilon at `delta` of composing the releases in `history`."""
+            relation: str = "add_remove", zcdp: list[dp_accounting.ZCDpEvent] = ()) -> float:
+    """Epsilon at `delta` of composing the releases in `history` and the (xi, rho)-zCDP
+    releases in `zcdp` (RDP reads those exactly, unamplified; PLD and PRV cannot: inf)."""
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant {accountant!r}; choose one of {ACCOUNTANTS}")
     if relation not in RELATIONS:
         raise ValueError(f"unknown neighbouring relation {relation!r}; choose one of {RELATIONS}")
+    if zcdp:
+        return _with_zcdp(history, zcdp, delta, accountant, sampling, relation)
     if not history:
         return 0.0
     if any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
@@ -255,11 +258,26 @@ def _folded(history: list[Release]) -> list[Release]:
     return [Release(math.fsum(z ** -2 for z in plain) ** -0.5, 1.0)] + [r for r in history if r.rate < 1]
 
 
-def _rdp_epsilon(history: list[Release], delta: float, sampling: Sampling, relation: str) -> float:
+def _rdp_epsilon(history: list[Release], delta: float, sampling: Sampling, relation: str,
+                 extra: np.ndarray | float = 0.0) -> float:
     # RDP adds up over releases: sum each distinct release's curve (cached) times its count.
-    total = sum(n * _rdp_curve(z, q, kind, sampling, relation) for z, q, kind, n in _compress(history))
+    total = sum((n * _rdp_curve(z, q, kind, sampling, relation) for z, q, kind, n in _compress(history)),
+                np.zeros(len(_rdp_orders()))) + extra
     eps, _ = rdp_privacy_accountant.compute_epsilon(_rdp_orders(), total, delta)
     return float(eps)
+
+
+def _with_zcdp(history: History, zcdp: list[dp_accounting.ZCDpEvent], delta: float, accountant: str,
+               sampling: Sampling, relation: str) -> float:
+    """RDP of Gaussian releases and (xi, rho)-zCDP ones together: their curves add."""
+    if accountant != "rdp" or any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
+        return math.inf
+    orders = _rdp_orders()
+    extra = sum((z.xi + z.rho * orders for z in zcdp), np.zeros(len(orders)))
+    history = _analysed(history, sampling, relation, "rdp")
+    if _all_plain(history):
+        sampling, relation = EVERY_ROUND, "add_remove"
+    return _rdp_epsilon(history, delta, sampling, relation, extra)
 
 
 def _rdp_bound(history: History, delta: float, sampling: Sampling, relation: str) -> float:

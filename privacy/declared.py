@@ -10,6 +10,8 @@ rate, kind). Declared as events they read as dp-accounting writes them:
   here: dp-accounting has no event for a unit whose participation its companions show
   (privacy/accountants.py analyses it)
 - `count` equal releases:                 SelfComposedDpEvent(event, count)
+- a release that is (xi, rho)-zCDP:       ZCDpEvent(rho, xi), e.g. distributed Skellam noise
+  (privacy/secagg/skellam.py); RDP reads it exactly, PLD and PRV have no analysis of it
 
 z is in RDP's reading (noise std / neighbouring distance). The account's neighbouring
 relation completes the description: dp-accounting takes it from the accountant, not from
@@ -62,10 +64,22 @@ def _sampling_words(sampling: Sampling) -> str:
 
 def releases_of(event: dp_accounting.DpEvent) -> list[Release]:
     """The Gaussian releases `event` composes, in order, as privacy/accountants.py reads them."""
+    return [p for p in parts_of(event) if isinstance(p, Release)]
+
+
+def zcdp_of(event: dp_accounting.DpEvent) -> list[dp_accounting.ZCDpEvent]:
+    """The zCDP releases `event` composes."""
+    return [p for p in parts_of(event) if isinstance(p, dp_accounting.ZCDpEvent)]
+
+
+def parts_of(event: dp_accounting.DpEvent) -> list[Release | dp_accounting.ZCDpEvent]:
+    """Every release `event` composes, in order: a Gaussian as a `Release`, a zCDP release as its event."""
     if isinstance(event, dp_accounting.SelfComposedDpEvent):
-        return releases_of(event.event) * event.count
+        return parts_of(event.event) * event.count
     if isinstance(event, dp_accounting.ComposedDpEvent):
-        return [r for e in event.events for r in releases_of(e)]
+        return [r for e in event.events for r in parts_of(e)]
+    if isinstance(event, dp_accounting.ZCDpEvent):
+        return [event]
     if isinstance(event, dp_accounting.GaussianDpEvent):
         return [Release(event.noise_multiplier, 1.0)]
     inner = getattr(event, "event", None)
@@ -77,8 +91,8 @@ def releases_of(event: dp_accounting.DpEvent) -> list[Release]:
             return [Release(z, event.sample_size / event.source_dataset_size)]
         if isinstance(event, RevealedSampledDpEvent):
             return [Release(z, event.sampling_probability, "revealed")]
-    raise ValueError(f"the ledger's accountants analyse (sampled) Gaussian releases; {type(event).__name__} "
-                     "is not one of them")
+    raise ValueError(f"the ledger's accountants analyse (sampled) Gaussian and zCDP releases; "
+                     f"{type(event).__name__} is not one of them")
 
 
 # --- plain form, for checkpoints and journals ---------------------------------------------
@@ -131,6 +145,8 @@ def short(event: dp_accounting.DpEvent) -> str:
         return f"SampledWithoutReplacement({event.sample_size} of {event.source_dataset_size}, {short(event.event)})"
     if isinstance(event, dp_accounting.SelfComposedDpEvent):
         return f"{event.count} x {short(event.event)}"
+    if isinstance(event, dp_accounting.ZCDpEvent):
+        return f"ZCDp(rho={event.rho:.6g}, xi={event.xi:.6g})"
     return repr(event)
 
 

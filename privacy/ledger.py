@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import dp_accounting
 
 from privacy.accountants import ACCOUNTANTS, Release, Sampling, epsilon, history_notes, limit_note
-from privacy.declared import describe, event_of, from_plain, releases_of, to_plain
+from privacy.declared import describe, event_of, from_plain, parts_of, releases_of, to_plain, zcdp_of
 
 
 @dataclass
@@ -37,6 +37,11 @@ class Account:
     def history(self) -> list[Release]:
         """The Gaussian releases the events compose, one per release, in order."""
         return [r for e in self.events for r in releases_of(e)]
+
+    @property
+    def zcdp(self) -> list[dp_accounting.ZCDpEvent]:
+        """The zCDP releases (distributed Skellam noise), one per release."""
+        return [z for e in self.events for z in zcdp_of(e)]
 
 
 class PrivacyLedger:
@@ -62,7 +67,7 @@ class PrivacyLedger:
 
     def declare(self, name: str, event: dp_accounting.DpEvent) -> None:
         """Record `event` (one the accountants read: privacy/declared.py) on account `name`."""
-        releases_of(event)  # refuses, before recording, an event no accountant here can read
+        parts_of(event)  # refuses, before recording, an event no accountant here can read
         self.accounts[name].events.append(event)
 
     def mark(self) -> dict[str, int]:
@@ -74,14 +79,16 @@ class PrivacyLedger:
         return [(name, e) for name, a in self.accounts.items() for e in a.events[mark[name]:]]
 
     def releases(self, name: str) -> int:
-        return len(self.accounts[name].history)
+        return sum(len(parts_of(e)) for e in self.accounts[name].events)
 
     def epsilon(self, name: str, accountant: str = "rdp", *, extra: list[dp_accounting.DpEvent] | None = None) -> float:
         """Epsilon spent so far by account `name`; with `extra` events, as if they were
         charged too."""
         a = self.accounts[name]
         history = a.history + [r for e in extra or [] for r in releases_of(e)]
-        return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation)
+        zcdp = a.zcdp + [z for e in extra or [] for z in zcdp_of(e)]
+        return epsilon(history, delta=a.delta, accountant=accountant, sampling=a.sampling, relation=a.relation,
+                       zcdp=zcdp)
 
     def max_epsilon(self, level: str, unit: str, accountant: str = "rdp") -> float:
         """The largest epsilon among the accounts of (level, unit), e.g. over hospitals."""
@@ -96,9 +103,12 @@ class PrivacyLedger:
                      for n in history_notes(history, sampling=a.sampling, relation=a.relation, accountant=acc)]
             notes += [n for acc in accountants if (n := limit_note(history, delta=a.delta, accountant=acc,
                                                                    sampling=a.sampling, relation=a.relation))]
+            if a.zcdp:
+                notes += [f"{acc}: no analysis of a zCDP (Skellam) release; its epsilon is RDP's (reported as inf "
+                          "here)" for acc in accountants if acc != "rdp"]
             out[name] = {"level": a.level, "unit": a.unit, "adjacency": a.adjacency, "relation": a.relation,
                          "sampling": a.sampling.kind, "sample_rate": a.sampling.rate, "delta": a.delta,
-                         "releases": len(history), "events": describe(a.events),
+                         "releases": self.releases(name), "events": describe(a.events),
                          "epsilon": {acc: self.epsilon(name, acc) for acc in accountants}, "notes": notes}
         return out
 

@@ -90,8 +90,8 @@ def test_events_and_releases_convert_both_ways():
         == [Release(2.0, 1.0), Release(1.0, 0.5, "revealed")]
     with pytest.raises(ValueError) as err:
         releases_of(dp_accounting.LaplaceDpEvent(1.0))
-    assert str(err.value) == ("the ledger's accountants analyse (sampled) Gaussian releases; LaplaceDpEvent is not "
-                              "one of them")
+    assert str(err.value) == ("the ledger's accountants analyse (sampled) Gaussian and zCDP releases; LaplaceDpEvent "
+                              "is not one of them")
     with pytest.raises(ValueError, match="fixed-size sampling draws 2 of 4"):
         event_of(Release(0.7, 0.3, "sampled"), FIXED)  # a rate the sampling cannot have
     with pytest.raises(ValueError, match="unknown release kind 'Sampled'"):

@@ -65,3 +65,43 @@ def test_the_declared_event_is_read_by_dp_accounting_itself():
 def test_the_l1_bound_of_an_integer_vector():
     assert l1_bound(3.0, 4) == 6.0   # sqrt(d) D2: spread over every coordinate
     assert l1_bound(3.0, 100) == 9.0  # D2^2: each non-zero integer coordinate is at least 1
+
+
+def _ledger(sampling=None):
+    from privacy.accountants import EVERY_ROUND
+    from privacy.ledger import PrivacyLedger
+    ledger = PrivacyLedger()
+    ledger.open("u", level="client", unit="subclient", adjacency="x", relation="add_remove",
+                sampling=sampling or EVERY_ROUND, delta=1e-5)
+    return ledger
+
+
+def test_the_ledger_charges_skellam_releases_as_dp_accounting_composes_them():
+    ledger = _ledger()
+    skellam = zcdp_event(mu=900.0, l1=l1_bound(30.0, 4096), l2=30.0)
+    for _ in range(20):
+        ledger.declare("u", skellam)
+    ledger.charge("u", 1.3)  # a Gaussian release beside them (a central-noise round)
+    independent = rdp_privacy_accountant.RdpAccountant()
+    independent.compose(dp_accounting.ComposedDpEvent(ledger.accounts["u"].events))
+    assert ledger.epsilon("u", "rdp") == pytest.approx(independent.get_epsilon(1e-5), rel=1e-9)
+    assert ledger.releases("u") == 21
+
+
+def test_pld_and_prv_say_they_have_no_analysis_of_a_skellam_release():
+    ledger = _ledger()
+    ledger.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
+    assert math.isinf(ledger.epsilon("u", "pld")) and math.isinf(ledger.epsilon("u", "prv"))
+    report = ledger.report()["u"]
+    assert report["events"] == ["ZCDp(rho=0.500556, xi=0)"]  # 30^2 / (2 900) (1 + 1 / 900); xi clamped at 0
+    assert "pld: no analysis of a zCDP (Skellam) release; its epsilon is RDP's (reported as inf here)" in report["notes"]
+    assert math.isfinite(report["epsilon"]["rdp"])
+
+
+def test_a_sampled_skellam_release_is_charged_without_amplification():
+    from privacy.accountants import Sampling
+    ledger = _ledger(Sampling("poisson", 0.2, 10, 2))
+    ledger.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
+    plain = _ledger()
+    plain.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
+    assert ledger.epsilon("u", "rdp") == plain.epsilon("u", "rdp")
