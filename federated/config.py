@@ -296,7 +296,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only where it says something: not for switches, not for unset
     values (those say "default: preset" or describe what happens without them)."""
     def _get_help_string(self, action):
-        if any(action.default is v for v in (None, True, False, argparse.SUPPRESS)) or "default" in (action.help or ""):
+        if any(action.default is v for v in (None, True, False, argparse.SUPPRESS)) or action.default == "" or \
+                "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -438,21 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--dp_level update_local: target epsilon per sub-client over all --rounds (sets the noise)")
     g.add_argument("--local_delta", type=float, default=1e-5, help="--dp_level update_local: delta")
 
-    g = p.add_argument_group("secure aggregation (the server sees masked vectors and the sum only)")
+    g = p.add_argument_group("secure aggregation (the server sees masked inputs and their sum only)")
     g.add_argument("--secure_agg", default="none", choices=SECURE_AGGREGATION,
-                   help="secagg+: each sub-client's update is quantised into a ring and summed by SecAgg+ "
-                        "(Bell et al., CCS 2020); under client-level DP it needs --strict_dp")
-    g.add_argument("--secagg_neighbours", type=int, default=0,
-                   help="masking neighbours k of each sub-client (even; 0 = every other one, the original SecAgg)")
-    g.add_argument("--secagg_threshold", type=int, default=0,
-                   help="shares that rebuild a secret, and inputs that must remain (default: a majority of the k + 1 "
-                        "holders, plus one)")
-    g.add_argument("--secagg_bits", type=int, default=32, help="the ring Z_{2^bits} the updates are summed in")
-    g.add_argument("--dropout_rate", type=float, default=0.0,
-                   help="--secure_agg: each input drops with this probability, at a protocol stage drawn uniformly")
-    g.add_argument("--secagg_drops", default="",
-                   help="--secure_agg: inputs that drop every round, by stage, e.g. 'mask:0,3;unmask:5' (stages: "
-                        + ", ".join(SECAGG_STAGES) + ")")
+                   help="secagg+: SecAgg+ sums the quantised updates (default: none)")
+    g.add_argument("--secagg_neighbours", type=int, default=0, metavar="K",
+                   help="masking neighbours per input, even (default: 0 = all)")
+    g.add_argument("--secagg_threshold", type=int, default=0, metavar="T",
+                   help="shares that rebuild a secret (default: 0 = majority+1)")
+    g.add_argument("--secagg_bits", type=int, default=32, metavar="B", help="sum in the ring Z_2^B")
+    g.add_argument("--dropout_rate", type=float, default=0.0, metavar="P", help="drop chance per input and round")
+    g.add_argument("--secagg_drops", default="", metavar="SPEC", help="fixed drop-outs, e.g. 'mask:0,3;unmask:5'")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")

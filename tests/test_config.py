@@ -69,7 +69,10 @@ def test_help_shows_only_meaningful_defaults():
     text = build_parser().format_help()
     for noise in ("(default: None)", "(default: True)", "(default: False)", "preset) (default"):
         assert noise not in text
-    assert len(text.splitlines()) < 240 and text.startswith("usage: fed_train.py [flags]")
+    for noise in ("(default: )",):
+        assert noise not in text
+    # a few screens: each system's flags in one group (secure aggregation adds 9 lines)
+    assert len(text.splitlines()) < 255 and text.startswith("usage: fed_train.py [flags]")
 
 
 def test_flag_errors_are_one_line_and_come_before_torch_loads():
