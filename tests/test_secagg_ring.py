@@ -60,3 +60,38 @@ def test_conditional_rounding_keeps_the_bound():
     for _ in range(20):
         rounded = from_ring(code.encode(x, gen, bound=bound), 32)
         assert float(torch.linalg.vector_norm(rounded)) <= bound
+
+
+def test_the_transform_is_the_hadamard_matrix():
+    from scipy.linalg import hadamard as matrix
+    for n in (1, 2, 8, 64):
+        x = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        expected = torch.from_numpy(matrix(n).astype(float)) @ x / math.sqrt(n)
+        assert torch.allclose(hadamard(x), expected, atol=1e-12)
+
+
+def test_the_step_holds_the_sum_six_standard_deviations_wide():
+    code = RingCode.for_sum(bits=20, dim=1000, norm_bound=3.0, noise_std=0.02, rotation_seed=0)
+    assert code.padded == 1024 and RingCode.for_sum(bits=8, dim=1, norm_bound=1.0, noise_std=0.0,
+                                                     rotation_seed=0).padded == 1
+    assert code.step == pytest.approx(2 * 6 * math.sqrt(9 / 1024 + 0.02 ** 2) / 2 ** 20, rel=1e-12)
+
+
+def test_the_rotation_signs_are_random_and_public():
+    code = RingCode(16, 4096, 1.0, rotation_seed=11)
+    signs = code.signs()
+    assert set(signs.tolist()) == {-1.0, 1.0} and abs(float(signs.mean())) < 0.1
+    assert torch.equal(signs, RingCode(16, 4096, 2.0, rotation_seed=11).signs())
+
+
+def test_rounding_is_reproducible_from_the_sender_s_generator():
+    x = torch.rand(500, dtype=torch.float64) * 10
+    a = stochastic_round(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, stochastic_round(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, stochastic_round(x, torch.Generator().manual_seed(2)))
+
+
+def test_an_impossible_rounding_bound_is_refused_with_its_numbers():
+    code = RingCode(16, 4, 1e-3, rotation_seed=0)
+    with pytest.raises(RuntimeError, match=r"conditional rounding found no rounding within norm 0.5 in 1000 draws"):
+        code.encode(torch.ones(4), torch.Generator().manual_seed(0), bound=0.5)

@@ -105,3 +105,35 @@ def test_a_sampled_skellam_release_is_charged_without_amplification():
     plain = _ledger()
     plain.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
     assert ledger.epsilon("u", "rdp") == plain.epsilon("u", "rdp")
+
+
+def test_a_share_is_integer_and_reproducible_from_its_generator():
+    a = skellam_share(1000, 8.0, torch.Generator().manual_seed(4))
+    b = skellam_share(1000, 8.0, torch.Generator().manual_seed(4))
+    c = skellam_share(1000, 8.0, torch.Generator().manual_seed(5))
+    assert a.dtype == torch.int64 and torch.equal(a, b) and not torch.equal(a, c)
+    both = torch.Generator().manual_seed(6)  # the two Poisson draws are not the same draw
+    assert skellam_share(1000, 8.0, both).abs().sum() > 0
+
+
+def test_the_rdp_bound_is_the_paper_s_formula_in_both_branches():
+    # large mu: the linear branch is the smaller; mu = 900, D1 = 60, D2 = 30, alpha = 4
+    linear = 4 * 900 / 1800 + (7 * 900 + 360) / (4 * 900 ** 2)
+    assert skellam_rdp(np.array([4]), mu=900.0, l1=60.0, l2=30.0)[0] == pytest.approx(linear, rel=1e-12)
+    # small mu and a large order: the constant branch 3 D1 / (2 mu); mu = 2, D1 = D2 = 1, alpha = 64
+    constant = 64 / 4 + 3 / 4
+    assert skellam_rdp(np.array([64]), mu=2.0, l1=1.0, l2=1.0)[0] == pytest.approx(constant, rel=1e-12)
+    event = zcdp_event(mu=100.0, l1=50.0, l2=2.0)  # 6 D1 > D2^2: xi is positive
+    assert (event.rho, event.xi) == (pytest.approx(4 / 200 + 4 / 20_000), pytest.approx((300 - 4) / 40_000))
+
+
+def test_a_gaussian_beside_a_skellam_release_composes_as_dp_accounting_composes_it():
+    from privacy.accountants import Sampling
+    ledger = _ledger(Sampling("poisson", 0.2, 10, 2))
+    ledger.charge("u", 0.5)  # Poisson-sampled at 0.2, multiplier 0.5 (< 1)
+    ledger.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
+    independent = rdp_privacy_accountant.RdpAccountant()
+    independent.compose(dp_accounting.ComposedDpEvent(ledger.accounts["u"].events))
+    assert ledger.epsilon("u", "rdp") == pytest.approx(independent.get_epsilon(1e-5), rel=1e-9)
+    ledger.charge("u", 0.0)  # a release without noise: no finite epsilon, whatever else was charged
+    assert math.isinf(ledger.epsilon("u", "rdp"))
