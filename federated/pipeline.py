@@ -22,6 +22,7 @@ Under client-level DP a round with no participant (K = 0) still releases its noi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,8 @@ from federated.server import FedAvgServer, ServerRound
 from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
-from privacy.secagg.aggregate import SIDES, SecureAggregation, side_norm
+from privacy.secagg.aggregate import SIDES, RingRound, SecureAggregation, side_norm
+from privacy.secagg.distributed import DistributedNoise
 from privacy.secagg.protocol import SecAggAbort
 from privacy.secagg.ring import RingCode
 
@@ -101,12 +103,12 @@ class ClientHalf:
         return Message(NORM, sender, rnd.index, update_norms(prepared[None])[0])
 
     def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None,
-             code: RingCode | None = None) -> Message:
-        """clip (client-level DP, to the bound the server announced) -> encode; with a ring
-        `code`, the secure aggregation input."""
+             ring: RingRound | None = None) -> Message:
+        """clip (client-level DP, to the bound the server announced) -> encode; with the
+        round's `ring`, the secure aggregation input."""
         _one_row(prepared)
-        if code is not None:
-            return self._secure_input(prepared, sender, rnd, bound, code)
+        if ring is not None:
+            return self._secure_input(prepared, sender, rnd, bound, ring)
         if self.client_dp is None:
             return Message(UPDATE, sender, rnd.index, self.encode(prepared))
         share = client_message(prepared, bound)
@@ -119,15 +121,18 @@ class ClientHalf:
         return update
 
     def _secure_input(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float,
-                      code: RingCode) -> Message:
+                      ring: RingRound) -> Message:
         """clip to `bound` -> weight -> append the side values (clipped norm, within-bound
-        bit) -> quantise into the ring. The message carries the protocol's input; what the
-        server receives of it is masked (privacy/secagg/protocol.py)."""
+        bit; with the noise at the clients the norm times w a, and no bit) -> quantise into
+        the ring (-> add the noise share). The message carries the protocol's input; what
+        the server receives of it is masked (privacy/secagg/protocol.py)."""
         share = client_message(prepared, bound)
-        ring = self.secure.encode(code, share.update * rnd.server.weights[0],
-                                  (float(share.clipped_norm), float(share.within_bound)),
-                                  self.secure.rounding_generator(rnd.index, sender))
-        return Message(UPDATE, sender, rnd.index, torch.from_numpy(ring.view(np.int64)))
+        weight = rnd.server.weights[0]
+        sides = (float(share.clipped_norm), float(share.within_bound)) if ring.side_scale is None else \
+            (float(share.clipped_norm) * ring.side_scale, 0.0)
+        encoded = self.secure.encode(ring, share.update * weight, sides,
+                                     self.secure.rounding_generator(rnd.index, sender))
+        return Message(UPDATE, sender, rnd.index, torch.from_numpy(encoded.view(np.int64)))
 
 
 def _one_row(row: torch.Tensor) -> None:
@@ -191,23 +196,46 @@ def _stack(values: list) -> torch.Tensor:
 
 class ReleasePipeline:
     def __init__(self, cfg: Config, server: FedAvgServer, client_dp: ClientLevelDP | None,
-                 local_dp: LocalUpdateDP | None, secure: SecureAggregation | None = None):
+                 local_dp: LocalUpdateDP | None, secure: SecureAggregation | None = None,
+                 noise: DistributedNoise | None = None, numel: int = 0):
         self.cfg, self.server, self.client_dp, self.local_dp, self.secure = cfg, server, client_dp, local_dp, secure
+        self.noise, self.numel = noise, numel  # --noise_at clients: the shares' sizes; the update's length
         self.client = ClientHalf(server, client_dp, local_dp, secure)
         self.server_half = ServerHalf(server, client_dp, secure)
         self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
 
     def declare(self, counts: list[int]) -> DeclaredRound | None:
         """The round's client-level releases, declared once for the budget check and the
-        charge (`counts`: each hospital's sub-clients this round); None without client-level DP."""
-        return None if self.client_dp is None else self.client_dp.declare(counts)
+        charge (`counts`: each hospital's sub-clients this round); None without client-level
+        DP. With the noise at the clients, the worst case the protocol lets through: only
+        the threshold's shares survive (the round is charged what did survive)."""
+        if self.client_dp is None:
+            return None
+        if self.noise is None:
+            return self.client_dp.declare(counts)
+        inputs = sum(counts)
+        weight = 1.0 / self.expected_inputs(counts)
+        ring = self._ring_round(0, torch.full((inputs,), weight), self.client_dp.clip_policy.bound, weight,
+                                self.expected_inputs(counts))
+        worst = self.secure.settings.params(inputs).threshold if inputs > 1 else inputs
+        events = self.noise.events(ring.code, self.client_dp.clip_policy.bound, weight, self.expected_inputs(counts),
+                                   worst, self.client_dp.unit_sensitivities(counts)) if worst else {}
+        return DeclaredRound((), {}, events)
+
+    def expected_inputs(self, counts: list[int]) -> float:
+        """q times the planned sub-clients (-N times v): the denominator of private weights.
+        v is the largest count (a small hospital may have fewer), or the mean under
+        --balance_split (which hands out N v by size)."""
+        v = sum(counts) // len(counts) if self.cfg.balance_split else max(counts)
+        return self.cfg.sample_rate * self.cfg.clients * v
 
     def within_budget(self, declared: DeclaredRound | None) -> bool:
         return declared is None or self.client_dp.within_budget(declared)
 
     def charge(self, declared: DeclaredRound | None) -> None:
-        """Charge the round's declared releases (every round, sampled-out ones included)."""
-        if declared is not None:
+        """Charge the round's declared releases (every round, sampled-out ones included).
+        With the noise at the clients the round charges itself, after the protocol."""
+        if declared is not None and self.noise is None:
             self.client_dp.charge(declared)
 
     def _sent(self, message: Message) -> Message:
@@ -221,6 +249,7 @@ class ReleasePipeline:
         the server optimizer still takes the aggregate into its state (FedAdam's moments,
         DP2-RMSProp's accumulator) but the parameters are kept, as the paper's code restores
         only the model. Returns the new parameters and the round's statistics."""
+        max_weight = None
         if self.client_dp is not None:
             weights, max_weight = private_weights(self.cfg, part)
         else:
@@ -238,35 +267,72 @@ class ReleasePipeline:
         # server side: the clip bound it announces, from what it has received
         bound = self.server_half.clip_bound(norms) if self.client_dp is not None else \
             self.cfg.S if self.secure else None  # the ring needs a bound on every update
-        code = self._ring_code(round_idx, params.numel(), weights, bound) if self.secure else None
-        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, code))
+        plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
+            if self.client_dp is not None else None
+        ring = self._ring_round(round_idx, weights, bound, max_weight, plan and plan.expected_participants) \
+            if self.secure else None
+        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring))
                     for k, p in enumerate(prepared)]
-        secagg_stats = {}
         if self.secure:
-            total, summed, secagg_stats = self.server_half.combine_secure(messages, code, round_idx, params.numel(),
-                                                                          params.device)
-            secagg_stats.update(self._quantisation_error(total, prepared, weights, bound, messages))
-            sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
-            norms_seen = sides["clipped_norm"]
+            total, sides, norms_seen, secagg_stats = self._secure_sum(messages, ring, round_idx, params, prepared,
+                                                                      weights, bound)
         else:
             total = self.server_half.combine(messages, weights, params.numel(), params.device)
             sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \
                 if self.client_dp is not None else {}
-            norms_seen = _stack(norms)
-        plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
-            if self.client_dp is not None else None
-        update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)
+            norms_seen, secagg_stats = _stack(norms), {}
+        if self.noise is not None:
+            update, stats = self._distributed_release(total, sides, ring, bound, plan, part)
+        else:
+            update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)
         stats.update(secagg_stats)
         stepped = self.server.step(params, update, rnd)
         if step:
             params = stepped
         return params, self.server.rule_stats(stats, rnd)
 
-    def _ring_code(self, round_idx: int, numel: int, weights: torch.Tensor, bound: float) -> RingCode:
-        """The round's public ring code: its range holds the weighted sum of clipped
-        updates (norm <= bound x the weights' sum) and every input's side values."""
-        return self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()),
-                                side_norm=side_norm(bound), clients=len(weights))
+    def _secure_sum(self, messages: list[Message], ring: RingRound, round_idx: int, params: torch.Tensor,
+                    prepared: list[torch.Tensor], weights: torch.Tensor, bound: float):
+        """SecAgg+ over the round's inputs: the decoded sum, its side sums, the norms the
+        server may read (their sum) and the protocol's statistics."""
+        total, summed, stats = self.server_half.combine_secure(messages, ring.code, round_idx, params.numel(),
+                                                               params.device)
+        if self.noise is None:  # with the noise in the sum, its distance from the exact sum is the noise
+            stats.update(self._quantisation_error(total, prepared, weights, bound, messages))
+        sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
+        return total, sides, sides["clipped_norm"], stats
+
+    def _distributed_release(self, total: torch.Tensor, sides: dict, ring: RingRound, bound: float,
+                             plan: RoundPlan, part: Participants) -> tuple[torch.Tensor, dict]:
+        """--noise_at clients: the decoded sum already holds the surviving shares' noise;
+        the round is charged with what survived."""
+        survivors = len(self.secure.last.included) if part.members else 0
+        expected = plan.expected_participants
+        counts = [len(sizes) for sizes in part.all_sizes]
+        events = self.noise.events(ring.code, bound, plan.max_weight, expected, survivors,
+                                   self.client_dp.unit_sensitivities(counts)) if survivors else {}
+        self.client_dp.charge(DeclaredRound((), {}, events))
+        std = self.noise.central_std(bound, plan.max_weight) * math.sqrt(survivors / expected)
+        norm_sum = float(sides["clipped_norm"].sum()) / ring.side_scale
+        result = self.client_dp.distributed_release(total, bound=bound, noise_std=std, norm_sum=norm_sum)
+        result.stats["noise_survived"] = survivors / expected
+        return result.update, result.stats
+
+    def _ring_round(self, round_idx: int, weights: torch.Tensor, bound: float, max_weight: float | None,
+                    expected: float | None) -> RingRound:
+        """The round's public ring code and, with the noise at the clients, what each input
+        adds: its range holds the weighted sum of clipped updates (norm <= bound x the
+        weights' sum), every input's side values and the noise."""
+        numel = self.numel
+        if self.noise is None:
+            code = self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()),
+                                    side_norm=side_norm(bound), clients=len(weights))
+            return RingRound(code)
+        scale = max_weight * self.noise.side_scale
+        code = self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()), side_norm=scale * bound,
+                                clients=len(weights), noise_std=self.noise.central_std(bound, max_weight))
+        return RingRound(code, self.noise.input_bound(code, bound, max_weight),
+                         self.noise.share_mu(code, bound, max_weight, expected), scale)
 
     def _quantisation_error(self, total: torch.Tensor, prepared: list[torch.Tensor], weights: torch.Tensor,
                             bound: float, messages: list[Message]) -> dict:

@@ -16,6 +16,7 @@ from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
 from privacy.report import Output
 from privacy.sample_dp import SampleDPSettings, open_sample_accounts, sample_noise_multiplier
 from privacy.secagg.aggregate import SecAggSettings, SecureAggregation
+from privacy.secagg.distributed import DistributedNoise
 
 
 def sampling_of(cfg: Config) -> Sampling:
@@ -133,6 +134,13 @@ def build_secure_aggregation(cfg: Config) -> SecureAggregation | None:
     return SecureAggregation(settings, seed=cfg.seed)
 
 
+def build_distributed_noise(cfg: Config, client_dp: ClientLevelDP | None) -> DistributedNoise | None:
+    """--noise_at clients: the shares' sizes, from the run's z and the norm sum's multiplier."""
+    if cfg.noise_at != "clients":
+        return None
+    return DistributedNoise(client_dp.z, cfg.norm_sum_noise)
+
+
 def threat_model(cfg: Config) -> str:
     """Whom the run's guarantees trust, in words, for the report."""
     if cfg.secure_agg == "none":
@@ -140,6 +148,9 @@ def threat_model(cfg: Config) -> str:
     else:
         who = ("the server sees masked ring vectors and the unmasked sum of the surviving inputs only (SecAgg+: "
                "honest-but-curious, fewer than --secagg_threshold colluding share holders)")
+    if cfg.private and cfg.noise_at == "clients":
+        return (f"{who}; it adds no noise: each sub-client adds a Skellam share before masking (distributed DP), "
+                "and each round is charged with the shares that reached the sum")
     if cfg.private:
         return f"{who}; it is trusted to add the client-level noise to the sum (central DP)"
     if cfg.dp_level == "update_local":
@@ -155,8 +166,10 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     nc, pp, cov = "not covered", "post-processing", "covered"
     out = []
     if private:
+        noise = ("each sub-client adds a Skellam share in the ring (--noise_at clients); the shares that reach the sum "
+                 "are charged") if cfg.noise_at == "clients" else "the server adds Gaussian noise to the sum"
         out.append(Output("model updates", cov, "each sub-client's whole update (every floating tensor, "
-                          "normalisation buffers included) is clipped and the server adds Gaussian noise to the sum"))
+                          f"normalisation buffers included) is clipped and {noise}"))
         out.append(Output("epsilon per round", pp, "read from the ledger", (("privacy", "epsilon_*"),)))
         out.append(Output("aggregate norm", pp, "norm of the released (noised) aggregate",
                           (("privacy", "aggregate_norm"),)))
@@ -213,7 +226,8 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
                           "values are quantised into Z_2^" + str(cfg.secagg_bits) + " and masked; the server unmasks "
                           "only the sum; its inputs, bytes and protocol time per round are public",
                           (("privacy", "secagg_inputs"), ("privacy", "secagg_included"),
-                           ("privacy", "secagg_bytes_*"), ("privacy", "secagg_*_s"))))
+                           ("privacy", "secagg_bytes_*"), ("privacy", "secagg_*_s"), ("privacy", "noise_survived"))))
+    if cfg.secure_agg != "none" and cfg.noise_at == "server":  # with the noise in the sum it would be the noise
         out.append(Output("quantisation error", nc, "a simulation diagnostic a deployment cannot compute: the decoded "
                           "sum's distance from the exact weighted sum, relative to its norm",
                           (("privacy", "secagg_quantisation_error"),)))

@@ -13,8 +13,8 @@ from federated.config import AUTO_MODEL, Config, ConfigError
 from federated.engine import BatchedEngine, LoopEngine, build_engine, default_engine
 from federated.local import LocalTrainer
 from federated.pipeline import ReleasePipeline
-from federated.privacy_setup import (build_client_dp, build_local_update_dp, build_sample_dp, build_secure_aggregation,
-                                     declared_outputs,
+from federated.privacy_setup import (build_client_dp, build_distributed_noise, build_local_update_dp, build_sample_dp,
+                                     build_secure_aggregation, declared_outputs,
                                      planned_shapes)
 from federated.server import build_server
 from federated.subclients import allocate_subclients, record_keys, split_hospitals
@@ -119,7 +119,8 @@ def build_federation(cfg: Config) -> Federation:
             raise ConfigError(f"--epsilon {cfg.epsilon} is spent before the first round ends at "
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
-    pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp, build_secure_aggregation(cfg))
+    pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp, build_secure_aggregation(cfg),
+                               build_distributed_noise(cfg, client_dp), trainer.flat.vector.numel())
     return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
                       ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap)
 

@@ -202,7 +202,7 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
         return _with_zcdp(history, zcdp, delta, accountant, sampling, relation)
     if not history:
         return 0.0
-    if any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
+    if _unbounded(history):
         return math.inf  # a release without noise (or without a sensitivity bound) has no finite guarantee
     history = _analysed(history, sampling, relation, accountant)
     if _all_plain(history):
@@ -225,12 +225,17 @@ def epsilon(history: History, *, delta: float, accountant: str, sampling: Sampli
     return float(acc.get_epsilon(delta))
 
 
+def _unbounded(history: History) -> bool:
+    """Whether a release has no noise (or no sensitivity bound): no finite guarantee."""
+    return any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history)
+
+
 def limit_note(history: History, *, delta: float, accountant: str, sampling: Sampling,
                relation: str = "add_remove") -> str | None:
     """Why `accountant` gives no finite epsilon or a looser one than usual, or None."""
     if not history or accountant == "rdp":
         return None
-    if any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
+    if _unbounded(history):
         return None  # no noise: infinite under every accountant, said by the outputs' coverage
     history = _analysed(history, sampling, relation, accountant)
     if _all_plain(history):
@@ -270,7 +275,7 @@ def _rdp_epsilon(history: list[Release], delta: float, sampling: Sampling, relat
 def _with_zcdp(history: History, zcdp: list[dp_accounting.ZCDpEvent], delta: float, accountant: str,
                sampling: Sampling, relation: str) -> float:
     """RDP of Gaussian releases and (xi, rho)-zCDP ones together: their curves add."""
-    if accountant != "rdp" or any(r[0] <= 0 or math.isinf(1 / r[0]) for r in history):
+    if accountant != "rdp" or _unbounded(history):
         return math.inf
     orders = _rdp_orders()
     extra = sum((z.xi + z.rho * orders for z in zcdp), np.zeros(len(orders)))

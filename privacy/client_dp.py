@@ -143,6 +143,21 @@ class ClientLevelDP:
         extra = [declared.events[self.budget_unit]]
         return self.ledger.epsilon(f"client/{self.budget_unit}", self.accountant, extra=extra) <= self.budget
 
+    def unit_sensitivities(self, counts: list[int]) -> dict[str, float]:
+        """How many inputs' worth each unit moves the round's sum by (RULES' update column,
+        in clip bounds): what a release with the noise at the clients is charged for."""
+        shape = self.plan.shape(counts)
+        return {unit: rule_for(unit, shape, self.sampling).sensitivity("update", shape) for unit in UNITS}
+
+    def distributed_release(self, total: torch.Tensor, *, bound: float, noise_std: float,
+                            norm_sum: float) -> ReleaseResult:
+        """--noise_at clients: the decoded sum already holds the sub-clients' noise (std
+        `noise_std` per coordinate, from the shares that survived); `norm_sum`, the decoded
+        and noised sum of clipped norms. The server adds nothing."""
+        stats = {"clip_bound": bound, "noise_std": noise_std, "expected_noise_norm": noise_std * math.sqrt(total.numel()),
+                 "aggregate_norm": float(torch.linalg.vector_norm(total)), "norm_sum": norm_sum}
+        return ReleaseResult(total, stats)
+
     # --- the release steps ---------------------------------------------------------------
     def clip_bound(self, norms: torch.Tensor) -> float:
         """This round's C (the paper's median clip reads every update norm: not covered)."""

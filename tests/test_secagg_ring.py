@@ -95,3 +95,11 @@ def test_an_impossible_rounding_bound_is_refused_with_its_numbers():
     code = RingCode(16, 4, 1e-3, rotation_seed=0)
     with pytest.raises(RuntimeError, match=r"conditional rounding found no rounding within norm 0.5 in 1000 draws"):
         code.encode(torch.ones(4), torch.Generator().manual_seed(0), bound=0.5)
+
+
+def test_an_encoding_is_reproducible_from_the_sender_s_generator():
+    code = RingCode(24, 300, 1e-3, rotation_seed=2)
+    x = torch.randn(300, generator=torch.Generator().manual_seed(0))
+    first = code.encode(x, torch.Generator().manual_seed(9), noise_mu=4.0)
+    assert np.array_equal(first, code.encode(x, torch.Generator().manual_seed(9), noise_mu=4.0))
+    assert not np.array_equal(first, code.encode(x, torch.Generator().manual_seed(10), noise_mu=4.0))

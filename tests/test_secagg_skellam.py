@@ -137,3 +137,15 @@ def test_a_gaussian_beside_a_skellam_release_composes_as_dp_accounting_composes_
     assert ledger.epsilon("u", "rdp") == pytest.approx(independent.get_epsilon(1e-5), rel=1e-9)
     ledger.charge("u", 0.0)  # a release without noise: no finite epsilon, whatever else was charged
     assert math.isinf(ledger.epsilon("u", "rdp"))
+
+
+def test_a_fixed_size_sampled_gaussian_beside_a_skellam_release_keeps_its_amplification():
+    from privacy.accountants import Sampling
+    ledger = _ledger(Sampling("fixed", 0.5, 4, 2))
+    ledger.accounts["u"].relation = "replace"  # fixed-size sampling is accounted under replace-one
+    ledger.charge("u", 2.0)
+    ledger.declare("u", zcdp_event(mu=900.0, l1=60.0, l2=30.0))
+    independent = rdp_privacy_accountant.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    independent.compose(dp_accounting.ComposedDpEvent(ledger.accounts["u"].events))
+    assert ledger.epsilon("u", "rdp") == pytest.approx(independent.get_epsilon(1e-5), rel=1e-9)

@@ -24,6 +24,17 @@ SIDES = 2  # side values that ride with each update: (clipped) norm, within-boun
 
 
 @dataclass(frozen=True)
+class RingRound:
+    """What every input of a round is told: the ring code and, with the noise at the
+    clients (privacy/secagg/distributed.py), the rounding bound, the noise share and the
+    norm side's scale."""
+    code: RingCode
+    input_bound: float | None = None  # ring units; None: plain stochastic rounding
+    noise_mu: float = 0.0             # each input's Skellam variance, ring units
+    side_scale: float | None = None   # w a for the clipped norm; None: the side values as they are
+
+
+@dataclass(frozen=True)
 class SecAggSettings:
     neighbours: int = 0      # k per client; 0: every other client (the original SecAgg)
     threshold: int = 0       # t; 0: a majority of each client's k + 1 holders, plus one
@@ -56,18 +67,19 @@ class SecureAggregation:
         self.last: SecureSum | None = None  # the latest round's sum (for the simulation's diagnostics)
 
     def code(self, round_idx: int, numel: int, *, update_norm: float, side_norm: float,
-             clients: int) -> RingCode:
+             clients: int, noise_std: float = 0.0) -> RingCode:
         """The round's ring code: its range holds a sum of `clients` inputs whose weighted
-        updates sum to norm <= `update_norm`, each with side values of norm <= `side_norm`."""
+        updates sum to norm <= `update_norm`, each with side values of norm <= `side_norm`,
+        plus noise of `noise_std` per coordinate."""
         bound = update_norm + clients * side_norm
-        return RingCode.for_sum(bits=self.settings.bits, dim=numel + SIDES, norm_bound=bound, noise_std=0.0,
+        return RingCode.for_sum(bits=self.settings.bits, dim=numel + SIDES, norm_bound=bound, noise_std=noise_std,
                                 rotation_seed=self._round_seed(round_idx, 1))
 
     @staticmethod
-    def encode(code: RingCode, weighted: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> np.ndarray:
-        """One sub-client's ring input: its weighted update and side values."""
+    def encode(ring: RingRound, weighted: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> np.ndarray:
+        """One sub-client's ring input: its weighted update and side values (and its noise share)."""
         vector = torch.cat([weighted.detach().to(torch.float64).cpu(), torch.tensor(sides, dtype=torch.float64)])
-        return code.encode(vector, gen)
+        return ring.code.encode(vector, gen, bound=ring.input_bound, noise_mu=ring.noise_mu)
 
     def combine(self, inputs: list[np.ndarray], code: RingCode, round_idx: int) -> SecureSum:
         """Run SecAgg+ on the round's inputs; the decoded sum over those it included."""

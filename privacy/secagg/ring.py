@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from privacy.secagg.skellam import skellam_share
+
 WRAP_SIGMAS = 6.0   # the range spans +-6 of a rotated coordinate's standard deviations
 MAX_REDRAWS = 1000  # conditional rounding redraws (each succeeds with probability >= 1 - beta)
 
@@ -35,14 +37,13 @@ class RingCode:
 
     @property
     def padded(self) -> int:
-        return 1 << max(0, math.ceil(math.log2(self.dim)))
+        return padded_length(self.dim)
 
     @classmethod
     def for_sum(cls, *, bits: int, dim: int, norm_bound: float, noise_std: float, rotation_seed: int) -> "RingCode":
         """The code whose range holds, to `WRAP_SIGMAS` standard deviations, a rotated sum of
         L2 norm at most `norm_bound` plus noise of std `noise_std` per coordinate."""
-        padded = 1 << max(0, math.ceil(math.log2(dim)))
-        spread = math.sqrt(norm_bound ** 2 / padded + noise_std ** 2)
+        spread = math.sqrt(norm_bound ** 2 / padded_length(dim) + noise_std ** 2)
         return cls(bits, dim, 2 * WRAP_SIGMAS * spread / 2 ** bits, rotation_seed)
 
     def signs(self, device=None) -> torch.Tensor:
@@ -57,19 +58,28 @@ class RingCode:
     def unrotate(self, y: torch.Tensor) -> torch.Tensor:
         return (hadamard(y) * self.signs(y.device))[:self.dim]
 
-    def encode(self, x: torch.Tensor, gen: torch.Generator, *, bound: float | None = None) -> np.ndarray:
+    def encode(self, x: torch.Tensor, gen: torch.Generator, *, bound: float | None = None,
+               noise_mu: float = 0.0) -> np.ndarray:
         """x [d] -> ring elements [d'] (uint64); `bound`: the rounded norm (in ring units)
-        the conditional rounding keeps to."""
+        the conditional rounding keeps to; `noise_mu`: the variance of the Skellam share
+        added to the rounded vector (ring units), from the same generator."""
         scaled = self.rotate(x.cpu()) / self.step
         for _ in range(MAX_REDRAWS):
             rounded = stochastic_round(scaled, gen)
             if bound is None or float(torch.linalg.vector_norm(rounded)) <= bound:
+                if noise_mu > 0:
+                    rounded = rounded + skellam_share(self.padded, noise_mu, gen).to(rounded.dtype)
                 return to_ring(rounded, self.bits)
         raise RuntimeError(f"conditional rounding found no rounding within norm {bound} in {MAX_REDRAWS} draws")
 
     def decode(self, total: np.ndarray) -> torch.Tensor:
         """The ring sum -> the real sum [d] (float64)."""
         return self.unrotate(from_ring(total, self.bits) * self.step)
+
+
+def padded_length(dim: int) -> int:
+    """The power of two the rotation pads a vector of `dim` coordinates to."""
+    return 1 << max(0, math.ceil(math.log2(dim)))
 
 
 def hadamard(x: torch.Tensor) -> torch.Tensor:

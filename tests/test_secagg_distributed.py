@@ -1,0 +1,121 @@
+"""--noise_at clients: the shares' noise on the decoded sum, each input's bound, the charge
+of what survived, and the run against the central release at the same z."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from federated import loop
+from federated.config import parse_config
+from federated.setup import build_federation
+from privacy.secagg.aggregate import RingRound, SecAggSettings, SecureAggregation
+from privacy.secagg.distributed import DistributedNoise, rounded_norm_bound
+from privacy.secagg.protocol import SecAggParams, secure_sum
+from privacy.secagg.ring import from_ring
+from tests.conftest import TINY
+from tests.test_loop import _run
+
+DISTRIBUTED = ["--mode", "dpsgd", "--strict_dp", "--noise_multiplier", "1.0", "-VN", "2", "--secure_agg", "secagg+",
+               "--noise_at", "clients"]
+
+
+def _ring(noise, k, dim=20_000, clip=1.0, bits=32):
+    weight = 1.0 / k
+    secure = SecureAggregation(SecAggSettings(bits=bits), seed=0)
+    code = secure.code(0, dim, update_norm=clip, side_norm=weight * noise.side_scale * clip, clients=k,
+                       noise_std=noise.central_std(clip, weight))
+    return RingRound(code, noise.input_bound(code, clip, weight), noise.share_mu(code, clip, weight, k),
+                     weight * noise.side_scale), weight
+
+
+@pytest.mark.parametrize("dropped", [0, 3])
+def test_the_shares_that_reach_the_sum_give_the_noise_charged(dropped):
+    """Monte Carlo: k zero updates, each with its share; the decoded sum's per-coordinate
+    variance is (z C w)^2 x survivors / k, the noise the round is charged with."""
+    k, z = 8, 1.5
+    noise = DistributedNoise(z, 5.0)
+    ring, weight = _ring(noise, k)
+    inputs = [SecureAggregation.encode(ring, torch.zeros(ring.code.dim - 2), (0.0, 0.0),
+                                       torch.Generator().manual_seed(u)) for u in range(k)]
+    drops = {"mask": set(range(dropped))}
+    result = secure_sum(inputs, SecAggParams(k, k - 1, 4, ring.code.bits), np.random.default_rng(0), drops)
+    decoded = ring.code.decode(result.total)
+    expected = noise.central_std(1.0, weight) ** 2 * (k - dropped) / k
+    # 20k coordinates: the sample variance's relative standard error is ~1%
+    assert float(decoded.var()) == pytest.approx(expected, rel=0.05)
+    # the charge: rho ~ D2^2 / (2 mu) with mu the surviving shares' variance in ring units
+    event = noise.events(ring.code, 1.0, weight, k, k - dropped, {"subclient": 1.0})["subclient"]
+    mu = ring.noise_mu * (k - dropped)
+    assert event.rho == pytest.approx(ring.input_bound ** 2 / (2 * mu) * (1 + 1 / mu), rel=1e-12)
+    assert mu * ring.code.step ** 2 == pytest.approx(expected, rel=1e-12)
+
+
+def test_each_input_stays_within_the_bound_it_is_charged_for():
+    noise = DistributedNoise(1.0, 5.0)
+    ring, weight = _ring(noise, 4, dim=3000, bits=24)
+    x = torch.randn(ring.code.dim - 2, generator=torch.Generator().manual_seed(0))
+    x = x / torch.linalg.vector_norm(x) * weight  # a clipped update at the bound, weighted
+    quiet = RingRound(ring.code, ring.input_bound, 0.0, ring.side_scale)
+    for seed in range(10):
+        encoded = SecureAggregation.encode(quiet, x, (weight * noise.side_scale * 1.0, 0.0),
+                                           torch.Generator().manual_seed(seed))
+        assert float(torch.linalg.vector_norm(from_ring(encoded, 24))) <= ring.input_bound
+
+
+def test_the_rounding_bound_is_kairouz_et_al_s():
+    c, d = 100.0, 1024
+    expected = math.sqrt(c ** 2 + d / 4 + math.sqrt(2 * 0.5) * (c + math.sqrt(d) / 2))
+    assert rounded_norm_bound(c, d) == pytest.approx(expected, rel=1e-12)
+    x = torch.full((d,), c / math.sqrt(d)) + 0.5  # half-way between integers: the most rounding noise
+    gen = torch.Generator().manual_seed(0)
+    draws = [float(torch.linalg.vector_norm(torch.floor(x) + (torch.rand(d, generator=gen) < 0.5))) for _ in range(200)]
+    assert np.mean(np.array(draws) <= rounded_norm_bound(float(torch.linalg.vector_norm(x)), d)) >= 1 - math.exp(-0.5)
+
+
+def test_a_distributed_run_costs_what_the_central_one_does(tiny_args):
+    central = _run(tiny_args + DISTRIBUTED[:-2], "--exp", "central")["summary"]["privacy"]["epsilon"]
+    distributed = _run(tiny_args + DISTRIBUTED, "--exp", "distributed")["summary"]
+    eps = distributed["privacy"]["epsilon"]
+    for unit in ("subclient", "hospital"):  # the Skellam bound is within 1e-3 of the Gaussian at this variance
+        assert eps[unit]["rdp"] == pytest.approx(central[unit]["rdp"], rel=2e-3)
+    # the patient is charged with the update's sensitivity on the norm side too (2 > 1): a little more
+    assert central["patient"]["rdp"] <= eps["patient"]["rdp"] <= 1.05 * central["patient"]["rdp"]
+    assert "each sub-client adds a Skellam share" in distributed["privacy_report"]["threat_model"]
+
+
+def test_a_round_is_charged_with_the_shares_that_survived(tiny_args):
+    fed = build_federation(parse_config(tiny_args + DISTRIBUTED + ["--secagg_drops", "mask:0,1"]))
+    state = loop.initial_state(fed)
+    _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    full = build_federation(parse_config(tiny_args + DISTRIBUTED))
+    full_state = loop.initial_state(full)
+    loop.run_round(full, full_state, loop.subclient_data(full, full_state), 0)
+    assert stats["noise_survived"] == pytest.approx(4 / 6)
+    dropped = fed.ledger.accounts["client/subclient"].zcdp[-1]
+    everyone = full.ledger.accounts["client/subclient"].zcdp[-1]
+    assert dropped.rho / everyone.rho == pytest.approx(6 / 4, rel=1e-3)
+
+
+def test_bounded_mode_plans_for_the_threshold_s_shares_only(tiny_args):
+    fed = build_federation(parse_config(tiny_args + DISTRIBUTED))
+    declared = fed.pipeline.declare([2, 2, 2])
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    charged = fed.ledger.accounts["client/subclient"].zcdp[-1]
+    threshold = fed.pipeline.secure.settings.params(6).threshold
+    assert declared.events["subclient"].rho == pytest.approx(charged.rho * 6 / threshold, rel=1e-3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mode", "dpsgd", "--strict_dp", "--noise_multiplier", "1", "--noise_at", "clients"],
+     "--noise_at clients needs --secure_agg secagg+"),
+    (DISTRIBUTED[:3] + ["--epsilon", "5"] + DISTRIBUTED[5:], "--noise_at clients takes --noise_multiplier z"),
+    (DISTRIBUTED + ["--accountant", "pld"], "--noise_at clients is accounted by RDP"),
+    (DISTRIBUTED + ["--adaclip"], "--noise_at clients with --adaclip is not served"),
+    (DISTRIBUTED + ["--secure_rng"], "--noise_at clients with --secure_rng is not served"),
+])
+def test_distributed_noise_refuses_what_it_cannot_serve(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(TINY + flags)
+    assert message in capsys.readouterr().err
