@@ -78,11 +78,18 @@ def test_quick_sweep_runs_the_whole_grid_and_reports_it(tmp_path, script, data, 
 def test_quick_blood_sweep_compares_local_and_client_level_dp(tmp_path):
     _quick("run_blood_exp.sh", tmp_path, SEEDS="0")  # one seed keeps the suite short
     summaries = [io.read_json(p) for p in (tmp_path / "synthetic-blood").rglob("summary.json")]
-    assert len(summaries) == 9  # 3 federation sizes x 3 settings
+    assert len(summaries) == 18  # 3 federation sizes x 6 settings
     table = (tmp_path / "blood.md").read_text()
     for n in (5, 10, 20):
         for setting in ("no DP (ε = ∞)", "local update DP (ε=10.0)", "client-level DP (ε=10.0)"):
             assert any(line.startswith(f"| {n} |") and setting in line for line in table.splitlines())
+        rows = [line.split(" | ") for line in table.splitlines() if line.startswith(f"| {n} |")]
+        secure = {(r[1], r[2], r[5]): r for r in rows}
+        # no DP: the secure sum gives the plain model to the ring's rounding
+        assert secure[("server", "secagg+", "no DP (ε = ∞)")][7:9] == secure[("server", "none", "no DP (ε = ∞)")][7:9]
+        # the noise at the clients costs what the server's noise does at the same z
+        assert secure[("clients", "secagg+", "client-level DP (z=1.0)")][10] == \
+            secure[("server", "none", "client-level DP (z=1.0)")][10]
     local = [s for s in summaries if "local_privacy" in s]
     assert len(local) == 3 and all(s["local_privacy"]["epsilon_max"]["rdp"] <= 10.0 for s in local)
 
