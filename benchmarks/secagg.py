@@ -45,15 +45,17 @@ def one_round(numel: int, hospitals: int, neighbours: int, bits: int, distribute
         code = secure.code(0, numel, update_norm=1.0, side_norm=w * noise.side_scale, clients=hospitals,
                            noise_std=noise.central_std(1.0, w))
         ring = RingRound(code, noise.input_bound(code, 1.0, w), noise.share_mu(code, 1.0, w, hospitals),
-                         w * noise.side_scale)
+                         w * noise.side_scale, noise.input_norm(1.0, w))
     start = time.perf_counter()
-    inputs = [secure.encode(ring, u * weights[k], (1.0, 1.0), torch.Generator().manual_seed(k))
+    sides = (1.0, 1.0) if ring.side_scale is None else (ring.side_scale, 0.0)  # a clipped norm of 1
+    inputs = [secure.encode(ring, u * weights[k], sides, torch.Generator().manual_seed(k))
               for k, u in enumerate(updates)]
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     summed = secure.combine(inputs, code, 0)
     combine_s = time.perf_counter() - start
     protocol = summed.protocol
+    # with the noise at the clients this is the noise's share of the sum, not the rounding's
     error = float(torch.linalg.vector_norm(summed.total.float() - plain) / torch.linalg.vector_norm(plain))
     server_s = protocol.server_seconds + (combine_s - protocol.client_seconds - protocol.server_seconds)
     return {"hospitals": hospitals, "k": protocol.server.params.degree, "t": protocol.server.params.threshold,

@@ -332,7 +332,8 @@ class ReleasePipeline:
         code = self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()), side_norm=scale * bound,
                                 clients=len(weights), noise_std=self.noise.central_std(bound, max_weight))
         return RingRound(code, self.noise.input_bound(code, bound, max_weight),
-                         self.noise.share_mu(code, bound, max_weight, expected), scale)
+                         self.noise.share_mu(code, bound, max_weight, expected), scale,
+                         self.noise.input_norm(bound, max_weight))
 
     def _quantisation_error(self, total: torch.Tensor, prepared: list[torch.Tensor], weights: torch.Tensor,
                             bound: float, messages: list[Message]) -> dict:

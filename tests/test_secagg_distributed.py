@@ -26,7 +26,7 @@ def _ring(noise, k, dim=20_000, clip=1.0, bits=32):
     code = secure.code(0, dim, update_norm=clip, side_norm=weight * noise.side_scale * clip, clients=k,
                        noise_std=noise.central_std(clip, weight))
     return RingRound(code, noise.input_bound(code, clip, weight), noise.share_mu(code, clip, weight, k),
-                     weight * noise.side_scale), weight
+                     weight * noise.side_scale, noise.input_norm(clip, weight)), weight
 
 
 @pytest.mark.parametrize("dropped", [0, 3])
@@ -56,7 +56,7 @@ def test_each_input_stays_within_the_bound_it_is_charged_for():
     ring, weight = _ring(noise, 4, dim=3000, bits=24)
     x = torch.randn(ring.code.dim - 2, generator=torch.Generator().manual_seed(0))
     x = x / torch.linalg.vector_norm(x) * weight  # a clipped update at the bound, weighted
-    quiet = RingRound(ring.code, ring.input_bound, 0.0, ring.side_scale)
+    quiet = RingRound(ring.code, ring.input_bound, 0.0, ring.side_scale, ring.input_norm)
     for seed in range(10):
         encoded = SecureAggregation.encode(quiet, x, (weight * noise.side_scale * 1.0, 0.0),
                                            torch.Generator().manual_seed(seed))
@@ -119,3 +119,23 @@ def test_distributed_noise_refuses_what_it_cannot_serve(flags, message, capsys):
     with pytest.raises(SystemExit):
         parse_config(TINY + flags)
     assert message in capsys.readouterr().err
+
+
+def test_an_input_a_little_over_its_clip_is_clipped_again_before_rounding():
+    """A float32 clip leaves the norm up to ~1e-5 above C on millions of coordinates, far
+    beyond the conditional rounding's slack (about half a ring unit): the input is clipped
+    again in float64 to the norm it is charged for."""
+    noise = DistributedNoise(1.0, 5.0)
+    weight = 0.25
+    secure = SecureAggregation(SecAggSettings(bits=32), seed=0)
+    code = secure.code(0, 3000, update_norm=1.0, side_norm=weight * noise.side_scale, clients=4,
+                       noise_std=noise.central_std(1.0, weight))
+    ring = RingRound(code, noise.input_bound(code, 1.0, weight), 0.0, weight * noise.side_scale,
+                     noise.input_norm(1.0, weight))
+    x = torch.randn(3000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x / torch.linalg.vector_norm(x) * weight * (1 + 1e-5)
+    vector = torch.cat([x, torch.tensor([weight * noise.side_scale, 0.0], dtype=torch.float64)])
+    with pytest.raises(RuntimeError, match="conditional rounding found no rounding"):
+        code.encode(vector, torch.Generator().manual_seed(1), bound=ring.input_bound)
+    encoded = SecureAggregation.encode(ring, x, (weight * noise.side_scale, 0.0), torch.Generator().manual_seed(1))
+    assert float(torch.linalg.vector_norm(from_ring(encoded, 32))) <= ring.input_bound

@@ -32,6 +32,7 @@ class RingRound:
     input_bound: float | None = None  # ring units; None: plain stochastic rounding
     noise_mu: float = 0.0             # each input's Skellam variance, ring units
     side_scale: float | None = None   # w a for the clipped norm; None: the side values as they are
+    input_norm: float | None = None   # real units: each input is clipped to it again in float64
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ class SecureAggregation:
     def encode(ring: RingRound, weighted: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> np.ndarray:
         """One sub-client's ring input: its weighted update and side values (and its noise share)."""
         vector = torch.cat([weighted.detach().to(torch.float64).cpu(), torch.tensor(sides, dtype=torch.float64)])
+        if ring.input_norm is not None:
+            # a float32 clip can leave the norm ~1e-5 above C on millions of coordinates, far more
+            # than the conditional rounding's slack: clip again where the bound is charged
+            norm = float(torch.linalg.vector_norm(vector))
+            if norm > ring.input_norm:
+                vector = vector * (ring.input_norm / norm)
         return ring.code.encode(vector, gen, bound=ring.input_bound, noise_mu=ring.noise_mu)
 
     def combine(self, inputs: list[np.ndarray], code: RingCode, round_idx: int) -> SecureSum:

@@ -48,10 +48,13 @@ class DistributedNoise:
         """The per-coordinate std of the noise on the decoded sum when every expected share arrives."""
         return self.z * clip * weight
 
+    def input_norm(self, clip: float, weight: float) -> float:
+        """One input's norm in real units: its weighted clipped update and its norm side."""
+        return weight * clip * math.sqrt(1 + self.side_scale ** 2)
+
     def input_bound(self, code: RingCode, clip: float, weight: float) -> float:
         """One input's norm in ring units after conditional rounding."""
-        real = weight * clip * math.sqrt(1 + self.side_scale ** 2)
-        return rounded_norm_bound(real / code.step, code.padded)
+        return rounded_norm_bound(self.input_norm(clip, weight) / code.step, code.padded)
 
     def share_mu(self, code: RingCode, clip: float, weight: float, expected_inputs: float) -> float:
         """Each input's Skellam variance, in ring units."""
