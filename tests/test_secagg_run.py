@@ -40,6 +40,9 @@ def test_a_private_secure_run_spends_the_plain_run_s_epsilon(tiny_args):
     secure = _run(tiny_args + PRIVATE + SECAGG, "--exp", "secure")["summary"]
     assert secure["privacy"]["epsilon"] == plain["privacy"]["epsilon"]
     assert "SecAgg+" in secure["privacy_report"]["threat_model"]
+    cost = secure["secure_aggregation"]
+    assert cost["rounds"] == 3 and cost["mean_inputs"] == cost["mean_included"] == 6 and cost["mean_bytes_sent"] > 0
+    assert cost["noise_at"] == "server" and "secure_aggregation" not in plain
     assert "sees every sub-client's message" in plain["privacy_report"]["threat_model"]
 
 

@@ -97,3 +97,12 @@ def test_the_committed_cxr_tables_are_rebuilt_from_the_committed_records(tmp_pat
     root = Path(__file__).resolve().parents[1] / "experiments" / "cxr_fairness" / "results"
     assert sweep_report([str(root / "records" / "synthetic-cxr")], out=str(tmp_path / "cxr")) == \
         (root / "cxr.md").read_text()
+
+
+def test_the_committed_blood_table_is_rebuilt_from_the_committed_records(tmp_path):
+    """experiments/blood/results/blood.md comes from its records alone."""
+    from pathlib import Path
+    from tools.sweep_report import sweep_report
+    root = Path(__file__).resolve().parents[1] / "experiments" / "blood" / "results"
+    assert sweep_report([str(root / "records" / "synthetic-blood")], out=str(tmp_path / "blood")) == \
+        (root / "blood.md").read_text()

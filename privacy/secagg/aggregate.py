@@ -66,6 +66,7 @@ class SecureAggregation:
     def __init__(self, settings: SecAggSettings, *, seed: int):
         self.settings, self.seed = settings, seed
         self.last: SecureSum | None = None  # the latest round's sum (for the simulation's diagnostics)
+        self.rounds: list[dict] = []         # each round's protocol cost, for the summary
 
     def code(self, round_idx: int, numel: int, *, update_norm: float, side_norm: float,
              clients: int, noise_std: float = 0.0) -> RingCode:
@@ -95,7 +96,19 @@ class SecureAggregation:
         result = secure_sum(inputs, params, rng, self._drops(len(inputs), rng))
         decoded = code.decode(result.total)
         self.last = SecureSum(decoded[:-SIDES], decoded[-SIDES:], result.included, result)
+        self.rounds.append({"inputs": len(inputs), "included": len(result.included),
+                            "bytes_sent": float(np.mean(result.sent)), "bytes_received": float(np.mean(result.received)),
+                            "client_s": result.client_seconds / len(inputs), "server_s": result.server_seconds})
         return self.last
+
+    def summary(self) -> dict:
+        """The protocol's cost per round, averaged over the rounds this process ran (per
+        client: bytes sent and received, protocol seconds; the server's seconds)."""
+        if not self.rounds:
+            return {"rounds": 0}
+        keys = self.rounds[0].keys()
+        return {"rounds": len(self.rounds), "bits": self.settings.bits,
+                **{f"mean_{k}": float(np.mean([r[k] for r in self.rounds])) for k in keys}}
 
     def rounding_generator(self, round_idx: int, sender: tuple[int, ...]) -> torch.Generator:
         """The sender's own generator for its stochastic rounding this round."""
