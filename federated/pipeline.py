@@ -22,7 +22,6 @@ Under client-level DP a round with no participant (K = 0) still releases its noi
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +34,8 @@ from federated.server import FedAvgServer, ServerRound
 from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
-from privacy.secagg.aggregate import SIDES, RingRound, SecureAggregation, side_norm
+from federated.secure_release import SecureRelease
+from privacy.secagg.aggregate import SIDES, RingRound, SecureAggregation
 from privacy.secagg.distributed import DistributedNoise
 from privacy.secagg.protocol import SecAggAbort
 from privacy.secagg.ring import RingCode
@@ -170,10 +170,7 @@ class ServerHalf:
             raise AggregationAborted(
                 f"round {round_idx}: {err}; the model keeps the rounds before it. Lower --secagg_threshold or "
                 "--dropout_rate, or send more inputs a round (-VN, -sr)") from None
-        protocol, inputs = secure.protocol, len(messages)
-        stats = {"secagg_inputs": inputs, "secagg_included": len(secure.included),
-                 "secagg_bytes_sent": sum(protocol.sent) / inputs, "secagg_bytes_received": sum(protocol.received) / inputs,
-                 "secagg_client_s": protocol.client_seconds / inputs, "secagg_server_s": protocol.server_seconds}
+        stats = {f"secagg_{name}": value for name, value in self.secure.rounds[-1].items()}
         return secure.total.to(torch.float32).to(device), secure.sides, stats
 
     def finalize(self, total: torch.Tensor, sides: dict[str, torch.Tensor], norms: torch.Tensor, bound: float | None,
@@ -199,7 +196,8 @@ class ReleasePipeline:
                  local_dp: LocalUpdateDP | None, secure: SecureAggregation | None = None,
                  noise: DistributedNoise | None = None, numel: int = 0):
         self.cfg, self.server, self.client_dp, self.local_dp, self.secure = cfg, server, client_dp, local_dp, secure
-        self.noise, self.numel = noise, numel  # --noise_at clients: the shares' sizes; the update's length
+        self.noise = noise  # --noise_at clients: the shares' sizes
+        self.secure_release = SecureRelease(cfg, client_dp, secure, noise, numel) if secure else None
         self.client = ClientHalf(server, client_dp, local_dp, secure)
         self.server_half = ServerHalf(server, client_dp, secure)
         self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
@@ -207,27 +205,10 @@ class ReleasePipeline:
     def declare(self, counts: list[int]) -> DeclaredRound | None:
         """The round's client-level releases, declared once for the budget check and the
         charge (`counts`: each hospital's sub-clients this round); None without client-level
-        DP. With the noise at the clients, the worst case the protocol lets through: only
-        the threshold's shares survive (the round is charged what did survive)."""
+        DP. With the noise at the clients, the worst case the protocol lets through."""
         if self.client_dp is None:
             return None
-        if self.noise is None:
-            return self.client_dp.declare(counts)
-        inputs = sum(counts)
-        weight = 1.0 / self.expected_inputs(counts)
-        ring = self._ring_round(0, torch.full((inputs,), weight), self.client_dp.clip_policy.bound, weight,
-                                self.expected_inputs(counts))
-        worst = self.secure.settings.params(inputs).threshold if inputs > 1 else inputs
-        events = self.noise.events(ring.code, self.client_dp.clip_policy.bound, weight, self.expected_inputs(counts),
-                                   worst, self.client_dp.unit_sensitivities(counts)) if worst else {}
-        return DeclaredRound((), {}, events)
-
-    def expected_inputs(self, counts: list[int]) -> float:
-        """q times the planned sub-clients (-N times v): the denominator of private weights.
-        v is the largest count (a small hospital may have fewer), or the mean under
-        --balance_split (which hands out N v by size)."""
-        v = sum(counts) // len(counts) if self.cfg.balance_split else max(counts)
-        return self.cfg.sample_rate * self.cfg.clients * v
+        return self.client_dp.declare(counts) if self.noise is None else self.secure_release.worst_case(counts)
 
     def within_budget(self, declared: DeclaredRound | None) -> bool:
         return declared is None or self.client_dp.within_budget(declared)
@@ -269,20 +250,24 @@ class ReleasePipeline:
             self.cfg.S if self.secure else None  # the ring needs a bound on every update
         plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
             if self.client_dp is not None else None
-        ring = self._ring_round(round_idx, weights, bound, max_weight, plan and plan.expected_participants) \
-            if self.secure else None
+        ring = self.secure_release.ring_round(round_idx, weights, bound, max_weight,
+                                              plan and plan.expected_participants) if self.secure else None
         messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring))
                     for k, p in enumerate(prepared)]
         if self.secure:
-            total, sides, norms_seen, secagg_stats = self._secure_sum(messages, ring, round_idx, params, prepared,
-                                                                      weights, bound)
+            total, summed, secagg_stats = self.server_half.combine_secure(messages, ring.code, round_idx,
+                                                                          params.numel(), params.device)
+            if self.noise is None:  # with the noise in the sum, its distance from the exact sum is the noise
+                secagg_stats.update(self.secure_release.quantisation_error(total, prepared, weights, bound, messages))
+            sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
+            norms_seen = sides["clipped_norm"]
         else:
             total = self.server_half.combine(messages, weights, params.numel(), params.device)
             sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \
                 if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
         if self.noise is not None:
-            update, stats = self._distributed_release(total, sides, ring, bound, plan, part)
+            update, stats = self.secure_release.distributed_release(total, sides, ring, bound, plan, part)
         else:
             update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)
         stats.update(secagg_stats)
@@ -290,60 +275,6 @@ class ReleasePipeline:
         if step:
             params = stepped
         return params, self.server.rule_stats(stats, rnd)
-
-    def _secure_sum(self, messages: list[Message], ring: RingRound, round_idx: int, params: torch.Tensor,
-                    prepared: list[torch.Tensor], weights: torch.Tensor, bound: float):
-        """SecAgg+ over the round's inputs: the decoded sum, its side sums, the norms the
-        server may read (their sum) and the protocol's statistics."""
-        total, summed, stats = self.server_half.combine_secure(messages, ring.code, round_idx, params.numel(),
-                                                               params.device)
-        if self.noise is None:  # with the noise in the sum, its distance from the exact sum is the noise
-            stats.update(self._quantisation_error(total, prepared, weights, bound, messages))
-        sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
-        return total, sides, sides["clipped_norm"], stats
-
-    def _distributed_release(self, total: torch.Tensor, sides: dict, ring: RingRound, bound: float,
-                             plan: RoundPlan, part: Participants) -> tuple[torch.Tensor, dict]:
-        """--noise_at clients: the decoded sum already holds the surviving shares' noise;
-        the round is charged with what survived."""
-        survivors = len(self.secure.last.included) if part.members else 0
-        expected = plan.expected_participants
-        counts = [len(sizes) for sizes in part.all_sizes]
-        events = self.noise.events(ring.code, bound, plan.max_weight, expected, survivors,
-                                   self.client_dp.unit_sensitivities(counts)) if survivors else {}
-        self.client_dp.charge(DeclaredRound((), {}, events))
-        std = self.noise.central_std(bound, plan.max_weight) * math.sqrt(survivors / expected)
-        norm_sum = float(sides["clipped_norm"].sum()) / ring.side_scale
-        result = self.client_dp.distributed_release(total, bound=bound, noise_std=std, norm_sum=norm_sum)
-        result.stats["noise_survived"] = survivors / expected
-        return result.update, result.stats
-
-    def _ring_round(self, round_idx: int, weights: torch.Tensor, bound: float, max_weight: float | None,
-                    expected: float | None) -> RingRound:
-        """The round's public ring code and, with the noise at the clients, what each input
-        adds: its range holds the weighted sum of clipped updates (norm <= bound x the
-        weights' sum), every input's side values and the noise."""
-        numel = self.numel
-        if self.noise is None:
-            code = self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()),
-                                    side_norm=side_norm(bound), clients=len(weights))
-            return RingRound(code)
-        scale = max_weight * self.noise.side_scale
-        code = self.secure.code(round_idx, numel, update_norm=bound * float(weights.sum()), side_norm=scale * bound,
-                                clients=len(weights), noise_std=self.noise.central_std(bound, max_weight))
-        return RingRound(code, self.noise.input_bound(code, bound, max_weight),
-                         self.noise.share_mu(code, bound, max_weight, expected), scale,
-                         self.noise.input_norm(bound, max_weight))
-
-    def _quantisation_error(self, total: torch.Tensor, prepared: list[torch.Tensor], weights: torch.Tensor,
-                            bound: float, messages: list[Message]) -> dict:
-        """A simulation diagnostic (a deployment cannot compute it): how far the decoded sum
-        is from the exact weighted sum of the same clipped updates, relative to its norm."""
-        if not messages or self.secure.last is None or len(self.secure.last.included) != len(messages):
-            return {}
-        exact = weighted_sum([client_message(p, bound).update for p in prepared], weights, total.numel(), total.device)
-        scale = float(torch.linalg.vector_norm(exact))
-        return {"secagg_quantisation_error": float(torch.linalg.vector_norm(total - exact)) / max(scale, 1e-30)}
 
     @staticmethod
     def _client_round(rnd: ServerRound, k: int, part: Participants) -> ClientRound:
