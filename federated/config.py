@@ -663,6 +663,7 @@ def _validate_secure_agg(cfg: Config) -> None:
         _check(cfg.accountant == "rdp", f"--noise_at clients is accounted by RDP (the Skellam bound); PLD and PRV have "
                                         f"no analysis of it: use --accountant rdp (got {cfg.accountant})")
         for flag, why in (("adaclip", "the adaptive clip's count would need its own share of noise; use a fixed --S"),
+                          ("balance_split", "its re-allocation across hospitals is not analysed for the shares"),
                           ("weighted_avg", "the shares are sized for equal weights"),
                           ("secure_rng", "the shares come from the seeded generators for now")):
             _check(not getattr(cfg, flag), f"--noise_at clients with --{flag} is not served: {why}")

@@ -79,7 +79,9 @@ class ClientRound:
     """The public facts a sub-client needs to prepare and send its update."""
     index: int
     server: ServerRound       # this sub-client's weight and local steps (a one-row ServerRound)
-    noise_gen: torch.Generator | None  # its own generator for local update DP's noise
+    # its own generator, keyed by its hospital's key: local update DP's noise, or secure
+    # aggregation's rounding and noise share (the two never run together)
+    noise_gen: torch.Generator | None
 
 
 class ClientHalf:
@@ -130,8 +132,7 @@ class ClientHalf:
         weight = rnd.server.weights[0]
         sides = (float(share.clipped_norm), float(share.within_bound)) if ring.side_scale is None else \
             (float(share.clipped_norm) * ring.side_scale, 0.0)
-        encoded = self.secure.encode(ring, share.update * weight, sides,
-                                     self.secure.rounding_generator(rnd.index, sender))
+        encoded = self.secure.encode(ring, share.update * weight, sides, rnd.noise_gen)
         return Message(UPDATE, sender, rnd.index, torch.from_numpy(encoded.view(np.int64)))
 
 
@@ -250,8 +251,8 @@ class ReleasePipeline:
             self.cfg.S if self.secure else None  # the ring needs a bound on every update
         plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
             if self.client_dp is not None else None
-        ring = self.secure_release.ring_round(round_idx, weights, bound, max_weight,
-                                              plan and plan.expected_participants) if self.secure else None
+        ring = self.secure_release.ring_round(round_idx, weights, bound, max_weight, plan and plan.expected_participants,
+                                              part.planned_subclients) if self.secure else None
         messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring))
                     for k, p in enumerate(prepared)]
         if self.secure:

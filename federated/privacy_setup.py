@@ -149,8 +149,9 @@ def threat_model(cfg: Config) -> str:
         who = ("the server sees masked ring vectors and the unmasked sum of the surviving inputs only (SecAgg+: "
                "honest-but-curious, fewer than --secagg_threshold colluding share holders)")
     if cfg.private and cfg.noise_at == "clients":
-        return (f"{who}; it adds no noise: each sub-client adds a Skellam share before masking (distributed DP), "
-                "and each round is charged with the shares that reached the sum")
+        return (f"{who}; it adds no noise: each sub-client adds a Skellam share before masking (distributed DP). "
+                "The server sees which inputs take part, so each unit is protected as replaced (its participation is "
+                "public), by the shares of the other inputs that reached the sum")
     if cfg.private:
         return f"{who}; it is trusted to add the client-level noise to the sum (central DP)"
     if cfg.dp_level == "update_local":

@@ -28,18 +28,24 @@ class SecureRelease:
         self.cfg, self.client_dp, self.secure, self.noise, self.numel = cfg, client_dp, secure, noise, numel
 
     def ring_round(self, round_idx: int, weights: torch.Tensor, bound: float, max_weight: float | None,
-                   expected: float | None) -> RingRound:
+                   expected: float | None, planned: int) -> RingRound:
         """The round's public ring code and, with the noise at the clients, what each input
-        adds: its range holds the weighted sum of clipped updates (norm <= bound x the
-        weights' sum), every input's side values and the noise."""
-        update_norm = bound * float(weights.sum())
+        adds: its range holds the weighted sum of clipped updates, every input's side values
+        and the noise. Under client-level DP it is set from the planned federation
+        (`planned` sub-clients at the largest weight), never from who was sampled or is
+        there: the neighbouring federation must run the same mechanism."""
+        if self.client_dp is None:
+            code = self.secure.code(round_idx, self.numel, update_norm=bound * float(weights.sum()),
+                                    side_norm=side_norm(bound), clients=len(weights))
+            return RingRound(code)
+        update_norm = bound * max_weight * planned
         if self.noise is None:
             code = self.secure.code(round_idx, self.numel, update_norm=update_norm, side_norm=side_norm(bound),
-                                    clients=len(weights))
+                                    clients=planned)
             return RingRound(code)
         scale = max_weight * self.noise.side_scale
         code = self.secure.code(round_idx, self.numel, update_norm=update_norm, side_norm=scale * bound,
-                                clients=len(weights), noise_std=self.noise.central_std(bound, max_weight))
+                                clients=planned, noise_std=self.noise.central_std(bound, max_weight))
         return RingRound(code, self.noise.input_bound(code, bound, max_weight),
                          self.noise.share_mu(code, bound, max_weight, expected), scale,
                          self.noise.input_norm(bound, max_weight))
@@ -56,10 +62,10 @@ class SecureRelease:
         below it): what --dp_mode bounded plans for. The round is charged what did survive."""
         inputs, expected = sum(counts), self.expected_inputs(counts)
         weight, bound = 1.0 / expected, self.client_dp.clip_policy.bound
-        ring = self.ring_round(0, torch.full((inputs,), weight), bound, weight, expected)
+        ring = self.ring_round(0, torch.full((inputs,), weight), bound, weight, expected,
+                               round(expected / self.cfg.sample_rate))
         worst = self.secure.settings.params(inputs).threshold if inputs > 1 else inputs
-        events = self.noise.events(ring.code, bound, weight, expected, worst,
-                                   self.client_dp.unit_sensitivities(counts)) if worst else {}
+        events = self.noise.events(ring.code, bound, weight, expected, worst, self.client_dp.unit_inputs(counts))
         return DeclaredRound((), {}, events)
 
     def distributed_release(self, total: torch.Tensor, sides: dict, ring: RingRound, bound: float,
@@ -70,7 +76,7 @@ class SecureRelease:
         expected = plan.expected_participants
         counts = [len(sizes) for sizes in part.all_sizes]
         events = self.noise.events(ring.code, bound, plan.max_weight, expected, survivors,
-                                   self.client_dp.unit_sensitivities(counts)) if survivors else {}
+                                   self.client_dp.unit_inputs(counts)) if survivors else {}
         self.client_dp.charge(DeclaredRound((), {}, events))
         std = self.noise.central_std(bound, plan.max_weight) * math.sqrt(survivors / expected)
         norm_sum = float(sides["clipped_norm"].sum()) / ring.side_scale

@@ -143,11 +143,12 @@ class ClientLevelDP:
         extra = [declared.events[self.budget_unit]]
         return self.ledger.epsilon(f"client/{self.budget_unit}", self.accountant, extra=extra) <= self.budget
 
-    def unit_sensitivities(self, counts: list[int]) -> dict[str, float]:
-        """How many inputs' worth each unit moves the round's sum by (RULES' update column,
-        in clip bounds): what a release with the noise at the clients is charged for."""
-        shape = self.plan.shape(counts)
-        return {unit: rule_for(unit, shape, self.sampling).sensitivity("update", shape) for unit in UNITS}
+    def unit_inputs(self, counts: list[int]) -> dict[str, int]:
+        """How many of a round's inputs each unit owns: a hospital its sub-clients (the
+        largest count), a sub-client one, a patient the one sub-client holding it (every
+        sub-client of its hospital under the paper's random split)."""
+        largest = max(counts)
+        return {"hospital": largest, "subclient": 1, "patient": largest if self.plan.split == "paper" else 1}
 
     def distributed_release(self, total: torch.Tensor, *, bound: float, noise_std: float,
                             norm_sum: float) -> ReleaseResult:

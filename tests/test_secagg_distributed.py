@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import dp_accounting
+
 from federated import loop
 from federated.config import parse_config
 from federated.setup import build_federation
@@ -45,10 +47,12 @@ def test_the_shares_that_reach_the_sum_give_the_noise_charged(dropped):
     # 20k coordinates: the sample variance's relative standard error is ~1%
     assert float(decoded.var()) == pytest.approx(expected, rel=0.05)
     # the charge: rho ~ D2^2 / (2 mu) with mu the surviving shares' variance in ring units
-    event = noise.events(ring.code, 1.0, weight, k, k - dropped, {"subclient": 1.0})["subclient"]
-    mu = ring.noise_mu * (k - dropped)
-    assert event.rho == pytest.approx(ring.input_bound ** 2 / (2 * mu) * (1 + 1 / mu), rel=1e-12)
-    assert mu * ring.code.step ** 2 == pytest.approx(expected, rel=1e-12)
+    event = noise.events(ring.code, 1.0, weight, k, k - dropped, {"subclient": 1})["subclient"]
+    others = ring.noise_mu * (k - dropped - 1)  # a sub-client's own share is known to it
+    assert event.rho == pytest.approx((2 * ring.input_bound) ** 2 / (2 * others) * (1 + 1 / others), rel=1e-12)
+    assert ring.noise_mu * (k - dropped) * ring.code.step ** 2 == pytest.approx(expected, rel=1e-12)
+    alone = noise.events(ring.code, 1.0, weight, k, 1, {"subclient": 1})["subclient"]
+    assert alone == dp_accounting.GaussianDpEvent(0.0)  # nobody else's noise: no guarantee
 
 
 def test_each_input_stays_within_the_bound_it_is_charged_for():
@@ -73,15 +77,25 @@ def test_the_rounding_bound_is_kairouz_et_al_s():
     assert np.mean(np.array(draws) <= rounded_norm_bound(float(torch.linalg.vector_norm(x)), d)) >= 1 - math.exp(-0.5)
 
 
-def test_a_distributed_run_costs_what_the_central_one_does(tiny_args):
+def test_a_distributed_run_is_charged_its_zcdp_events_as_dp_accounting_composes_them(tiny_args):
+    """Each round's charge, rebuilt from the run's public ring code and composed by
+    dp-accounting's own RDP accountant, is the epsilon the run reports."""
+    from dp_accounting.rdp import rdp_privacy_accountant
+    from privacy.secagg.skellam import l1_bound, zcdp_event
+    run = _run(tiny_args + DISTRIBUTED, "--exp", "distributed")
+    summary = run["summary"]
+    fed = build_federation(parse_config(tiny_args + DISTRIBUTED))
+    ring = fed.pipeline.secure_release.ring_round(0, torch.ones(6), fed.cfg.S, 1 / 6, 6.0, 6)
+    others = ring.noise_mu * 5  # six inputs a round, one of them the sub-client's own
+    event = zcdp_event(mu=others, l1=2 * l1_bound(ring.input_bound, ring.code.padded), l2=2 * ring.input_bound)
+    accountant = rdp_privacy_accountant.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, fed.cfg.rounds))
+    assert summary["privacy"]["epsilon"]["subclient"]["rdp"] == pytest.approx(accountant.get_epsilon(fed.cfg.delta),
+                                                                              rel=1e-9)
+    # replaced, by the others' noise: dearer than the central release's add-or-remove at the same z
     central = _run(tiny_args + DISTRIBUTED[:-2], "--exp", "central")["summary"]["privacy"]["epsilon"]
-    distributed = _run(tiny_args + DISTRIBUTED, "--exp", "distributed")["summary"]
-    eps = distributed["privacy"]["epsilon"]
-    for unit in ("subclient", "hospital"):  # the Skellam bound is within 1e-3 of the Gaussian at this variance
-        assert eps[unit]["rdp"] == pytest.approx(central[unit]["rdp"], rel=2e-3)
-    # the patient is charged with the update's sensitivity on the norm side too (2 > 1): a little more
-    assert central["patient"]["rdp"] <= eps["patient"]["rdp"] <= 1.05 * central["patient"]["rdp"]
-    assert "each sub-client adds a Skellam share" in distributed["privacy_report"]["threat_model"]
+    assert summary["privacy"]["epsilon"]["subclient"]["rdp"] > central["subclient"]["rdp"]
+    assert "protected as replaced" in summary["privacy_report"]["threat_model"]
 
 
 def test_a_round_is_charged_with_the_shares_that_survived(tiny_args):
@@ -94,7 +108,7 @@ def test_a_round_is_charged_with_the_shares_that_survived(tiny_args):
     assert stats["noise_survived"] == pytest.approx(4 / 6)
     dropped = fed.ledger.accounts["client/subclient"].zcdp[-1]
     everyone = full.ledger.accounts["client/subclient"].zcdp[-1]
-    assert dropped.rho / everyone.rho == pytest.approx(6 / 4, rel=1e-3)
+    assert dropped.rho / everyone.rho == pytest.approx(5 / 3, rel=1e-3)  # the others' shares: 3 against 5
 
 
 def test_bounded_mode_plans_for_the_threshold_s_shares_only(tiny_args):
@@ -104,7 +118,7 @@ def test_bounded_mode_plans_for_the_threshold_s_shares_only(tiny_args):
     loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     charged = fed.ledger.accounts["client/subclient"].zcdp[-1]
     threshold = fed.pipeline.secure.settings.params(6).threshold
-    assert declared.events["subclient"].rho == pytest.approx(charged.rho * 6 / threshold, rel=1e-3)
+    assert declared.events["subclient"].rho == pytest.approx(charged.rho * 5 / (threshold - 1), rel=1e-3)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -114,6 +128,7 @@ def test_bounded_mode_plans_for_the_threshold_s_shares_only(tiny_args):
     (DISTRIBUTED + ["--accountant", "pld"], "--noise_at clients is accounted by RDP"),
     (DISTRIBUTED + ["--adaclip"], "--noise_at clients with --adaclip is not served"),
     (DISTRIBUTED + ["--secure_rng"], "--noise_at clients with --secure_rng is not served"),
+    (DISTRIBUTED + ["--balance_split"], "--noise_at clients with --balance_split is not served"),
 ])
 def test_distributed_noise_refuses_what_it_cannot_serve(flags, message, capsys):
     with pytest.raises(SystemExit):
@@ -139,3 +154,34 @@ def test_an_input_a_little_over_its_clip_is_clipped_again_before_rounding():
         code.encode(vector, torch.Generator().manual_seed(1), bound=ring.input_bound)
     encoded = SecureAggregation.encode(ring, x, (weight * noise.side_scale, 0.0), torch.Generator().manual_seed(1))
     assert float(torch.linalg.vector_norm(from_ring(encoded, 32))) <= ring.input_bound
+
+
+def _ring_sum(fed, monkeypatch):
+    """Round 0 with every Skellam share zero: the ring sum and each sender's ring input."""
+    import privacy.secagg.ring as ring_module
+    monkeypatch.setattr(ring_module, "skellam_share", lambda size, mu, gen: torch.zeros(size, dtype=torch.int64))
+    sent = {}
+    fed.pipeline.hooks.append(lambda m: sent.__setitem__(m.sender, m.payload.numpy().view(np.uint64).copy()))
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    return fed.pipeline.secure.last.protocol.total, sent
+
+
+@pytest.mark.parametrize("removed", [0, 2])
+def test_a_hospital_removed_moves_the_ring_sum_by_its_own_inputs_only(tiny_args, removed, monkeypatch):
+    """The real neighbouring pair: the federation with one hospital fewer, every other
+    hospital's records, keys and draws as they were. Without the shares, the two ring sums
+    differ by exactly the removed hospital's rounded inputs (the same public ring code,
+    every other input rounded alike), each within the rounding bound its charge uses."""
+    from tests import neighbours as nb
+    args = tiny_args + DISTRIBUTED
+    fed = nb.build(args)
+    world, sent = _ring_sum(fed, monkeypatch)
+    other, _ = _ring_sum(nb.build(args, nb.without_hospital(removed)), monkeypatch)
+    bits = fed.pipeline.secure.last.protocol.server.params.bits
+    own = sum((x for (h, _), x in sent.items() if h == removed), np.zeros_like(world))
+    mask = np.uint64(2 ** bits - 1)
+    assert np.array_equal((world - other) & mask, own & mask)
+    bound = fed.pipeline.secure_release.ring_round(0, torch.ones(6), fed.cfg.S, 1 / 6, 6.0, 6).input_bound
+    for (h, _), x in sent.items():
+        assert float(torch.linalg.vector_norm(from_ring(x, bits))) <= bound

@@ -110,9 +110,6 @@ class SecureAggregation:
         return {"rounds": len(self.rounds), "bits": self.settings.bits,
                 **{f"mean_{k}": float(np.mean([r[k] for r in self.rounds])) for k in keys}}
 
-    def rounding_generator(self, round_idx: int, sender: tuple[int, ...]) -> torch.Generator:
-        """The sender's own generator for its stochastic rounding this round."""
-        return torch.Generator().manual_seed(self._round_seed(round_idx, 3, *sender))
 
     def _drops(self, clients: int, rng: np.random.Generator) -> dict[str, set[int]]:
         drops = {stage: {p for p in self.settings.drops.get(stage, ()) if p < clients} for stage in STAGES}

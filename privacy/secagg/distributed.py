@@ -10,9 +10,14 @@ noise a central release would: std z C w per coordinate of the decoded sum. A su
 that drops before its masked input arrives takes its share with it, so each round is
 charged with the noise that survived: the share times the inputs in the sum.
 
-What one round costs a unit: a Skellam release on the integer sum, whose L2 sensitivity is
-the unit's update sensitivity (privacy/events.py's RULES, in inputs) times `input_bound`,
-declared as its (xi, rho)-zCDP event. No amplification by sampling is claimed.
+What one round costs a unit. The server runs the protocol, so it sees which inputs take
+part: a unit's participation is public, and what stays private is what its inputs hold.
+Each unit is therefore protected as replaced (Kairouz, Liu and Steinke's setting): its n
+inputs change, each within `input_bound` after rounding (L2 sensitivity 2 n input_bound),
+and only the shares of the other inputs that reached the sum count as its noise (its own
+shares are known to it). That Skellam release is declared as its (xi, rho)-zCDP event; no
+amplification by sampling is claimed. A unit with no other share in the sum has no
+guarantee that round (a Gaussian of multiplier 0: infinite epsilon).
 """
 from __future__ import annotations
 
@@ -61,10 +66,14 @@ class DistributedNoise:
         return (self.central_std(clip, weight) / code.step) ** 2 / expected_inputs
 
     def events(self, code: RingCode, clip: float, weight: float, expected_inputs: float, survivors: int,
-               sensitivities: dict[str, float]) -> dict[str, dp_accounting.ZCDpEvent]:
-        """Each unit's charge for a round whose sum holds `survivors` shares;
-        `sensitivities`: each unit's update sensitivity in inputs."""
-        mu = self.share_mu(code, clip, weight, expected_inputs) * survivors
+               unit_inputs: dict[str, int]) -> dict[str, dp_accounting.DpEvent]:
+        """Each unit's charge for a round whose sum holds `survivors` shares; `unit_inputs`:
+        how many inputs each unit owns."""
+        share = self.share_mu(code, clip, weight, expected_inputs)
         bound = self.input_bound(code, clip, weight)
-        return {unit: zcdp_event(mu=mu, l1=s * l1_bound(bound, code.padded), l2=s * bound)
-                for unit, s in sensitivities.items()}
+        out = {}
+        for unit, n in unit_inputs.items():
+            others = survivors - n
+            out[unit] = zcdp_event(mu=share * others, l1=2 * n * l1_bound(bound, code.padded), l2=2 * n * bound) \
+                if others > 0 else dp_accounting.GaussianDpEvent(0.0)
+        return out
