@@ -185,3 +185,66 @@ def test_a_hospital_removed_moves_the_ring_sum_by_its_own_inputs_only(tiny_args,
     bound = fed.pipeline.secure_release.ring_round(0, torch.ones(6), fed.cfg.S, 1 / 6, 6.0, 6).input_bound
     for (h, _), x in sent.items():
         assert float(torch.linalg.vector_norm(from_ring(x, bits))) <= bound
+
+
+def test_the_protocol_parameters_of_a_round():
+    from privacy.secagg.protocol import SecAggAbort
+    auto = SecAggSettings(neighbours=4).params(10)
+    assert (auto.degree, auto.threshold, auto.bits) == (4, 3, 32)  # a majority of 5 holders, plus one
+    assert SecAggSettings().params(7).degree == 6 and SecAggSettings().params(7).threshold == 4
+    small = SecAggSettings(neighbours=4).params(3)
+    assert (small.degree, small.threshold) == (2, 2)
+    assert SecAggSettings(threshold=3).params(3).threshold == 3
+    with pytest.raises(SecAggAbort, match=r"stage 'advertise': 3 input\(s\) this round, each with 3 share holder"):
+        SecAggSettings(threshold=5).params(3)
+    with pytest.raises(SecAggAbort, match="fewer than the threshold 2"):
+        SecAggSettings().params(1)
+
+
+def test_drop_outs_by_rate_and_by_list():
+    secure = SecureAggregation(SecAggSettings(dropout_rate=0.5, drops={"mask": (1, 40)}), seed=3)
+    rng = np.random.default_rng(0)
+    drops = secure._drops(20, rng)
+    dropped = set().union(*drops.values())
+    assert 1 in drops["mask"] and 40 not in dropped  # a listed position beyond the round's inputs is ignored
+    assert 4 <= len(dropped - {1}) <= 16  # about half, at stages drawn uniformly
+    assert secure._drops(20, np.random.default_rng(0)) == drops  # reproducible from the round's seed
+    assert SecureAggregation(SecAggSettings(), seed=3)._drops(20, rng) == {s: set() for s in
+                                                                           ("advertise", "share", "mask", "unmask")}
+
+
+def test_each_unit_owns_its_inputs():
+    from tests.dp_helpers import make_client_dp
+    from privacy.accountants import Sampling
+    from privacy.clipping import FixedClip
+    everyone = Sampling("all", 1.0, 3, 3)
+    hashed = make_client_dp(clip_policy=FixedClip(1.0), sampling=everyone, strict=True)
+    paper = make_client_dp(clip_policy=FixedClip(1.0), sampling=everyone, strict=True, split="paper")
+    assert hashed.unit_inputs([2, 3, 1]) == {"hospital": 3, "subclient": 1, "patient": 1}
+    assert paper.unit_inputs([2, 3, 1]) == {"hospital": 3, "subclient": 1, "patient": 3}
+
+
+def test_a_unit_of_n_inputs_is_charged_as_replaced_by_the_others_shares():
+    from privacy.secagg.skellam import l1_bound, zcdp_event
+    noise = DistributedNoise(1.0, 4.0)
+    ring, weight = _ring(noise, 6, dim=1000)
+    assert noise.input_norm(2.0, 0.5) == pytest.approx(0.5 * 2.0 * math.sqrt(1 + 0.25 ** 2), rel=1e-12)
+    events = noise.events(ring.code, 1.0, weight, 6, 5, {"hospital": 2, "alone": 4})
+    bound, share = ring.input_bound, ring.noise_mu
+    assert events["hospital"] == zcdp_event(mu=share * 3, l1=4 * l1_bound(bound, ring.code.padded), l2=4 * bound)
+    assert events["alone"] == zcdp_event(mu=share * 1, l1=8 * l1_bound(bound, ring.code.padded), l2=8 * bound)
+
+
+def test_the_side_values_norm_and_the_cost_summary():
+    from privacy.secagg.aggregate import side_norm
+    assert side_norm(3.0) == pytest.approx(math.sqrt(10.0), rel=1e-12)
+    secure = SecureAggregation(SecAggSettings(bits=16), seed=0)
+    assert secure.summary() == {"rounds": 0}
+    code = secure.code(0, 8, update_norm=1.0, side_norm=side_norm(1.0), clients=4)
+    inputs = [secure.encode(RingRound(code), torch.zeros(8), (0.0, 0.0), torch.Generator().manual_seed(k))
+              for k in range(4)]
+    secure.combine(inputs, code, 0)
+    secure.combine(inputs[:3], code, 1)
+    summary = secure.summary()
+    assert (summary["rounds"], summary["bits"], summary["mean_inputs"], summary["mean_included"]) == (2, 16, 3.5, 3.5)
+    assert summary["mean_bytes_sent"] == pytest.approx(np.mean([r["bytes_sent"] for r in secure.rounds]))

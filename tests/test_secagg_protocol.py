@@ -165,3 +165,17 @@ def test_the_server_cannot_open_the_shares_it_routes():
         key = crypto.agree(own, _server_view(result)["advertise"][recipient][:32], SHARE_PURPOSE)
         with pytest.raises(InvalidTag):
             crypto.unseal(key, blob, header)
+
+
+def test_a_client_refuses_to_unmask_for_too_few_or_to_reveal_both_shares():
+    from privacy.secagg.protocol import Client
+    client = Client(0, [1, 2], SecAggParams(3, 2, 2, 8))
+    with pytest.raises(SecAggAbort) as err:
+        client.unmask([0], [])
+    assert str(err.value) == ("secure aggregation aborted at stage 'unmask': the server names 1 clients with masked "
+                              "inputs, fewer than the threshold 2")
+    assert err.value.stage == "unmask"
+    with pytest.raises(SecAggAbort) as err:
+        client.unmask([0, 1], [1])
+    assert str(err.value) == ("secure aggregation aborted at stage 'unmask': client 0 was asked for both shares of "
+                              "clients [1]")
