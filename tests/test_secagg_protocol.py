@@ -141,8 +141,8 @@ def test_the_server_can_compute_no_individual_input_and_no_sum_of_fewer_than_t()
     dropped_key = crypto.private_key(crypto.combine(revealed["s"][5]))
     unmasked = {}
     for u in survivors:
-        y = decode(view["mask"][u], params) - crypto.prg(crypto.combine(revealed["b"][u]), dim, 64)
-        pair = crypto.prg(crypto.agree(dropped_key, keys[u][32:], MASK_PURPOSE), dim, 64)
+        y = decode(view["mask"][u], params) - crypto.prg(crypto.combine(revealed["b"][u]), dim)
+        pair = crypto.prg(crypto.agree(dropped_key, keys[u][32:], MASK_PURPOSE), dim)
         unmasked[u] = y - pair if u < 5 else y + pair
     mask = np.uint64(2 ** bits - 1)
     for size in range(1, len(survivors)):
@@ -179,3 +179,15 @@ def test_a_client_refuses_to_unmask_for_too_few_or_to_reveal_both_shares():
         client.unmask([0, 1], [1])
     assert str(err.value) == ("secure aggregation aborted at stage 'unmask': client 0 was asked for both shares of "
                               "clients [1]")
+
+
+def test_key_agreement_separates_purposes_and_the_neighbourhood_is_k_regular():
+    a, a_public = crypto.keypair()
+    b, b_public = crypto.keypair()
+    assert crypto.agree(a, b_public, SHARE_PURPOSE) == crypto.agree(b, a_public, SHARE_PURPOSE)
+    assert crypto.agree(a, b_public, SHARE_PURPOSE) != crypto.agree(a, b_public, MASK_PURPOSE)
+    for n, k in [(6, 4), (9, 2), (10, 6)]:
+        graph = neighbourhood(SecAggParams(n, k, 2, 8), np.random.default_rng(n))
+        assert all(len(vs) == k and u not in vs for u, vs in enumerate(graph))
+        assert all(u in graph[v] for u, vs in enumerate(graph) for v in vs)  # symmetric
+    assert neighbourhood(SecAggParams(5, 8, 2, 8), np.random.default_rng(0))[0] == [1, 2, 3, 4]

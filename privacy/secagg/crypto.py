@@ -48,11 +48,11 @@ def fresh_secret() -> bytes:
     return os.urandom(SECRET_BYTES)
 
 
-def prg(seed: bytes, count: int, bits: int) -> np.ndarray:
-    """`count` uniform elements of Z_{2^bits} (uint64) expanded from `seed` by ChaCha20."""
+def prg(seed: bytes, count: int) -> np.ndarray:
+    """`count` uniform 64-bit words (uint64) expanded from `seed` by ChaCha20; reduced mod
+    2^b they stay uniform in Z_{2^b}, as 2^b divides 2^64."""
     stream = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(bytes(8 * count))
-    words = np.frombuffer(stream, dtype="<u8")
-    return words if bits == 64 else words & np.uint64((1 << bits) - 1)  # 2^bits divides 2^64: still uniform
+    return np.frombuffer(stream, dtype="<u8")
 
 
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:

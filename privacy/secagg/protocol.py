@@ -99,8 +99,9 @@ def _ring(values: np.ndarray, bits: int) -> np.ndarray:
     return values if bits == 64 else values & np.uint64((1 << bits) - 1)
 
 
-def _mask_sign(u: int, v: int) -> int:
-    return 1 if u < v else -1
+def _adds(u: int, v: int) -> bool:
+    """Whether u adds the pair's mask (u < v) or subtracts it: the two cancel in the sum."""
+    return u < v
 
 
 class Client:
@@ -141,16 +142,15 @@ class Client:
         masked with the neighbours in `shared` (those whose shares the server routed)."""
         for u, blob in inbox.items():
             plaintext = crypto.unseal(self._pair_key(u), blob, _HEADER.pack(u, self.cid))
-            owner, holder, index = _SHARE.unpack_from(plaintext)
-            if (owner, holder) != (u, self.cid):
-                raise SecAggAbort("mask", f"client {self.cid} got a share addressed {owner}->{holder} from {u}")
+            # the ciphertext authenticates (sender, recipient): a share for another holder fails to open
+            _, _, index = _SHARE.unpack_from(plaintext)
             body = plaintext[_SHARE.size:]
             self.held[u] = (index, body[:crypto.SECRET_BYTES], body[crypto.SECRET_BYTES:])
-        masked = vector.astype(np.uint64) + crypto.prg(self.seed, vector.size, 64)
+        masked = vector.astype(np.uint64) + crypto.prg(self.seed, vector.size)
         for v in self.neighbours:
             if v in shared and v in self.peers:
-                pair = crypto.prg(crypto.agree(self.mask_key[0], self.peers[v][32:], MASK_PURPOSE), vector.size, 64)
-                masked = masked + pair if _mask_sign(self.cid, v) > 0 else masked - pair
+                pair = crypto.prg(crypto.agree(self.mask_key[0], self.peers[v][32:], MASK_PURPOSE), vector.size)
+                masked = masked + pair if _adds(self.cid, v) else masked - pair
         return encode(_ring(masked, self.params.bits), self.params)
 
     def unmask(self, survivors: list[int], dropped: list[int]) -> bytes:
@@ -233,18 +233,15 @@ class Server:
                 kind, owner, index = _RECORD.unpack_from(payload, at)
                 (seeds if kind == b"b" else mask_keys).setdefault(owner, {})[index] = \
                     payload[at + _RECORD.size:at + size]
-        total = np.zeros(0, dtype=np.uint64)
-        for u, payload in masked.items():
-            y = decode(payload, self.params)
-            total = y if not total.size else total + y
+        total = np.sum([decode(payload, self.params) for payload in masked.values()], axis=0, dtype=np.uint64)
         for u in masked:
-            total = total - crypto.prg(self._rebuild(u, seeds, "self-mask seed"), total.size, 64)
+            total = total - crypto.prg(self._rebuild(u, seeds, "self-mask seed"), total.size)
         for u in dropped:
             key = crypto.private_key(self._rebuild(u, mask_keys, "mask key"))
             for v in self.graph[u]:
                 if v in masked:  # v added sign(v, u) PRG(s_vu); take it back
-                    pair = crypto.prg(crypto.agree(key, keys[v][32:], MASK_PURPOSE), total.size, 64)
-                    total = total - pair if _mask_sign(v, u) > 0 else total + pair
+                    pair = crypto.prg(crypto.agree(key, keys[v][32:], MASK_PURPOSE), total.size)
+                    total = total - pair if _adds(v, u) else total + pair
         return _ring(total, self.params.bits)
 
     def _rebuild(self, owner: int, shares: dict[int, dict[int, bytes]], what: str) -> bytes:
