@@ -248,3 +248,17 @@ def test_the_side_values_norm_and_the_cost_summary():
     summary = secure.summary()
     assert (summary["rounds"], summary["bits"], summary["mean_inputs"], summary["mean_included"]) == (2, 16, 3.5, 3.5)
     assert summary["mean_bytes_sent"] == pytest.approx(np.mean([r["bytes_sent"] for r in secure.rounds]))
+
+
+def test_the_distributed_release_states_the_noise_that_survived():
+    noise = DistributedNoise(1.5, 5.0)
+    assert noise.central_std(2.0, 0.25) == pytest.approx(1.5 * 2.0 * 0.25)
+    from tests.dp_helpers import make_client_dp
+    from privacy.accountants import Sampling
+    from privacy.clipping import FixedClip
+    dp = make_client_dp(clip_policy=FixedClip(2.0), sampling=Sampling("all", 1.0, 3, 3), strict=True)
+    total = torch.ones(100)
+    result = dp.distributed_release(total, bound=2.0, noise_std=0.5, norm_sum=3.0)
+    assert result.update is total  # the server adds nothing
+    assert result.stats == {"clip_bound": 2.0, "noise_std": 0.5, "expected_noise_norm": pytest.approx(5.0),
+                            "aggregate_norm": pytest.approx(10.0), "norm_sum": 3.0}
