@@ -23,6 +23,7 @@ PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
 MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
 SECURE_AGGREGATION = ("none", "secagg+")
+AUDIT_UNITS = ("subclient", "hospital")
 NOISE_AT = ("server", "clients")
 SECAGG_STAGES = ("advertise", "share", "mask", "unmask")  # privacy.secagg.protocol.STAGES (a test keeps them equal)
 MIN_DELTA = 1e-10  # PRV's and PLD's grids resolve no delta near machine precision
@@ -172,6 +173,9 @@ class Config:
     dropout_rate: float = 0.0
     secagg_drops: str = ""      # "stage:i,j;stage:k": inputs that drop at a stage, every round
     noise_at: str = "server"    # clients: each sub-client adds a Skellam share (distributed DP)
+    # empirical privacy audit (federated/canaries.py; read by python -m attacks.audit)
+    audit_canaries: int = 0
+    audit_unit: str = "subclient"
     # model
     model: str = "cnn"
     # run
@@ -236,12 +240,18 @@ class Config:
         name += self._local_dp_info()
         name += "_nadam" if self.local_opt == "nadam" else ""
         name += self._label_info()
+        name += f"_audit{self.audit_canaries}{self.audit_unit}" if self.audit_canaries else ""
         name += "_debug" if self.debug else ""
         return name
 
     @property
     def private(self) -> bool:
         return self.mode in PRIVATE_MODES
+
+    @property
+    def audit_subclients(self) -> int:
+        """Sub-clients the audit's canaries add to the planned federation: K, or K v."""
+        return self.audit_canaries * (self.virtual_clients if self.audit_unit == "hospital" else 1)
 
     @property
     def adaptive_subclients(self) -> bool:
@@ -454,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise_at", default="server", choices=NOISE_AT,
                    help="clients: each input adds a Skellam share; the server adds none")
 
+    g = p.add_argument_group("empirical privacy audit (read the result with: python -m attacks.audit RUN_DIR)")
+    g.add_argument("--audit_canaries", type=int, default=0, metavar="K",
+                   help="insert K canary units whose updates are random directions clipped to C, each with a secret "
+                        "in/out bit (0: none)")
+    g.add_argument("--audit_unit", default="subclient", choices=AUDIT_UNITS,
+                   help="what a canary is: one sub-client, or a hospital of v sub-clients sending the same direction")
+
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None, help=f"architecture: {', '.join(MODELS)} (default: preset)")
 
@@ -553,6 +570,7 @@ def validate(cfg: Config) -> None:
     _validate_privacy(cfg)
     _validate_local_dp(cfg)
     _validate_secure_agg(cfg)
+    _validate_audit(cfg)
 
 
 def _validate_privacy(cfg: Config) -> None:
@@ -669,7 +687,8 @@ def _validate_secure_agg(cfg: Config) -> None:
             _check(not getattr(cfg, flag), f"--noise_at clients with --{flag} is not served: {why}")
     if cfg.secure_agg == "none":
         return
-    inputs = cfg.clients * cfg.virtual_clients  # the sub-clients that send in a round of every hospital
+    # the sub-clients that send in a round of every hospital, and the audit's canaries
+    inputs = cfg.clients * cfg.virtual_clients + cfg.audit_subclients
     _check(cfg.secagg_neighbours >= 0 and cfg.secagg_neighbours % 2 == 0,
            f"--secagg_neighbours must be an even number >= 0 (got {cfg.secagg_neighbours}): each sub-client masks "
            "with k/2 on either side of a ring; 0 = every other sub-client")
@@ -694,6 +713,23 @@ def _validate_secure_agg(cfg: Config) -> None:
     _check(not cfg.private or cfg.strict_dp,
            f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode reads "
            "every sub-client's update norm, which secure aggregation hides from the server")
+
+
+def _validate_audit(cfg: Config) -> None:
+    if cfg.audit_canaries == 0 and cfg.audit_unit == "subclient":
+        return
+    _check(cfg.audit_canaries >= 2, f"--audit_canaries must be 0 (no audit) or at least 2 (got {cfg.audit_canaries})")
+    _check(cfg.audit_unit in AUDIT_UNITS, f"--audit_unit must be one of {', '.join(AUDIT_UNITS)}")
+    _check(cfg.private or cfg.dp_level == "update_local",
+           "--audit_canaries audits a clipped and noised release: use a private --mode (client-level DP) or "
+           "--dp_level update_local; sample-level DP-SGD protects records, which canary updates are not")
+    for flag, why in (("adaclip", "the canaries would move the clip bound; audit a fixed --S"),
+                      ("noclip", "without a clip there is no bound for the canaries to reach"),
+                      ("ada_vn", "the rule reads the canaries' norms; audit a fixed -VN"),
+                      ("init_vn", "the rule reads the canaries' norms; audit a fixed -VN"),
+                      ("weighted_avg", "canaries hold no records to weigh"),
+                      ("balance_split", "a canary hospital must have the v sub-clients every hospital has")):
+        _check(not getattr(cfg, flag), f"--audit_canaries with --{flag} is not served: {why}")
 
 
 def given_flags(argv: list[str] | None = None) -> set[str]:

@@ -26,6 +26,7 @@ from federated.errors import Diverged
 from federated.evaluate import MEAN, eval_set, evaluate, evaluate_fairness
 from federated.journal import ReleaseJournal
 from federated.adam import SubclientMoments
+from federated.canaries import canary_bound, planned_subclients
 from federated.engine import Job
 from federated.local import LocalResult
 from federated.pipeline import Participants
@@ -200,12 +201,20 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
         charge_round(fed.ledger, fed.trainer.sample_dp.noise_multiplier,
                      by_hospital(fed, members, [(r.sample_rate, r.num_steps) for r in results]))
     fed.pipeline.charge(declared)  # whoever was sampled
-    if not members and fed.client_dp is None:  # nobody sampled and no noise to release: nothing is sent
+    canaries, canary_rows = fed.canaries.round_rows(round_idx, cfg.sample_rate, state.params.numel(),
+                                                    canary_bound(cfg), device=state.params.device) \
+        if fed.canaries is not None else ([], None)
+    if not members and not canaries and fed.client_dp is None:  # nobody sampled, no noise to release: nothing sent
         return {}, {}
-    part = Participants(members, [r.num_samples for r in results], [r.num_steps for r in results],
+    senders = members + canaries
+    part = Participants(senders, [r.num_samples for r in results] + [1] * len(canaries),
+                        [r.num_steps for r in results] + [1] * len(canaries),
                         [[len(s) for s in per_h] for per_h in shards],
-                        [client_generator(cfg.seed, round_idx, keys[h], k, purpose="local_noise") for h, k in members],
-                        planned_subclients=cfg.clients * state.v)
+                        [client_generator(cfg.seed, round_idx, keys[h] if h < len(keys) else h, k, purpose="local_noise")
+                         for h, k in senders],
+                        planned_subclients=planned_subclients(cfg, state.v), canaries=len(canaries))
+    if canaries:
+        deltas = torch.cat([deltas, canary_rows])
     state.params, stats = fed.pipeline.round(state.params, deltas, part, round_idx, state.rng["noise"],
                                              step=not is_probe_round(cfg, round_idx))
     if not bool(torch.isfinite(state.params).all()):

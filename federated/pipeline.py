@@ -49,7 +49,8 @@ class Participants:
     local_steps: list[int]           # local optimizer steps of each member
     all_sizes: list[list[int]]       # records of every sub-client of every hospital (sampled or not)
     generators: list[torch.Generator]  # each member's own generator (local update DP noise)
-    planned_subclients: int          # sub-clients of the planned federation (-N times v): public
+    planned_subclients: int          # sub-clients of the planned federation (-N times v, canaries too): public
+    canaries: int = 0                # the last rows are an audit's canaries (federated/canaries.py): no ledger
 
 
 def round_weights(num_samples: list[int], *, weighted: bool) -> torch.Tensor:
@@ -238,8 +239,9 @@ class ReleasePipeline:
             weights = round_weights(part.num_samples, weighted=self.cfg.weighted_avg)
         steps = torch.tensor(part.local_steps, dtype=torch.float32)
         rnd = ServerRound(round_idx, weights, steps)
-        if self.local_dp is not None and part.members:
-            self.local_dp.charge_round([h for h, _ in part.members])
+        senders = part.members[:len(part.members) - part.canaries]
+        if self.local_dp is not None and senders:
+            self.local_dp.charge_round([h for h, _ in senders])
         # client side: each sub-client prepares its own row
         prepared = [self.client.prepare(row, self._client_round(rnd, k, part)) for k, row in enumerate(deltas)]
         strict = self.client_dp is not None and self.client_dp.strict

@@ -253,6 +253,9 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     out.append(Output("checkpoint last.pt", nc, "a simulation artefact of the server side: every sub-client's "
                       "optimizer moments, the RNG states and the sub-client assignment key; a deployment keeps "
                       "these at the hospitals"))
+    if cfg.audit_canaries:
+        out.append(Output("audit record audit.pt", pp, "--audit_canaries: the canaries' secret bits and the starting "
+                          "parameters; nothing in it comes from a hospital (the canaries hold no data)"))
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from federated.canaries import AUDIT_RECORD
 from federated.config import Config, ConfigError
 from federated.errors import Diverged, Interrupted, RunError
 from federated.evaluate import MEAN, eval_set, evaluate
@@ -103,6 +104,8 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     journal = ReleaseJournal(folder) if cfg.secure_rng or (folder / JOURNAL).exists() else None
     if checkpoint is None:
         state = initial_state(fed)
+        if fed.canaries is not None:  # the auditor's record: the secret bits and where the model started
+            io.torch_save(fed.canaries.record(state.params), folder / AUDIT_RECORD)
         _charge_journaled(journal, 0, fed)
         recorder = RunRecorder(folder, outputs=fed.outputs)
     else:

@@ -51,11 +51,11 @@ class SecureRelease:
                          self.noise.input_norm(bound, max_weight))
 
     def expected_inputs(self, counts: list[int]) -> float:
-        """q times the planned sub-clients (-N times v): the denominator of private weights.
-        v is the largest count (a small hospital may have fewer), or the mean under
-        --balance_split (which hands out N v by size)."""
+        """q times the planned sub-clients (-N times v, and an audit's canaries): the
+        denominator of private weights. v is the largest count (a small hospital may have
+        fewer), or the mean under --balance_split (which hands out N v by size)."""
         v = sum(counts) // len(counts) if self.cfg.balance_split else max(counts)
-        return self.cfg.sample_rate * self.cfg.clients * v
+        return self.cfg.sample_rate * (self.cfg.clients * v + self.cfg.audit_subclients)
 
     def worst_case(self, counts: list[int]) -> DeclaredRound:
         """The round's charge if only the threshold's shares survive (the protocol aborts

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from datasets import build_federated_data
 from datasets.base import SEGMENTATION, FederatedData
+from federated.canaries import Canaries
 from federated.config import AUTO_MODEL, Config, ConfigError
 from federated.engine import BatchedEngine, LoopEngine, build_engine, default_engine
 from federated.local import LocalTrainer
@@ -42,6 +43,7 @@ class Federation:
     secret: bytes                  # key of the sub-client assignment hash
     record_keys: list[np.ndarray]  # per hospital: the keyed hash of each training record
     subclient_cap: int             # the largest v the adaptive rule may choose (--max_vn, or from sizes)
+    canaries: Canaries | None = None  # --audit_canaries: the audit's canary units
 
     @property
     def server(self):
@@ -122,5 +124,6 @@ def build_federation(cfg: Config) -> Federation:
     pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp, build_secure_aggregation(cfg),
                                build_distributed_noise(cfg, client_dp), trainer.flat.vector.numel())
     return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
-                      ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap)
+                      ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap,
+                      Canaries.for_run(cfg, [h.key for h in data.hospitals]))
 
