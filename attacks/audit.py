@@ -105,20 +105,53 @@ def format_audit(result: dict) -> str:
     ])
 
 
+def audit_table(results: dict[Path, dict]) -> tuple[list[dict], str]:
+    """One row per setting (the run folders' names without the hash, so seeds group): the
+    ledger's epsilon, the lower bound (mean and largest over seeds) and the one-shot
+    estimate (mean +- std over seeds). Returns the rows and a markdown table."""
+    groups: dict[str, list[dict]] = {}
+    for folder, result in results.items():
+        groups.setdefault(Path(folder).name.rsplit("_", 1)[0], []).append(result)
+    rows = []
+    for setting, found in sorted(groups.items()):
+        lower = np.array([r["lower_bound"]["epsilon"] for r in found])
+        shot = np.array([r["one_shot"]["epsilon"] for r in found])
+        rows.append({"setting": setting, "unit": found[0]["unit"], "canaries": found[0]["canaries"], "seeds": len(found),
+                     "ledger_epsilon": float(np.mean([r["ledger_epsilon"] for r in found])),
+                     "lower_bound_mean": float(lower.mean()), "lower_bound_max": float(lower.max()),
+                     "one_shot_mean": float(shot.mean()), "one_shot_std": float(shot.std(ddof=1)) if len(shot) > 1 else 0.0,
+                     "bound_within_ledger": bool(all(r["lower_bound"]["epsilon"] <= r["ledger_epsilon"] for r in found))})
+    lines = ["| setting | unit | canaries | seeds | ledger epsilon | lower bound (mean / max) | one-shot estimate |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['unit']} | {r['canaries']} | {r['seeds']} | {r['ledger_epsilon']:.2f} | "
+              f"{r['lower_bound_mean']:.2f} / {r['lower_bound_max']:.2f} | {r['one_shot_mean']:.2f} +- "
+              f"{r['one_shot_std']:.2f} |" for r in rows]
+    return rows, "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attacks.audit", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run_dir", nargs="+", help="run folders trained with --audit_canaries K")
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the one-run lower bound")
+    parser.add_argument("--table", default=None, metavar="OUT",
+                        help="also write OUT.csv and OUT.md: one row per setting, seeds pooled")
     args = parser.parse_args(argv)
     if not 0.5 <= args.confidence < 1:
         parser.error(f"--confidence must be in [0.5, 1) (got {args.confidence})")
+    results = {}
     for folder in args.run_dir:
         try:
-            print(f"{folder}\n{format_audit(audit_run(Path(folder), confidence=args.confidence))}")
+            results[folder] = audit_run(Path(folder), confidence=args.confidence)
         except AuditError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        print(f"{folder}\n{format_audit(results[folder])}")
+    if args.table:
+        rows, markdown = audit_table(results)
+        io.write_csv(Path(f"{args.table}.csv"), list(rows[0]), rows)
+        io.write_text(Path(f"{args.table}.md"), markdown)
+        print(markdown)
     return 0
 
 

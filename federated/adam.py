@@ -1,5 +1,6 @@
-"""The sub-clients' local optimizer: Adam with amsgrad (the paper's) or NAdam (the
-chest-radiograph study's, `--local_opt nadam`), over stacked state.
+"""The sub-clients' local optimizer: Adam with amsgrad (the paper's), NAdam (the
+chest-radiograph study's, `--local_opt nadam`) or plain SGD (`--local_opt sgd`, FedAvg's
+own, whose update is the gradient the inversion attacks read), over stacked state.
 
 Every sub-client keeps its own Adam moments between rounds (unless --reset_optimizer). They
 live here as rows of three [S, P] tensors and one [S] step count, S = all sub-clients,
@@ -19,7 +20,7 @@ import torch
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, as the paper's code uses
 MOMENTUM_DECAY = 4e-3  # torch.optim.NAdam's default
-LOCAL_OPTIMIZERS = ("adam", "nadam")
+LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")
 
 
 @dataclass
@@ -95,7 +96,15 @@ def nadam_step(params: torch.Tensor, grads: torch.Tensor, state: AdamMoments, lr
     params.sub_(grads / denom * grad_size + state.exp_avg / denom * moment_size)
 
 
-LOCAL_STEPS = {"adam": adam_step, "nadam": nadam_step}
+@torch.no_grad()
+def sgd_step(params: torch.Tensor, grads: torch.Tensor, state: AdamMoments, lr: float) -> None:
+    """One plain SGD step (FedAvg's local solver, McMahan et al. 2017): params -= lr * grad.
+    The moments stay zero; the step count still counts."""
+    state.step += 1
+    params.sub_(grads, alpha=lr)
+
+
+LOCAL_STEPS = {"adam": adam_step, "nadam": nadam_step, "sgd": sgd_step}
 
 
 class SubclientMoments:

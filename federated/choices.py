@@ -8,7 +8,8 @@ DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "chest-xray", "folder") + MEDMNI
 # --data chest-xray: the default --findings, CheXpert's five competition findings (Irvin et al., 2019)
 CHEST_XRAY_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 UNCERTAIN_POLICIES = ("zeros", "ones")
-MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "cnn_narrow", "unet_small")
+MODELS = ("densenet121", "unet", "dpresnet", "dpresnet_small", "resnet9", "resnet9_small", "cnn", "cnn_narrow", "unet_small",
+          "lenet")
 PARTITIONS = ("dirichlet", "quantity", "iid")
 SAMPLING_MODES = ("fixed", "poisson")
 ENGINES = ("loop", "batched")

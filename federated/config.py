@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from federated.choices import (CHEST_XRAY_FINDINGS, DATASETS, ENGINES, MEDMNIST, METRIC_NAMES, MODELS, PARTITIONS,
                                SAMPLING_MODES, SYNTHETIC, UNCERTAIN_POLICIES)
 
-LOCAL_OPTIMIZERS = ("adam", "nadam")  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
+LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
@@ -238,7 +238,7 @@ class Config:
         name += f"_maxVN{self.max_vn}" if self.max_vn else ""
         name += "_strict" if self.strict_dp else ""
         name += self._local_dp_info()
-        name += "_nadam" if self.local_opt == "nadam" else ""
+        name += f"_{self.local_opt}" if self.local_opt != "adam" else ""
         name += self._label_info()
         name += f"_audit{self.audit_canaries}{self.audit_unit}" if self.audit_canaries else ""
         name += "_debug" if self.debug else ""
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=None, help="local batch size (default: preset)")
     g.add_argument("--lr", type=float, default=None, help="local learning rate (default: preset)")
     g.add_argument("--local_opt", default="adam", choices=LOCAL_OPTIMIZERS,
-                   help="local optimizer: adam (amsgrad, the paper's) or nadam (the radiograph study's)")
+                   help="local optimizer: adam (amsgrad, the paper's), nadam (the radiograph study's) or sgd (plain)")
     g.add_argument("--lr_decay", type=float, default=-1.0,
                    help="multiply the local lr by this every round (<= 0: off)")
     g.add_argument("-sr", "--sample_rate", type=float, default=1.0,

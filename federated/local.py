@@ -87,8 +87,9 @@ class LocalTrainer:
         from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = (torch.optim.NAdam(self.params, lr=1e-3) if self.optimizer_name == "nadam"
-                          else torch.optim.Adam(self.params, lr=1e-3, amsgrad=True))
+        self.optimizer = {"nadam": lambda: torch.optim.NAdam(self.params, lr=1e-3),
+                          "sgd": lambda: torch.optim.SGD(self.params, lr=1e-3),
+                          "adam": lambda: torch.optim.Adam(self.params, lr=1e-3, amsgrad=True)}[self.optimizer_name]()
         # Opacus's hooks fire on the first layer, whose input needs no gradient; harmless.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         privacy = dict(noise_multiplier=sample_dp.noise_multiplier, max_grad_norm=sample_dp.max_grad_norm,
@@ -173,7 +174,9 @@ class LocalTrainer:
                     self.optimizer.step()
                     steps += 0 if self.optimizer._is_last_step_skipped else 1
         self.optimizer.zero_grad(set_to_none=True)
-        state.step[0] = float(self.optimizer.state[self.params[0]]["step"])
+        # torch's SGD keeps no step count: the row's count advances by the steps taken
+        state.step[0] = state.step[0] + steps if self.optimizer_name == "sgd" else \
+            float(self.optimizer.state[self.params[0]]["step"])
         delta = self.flat.get() - global_params
         return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1), sample_rate=rate)
 
@@ -181,7 +184,8 @@ class LocalTrainer:
         """Give torch's optimizer the sub-client's state rows as views: it updates them in
         place. NAdam's momentum product is a function of the step count (federated/adam.py)."""
         self.optimizer.state.clear()
-        keys = ("exp_avg", "exp_avg_sq") if self.optimizer_name == "nadam" else ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+        keys = {"nadam": ("exp_avg", "exp_avg_sq"), "sgd": ()}.get(self.optimizer_name,
+                                                                   ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
         views = {key: self.flat.split(getattr(state, key)[0]) for key in keys}
         extra = {"mu_product": nadam_momentum_product(state.step[:1])[0].to(torch.get_default_dtype())} \
             if self.optimizer_name == "nadam" else {}

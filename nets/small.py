@@ -49,3 +49,27 @@ def narrow_cnn(in_channels: int, num_outputs: int) -> nn.Module:
 def small_unet(in_channels: int, num_outputs: int) -> nn.Module:
     """Two levels of 8/16 channels (32 at the bottleneck), GroupNorm: sized for 32-64 px on a CPU."""
     return UNet(in_channels, num_outputs, width=8, depth=2, norm=group_norm)
+
+
+class LeNet(nn.Module):
+    """The LeNet of Zhao, Mopuri and Bilen (iDLG, 2020) and Zhu et al. (DLG, 2019): three 5x5
+    convolutions of 12 channels with sigmoid activations (stride 2, 2, 1), then one linear
+    layer; an adaptive pooling to 8 x 8 makes it fit any image size. Smooth and small: the
+    model on which gradient inversion is known to succeed (attacks/)."""
+
+    def __init__(self, in_channels: int, num_outputs: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 12, 5, padding=2, stride=2), nn.Sigmoid(),
+            nn.Conv2d(12, 12, 5, padding=2, stride=2), nn.Sigmoid(),
+            nn.Conv2d(12, 12, 5, padding=2, stride=1), nn.Sigmoid(),
+            nn.AdaptiveAvgPool2d(8))
+        self.head = nn.Linear(12 * 8 * 8, num_outputs)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+@register("lenet")
+def lenet(in_channels: int, num_outputs: int) -> nn.Module:
+    return LeNet(in_channels, num_outputs)

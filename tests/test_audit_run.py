@@ -126,3 +126,15 @@ def test_the_audit_command_explains_a_folder_it_cannot_read(tmp_path, capsys):
     assert not (out["dir"] / AUDIT_RECORD).exists() and "audit" not in out["summary"]
     assert math.isfinite(out["summary"]["privacy"]["epsilon"]["subclient"]["rdp"])
     assert fed_train is not None
+
+
+def test_the_audit_table_pools_the_seeds_of_each_setting(tmp_path):
+    folders = [_run(TINY + ["--save_path", str(tmp_path), "--seed", str(seed), "--audit_canaries", "30"] + CLIENT_DP)["dir"]
+               for seed in (0, 1)]
+    out = tmp_path / "table"
+    assert audit.main([str(f) for f in folders] + ["--table", str(out)]) == 0
+    rows = audit.io.read_csv(tmp_path / "table.csv")
+    assert len(rows) == 1 and rows[0]["seeds"] == "2" and rows[0]["bound_within_ledger"] == "True"
+    found = [audit.io.read_json(f / "summary.json")["audit"] for f in folders]
+    assert float(rows[0]["lower_bound_max"]) == max(r["lower_bound"]["epsilon"] for r in found)
+    assert "| subclient | 30 | 2 |" in (tmp_path / "table.md").read_text()

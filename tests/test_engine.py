@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from datasets.base import Shard, Split
 from federated import loop
-from federated.adam import AdamMoments, SubclientMoments, adam_step, nadam_momentum_product, nadam_step
+from federated.adam import (AdamMoments, SubclientMoments, adam_step, nadam_momentum_product, nadam_step,
+                            sgd_step)
 from federated.config import ConfigError, parse_config
 from federated.engine import BatchedEngine, Job, LoopEngine
 from federated.flat import FlatState
@@ -79,6 +80,16 @@ def test_stacked_nadam_equals_torch_nadam():
     for r, (p, opt) in enumerate(reference):
         torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(state.exp_avg_sq[r], opt.state[p]["exp_avg_sq"], rtol=1e-12, atol=0)
+
+
+def test_stacked_sgd_equals_torch_sgd():
+    """Plain SGD rows: torch.optim.SGD's parameters, the moments untouched, the steps counted."""
+    params, state, reference = _stacked_and_torch(
+        sgd_step, lambda ps, lr: torch.optim.SGD(ps, lr=lr), seed=2, active=[3, 3, 2, 1])
+    assert state.step.tolist() == [4, 3, 2]
+    assert not state.exp_avg.any() and not state.exp_avg_sq.any()
+    for r, (p, _) in enumerate(reference):
+        torch.testing.assert_close(params[r], p.detach(), rtol=1e-12, atol=1e-14)
 
 
 def test_nadam_momentum_product_is_torchs_running_product():
@@ -224,6 +235,7 @@ def _federation(argv: list[str]):
     ["--mode", "dp2rmsprop", "--noise_multiplier", "1.0", "-VN", "2", "--dp2_interval", "1"],
     ["--mode", "dpsgd", "--adaclip", "--ada_vn", "--noise_multiplier", "1.0", "--local_epochs", "2"],
     ["--mode", "fedavg", "--local_opt", "nadam", "-VN", "2"],
+    ["--mode", "dpsgd", "--noise_multiplier", "1.0", "--local_opt", "sgd", "--lr", "0.05", "-VN", "2"],
 ])
 def test_engines_agree_through_every_server_optimizer(mode_args):
     """Whole rounds (local training, release pipeline, server step, intermediary rule) with

@@ -15,3 +15,15 @@ def test_no_package_imports_the_entry_script():
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "fed_train"]
     assert offenders == []
+
+
+def test_no_training_script_imports_the_attacks():
+    """import-linter checks the packages; the top-level scripts are checked here: only the
+    attacks themselves (and the tests) import attacks/."""
+    offenders = []
+    for path in [*ROOT.glob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "attacks"]
+    assert offenders == []

@@ -292,3 +292,29 @@ def test_dp_sgd_with_nadam_steps_as_the_stacked_nadam(tmp_path):
     assert a.num_steps == b.num_steps == 3 and states[0].step.item() == states[1].step.item() == 8
     torch.testing.assert_close(a.delta, b.delta, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(states[0].exp_avg, states[1].exp_avg, rtol=1e-4, atol=1e-7)
+
+
+def test_dp_sgd_with_plain_sgd_steps_as_the_stacked_sgd():
+    """The same for --local_opt sgd: torch's SGD through Opacus keeps no step count, the
+    sub-client's row still advances by the steps taken."""
+    from datasets.base import Shard, Split
+    from federated.local import LocalTrainer
+    from privacy.sample_dp import SampleDPSettings
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(12, 1, 4, 4, generator=gen), torch.randint(0, 2, (12, 3), generator=gen).float())
+    shard = Shard(split, torch.arange(12))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    loss = torch.nn.BCEWithLogitsLoss()
+    twin = copy.deepcopy(model)
+    dp = LocalTrainer(model, loss, batch=12, epochs=3, sample_dp=SampleDPSettings(0.0, 1e6, 0), optimizer="sgd")
+    plain = LocalTrainer(twin, loss, batch=12, epochs=3, optimizer="sgd")
+    start = dp.flat.get().clone()
+    states = [AdamMoments.zeros(1, start.numel(), dtype=start.dtype, device=start.device) for _ in range(2)]
+    for s in states:
+        s.step[:] = 5
+    a = dp.update(start, shard, states[0], lr=0.05, gen=torch.Generator().manual_seed(1))
+    b = plain.update(start, shard, states[1], lr=0.05, gen=torch.Generator().manual_seed(1), in_order=True)
+    assert a.num_steps == b.num_steps == 3 and states[0].step.item() == states[1].step.item() == 8
+    torch.testing.assert_close(a.delta, b.delta, rtol=1e-4, atol=1e-6)
