@@ -31,13 +31,13 @@ EPSILON_CAP = 100.0  # the search stops here: a larger epsilon is reported as th
 def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
     """P[at least v of r guesses right] for an (eps, delta)-DP mechanism on m canaries:
     P[Bin(r, q) >= v] + 2 m delta max_{i <= v} P[v > Bin(r, q) >= v - i] / i, with
-    q = e^eps / (1 + e^eps) (Steinke et al., Theorem 5.2)."""
+    q = e^eps / (1 + e^eps) (Steinke et al., Theorem 5.2), at most 1."""
     if not 0 <= v <= r <= m:
         raise ValueError(f"need 0 <= right guesses ({v}) <= guesses ({r}) <= canaries ({m})")
     q = 1.0 / (1.0 + math.exp(-eps))
     tail = float(stats.binom.sf(v - 1, r, q))
-    if delta == 0 or v == 0:
-        return min(tail, 1.0)
+    if v == 0:  # no right guess: certain under any mechanism
+        return tail
     below = np.cumsum(stats.binom.pmf(v - np.arange(1, v + 1), r, q))  # P[v > Bin >= v - i], i = 1..v
     alpha = float(np.max(below / np.arange(1, v + 1)))
     return min(tail + 2 * m * delta * alpha, 1.0)
@@ -65,39 +65,43 @@ def one_run_epsilon(scores: np.ndarray, included: np.ndarray, *, delta: float, c
     order = np.argsort(scores, kind="stable")
     sizes = sorted({max(1, int(f * m / 2)) for f in GUESS_FRACTIONS})
     level = (1 - confidence) / len(sizes)
-    best = {"epsilon": 0.0, "guesses": 0, "correct": 0}
+    candidates = []
     for k in sizes:
         right = int(included[order[m - k:]].sum() + (~included[order[:k]]).sum())
-        eps = _epsilon_ruled_out(m, 2 * k, right, delta, level)
-        if eps > best["epsilon"] or best["guesses"] == 0:
-            best = {"epsilon": eps, "guesses": 2 * k, "correct": right}
+        candidates.append({"epsilon": _epsilon_ruled_out(m, 2 * k, right, delta, level), "guesses": 2 * k,
+                           "correct": right})
+    best = max(candidates, key=lambda c: c["epsilon"])  # the first of equals: the fewest guesses
     return {**best, "canaries": m, "tests": len(sizes), "confidence": confidence, "delta": delta}
 
 
 def gaussian_pair_delta(mu0: float, s0: float, mu1: float, s1: float, eps: float) -> float:
     """max(H_eps(P || Q), H_eps(Q || P)) for P = N(mu1, s1^2), Q = N(mu0, s0^2): the delta at
     which the pair is (eps, delta)-indistinguishable. Each hockey-stick divergence is
-    P(A) - e^eps Q(A) over the set A where p > e^eps q, found from the quadratic log p/q."""
+    P(A) - e^eps Q(A) over the set A where p > e^eps q, found from the quadratic log p/q
+    (the method of Andrew et al.'s estimate)."""
     return max(_hockey_stick(mu1, s1, mu0, s0, eps), _hockey_stick(mu0, s0, mu1, s1, eps))
 
 
 def _hockey_stick(mp: float, sp: float, mq: float, sq: float, eps: float) -> float:
-    p, q = stats.norm(mp, sp), stats.norm(mq, sq)
-    # log p(x) - log q(x) - eps = a x^2 + b x + c
-    a = 1 / (2 * sq ** 2) - 1 / (2 * sp ** 2)
-    b = mp / sp ** 2 - mq / sq ** 2
-    c = mq ** 2 / (2 * sq ** 2) - mp ** 2 / (2 * sp ** 2) + math.log(sq / sp) - eps
-    if abs(a) < 1e-12 * (b * b + 1e-300):  # equal variances: a half-line
-        if b == 0:
-            return max(0.0, 1 - math.exp(eps)) if c > 0 else 0.0
-        x = -c / b
-        mass = (lambda d: d.sf(x)) if b > 0 else (lambda d: d.cdf(x))
+    """H_eps(P || Q) for eps >= 0. The divergence does not change under x -> (x - mq) / sq,
+    which makes Q = N(0, 1) and P = N(m, s^2); there log p/q - eps, times s^2, is
+    A x^2 + B x + C with A = (s^2 - 1) / 2, B = m, C = -m^2 / 2 - s^2 (log s + eps), whose
+    discriminant s^2 (m^2 + 2 (s^2 - 1)(log s + eps)) is computed without cancellation
+    (a fitted spread far below the null's would otherwise lose it). Where the set A is
+    empty or everything, P(A) - e^eps Q(A) <= 0."""
+    m, s = (mp - mq) / sq, sp / sq
+    p, q = stats.norm(m, s), stats.norm(0.0, 1.0)
+    if s == 1:  # equal variances: A is the half-line m x - m^2 / 2 > eps (empty for equal means)
+        if m == 0:
+            return 0.0
+        x = m / 2 + eps / m
+        mass = (lambda d: d.sf(x)) if m > 0 else (lambda d: d.cdf(x))
         return max(0.0, float(mass(p) - math.exp(eps) * mass(q)))
-    disc = b * b - 4 * a * c
-    if disc <= 0:  # the quadratic keeps one sign: everywhere (a > 0) or nowhere
-        return max(0.0, 1 - math.exp(eps)) if a > 0 else 0.0
-    lo, hi = sorted(((-b - math.sqrt(disc)) / (2 * a), (-b + math.sqrt(disc)) / (2 * a)))
-    if a < 0:  # inside the roots
+    reduced = m * m + 2 * (s * s - 1) * (math.log(s) + eps)  # the discriminant over s^2
+    if reduced <= 0:  # the quadratic keeps one sign
+        return 0.0
+    lo, hi = sorted(((-m - s * math.sqrt(reduced)) / (s * s - 1), (-m + s * math.sqrt(reduced)) / (s * s - 1)))
+    if s < 1:  # A < 0: inside the roots
         value = (p.cdf(hi) - p.cdf(lo)) - math.exp(eps) * (q.cdf(hi) - q.cdf(lo))
     else:  # outside
         value = (p.cdf(lo) + p.sf(hi)) - math.exp(eps) * (q.cdf(lo) + q.sf(hi))
@@ -126,6 +130,6 @@ def one_shot_epsilon(cosines: np.ndarray, *, dim: int, delta: float) -> dict:
         raise ValueError(f"the one-shot estimate needs at least 2 inserted canaries, not {cosines.size}")
     mean, std = float(cosines.mean()), float(cosines.std(ddof=1))
     null_std = 1.0 / math.sqrt(dim)
-    eps = gaussian_pair_epsilon(0.0, null_std, mean, max(std, 1e-12 * null_std), delta)
+    eps = gaussian_pair_epsilon(0.0, null_std, mean, max(std, 1e-9 * null_std), delta)  # equal cosines: a spike
     return {"epsilon": eps, "mean": mean, "std": std, "null_std": null_std, "inserted": int(cosines.size),
             "delta": delta}

@@ -27,7 +27,7 @@ from attacks.inversion import ClientModel
 from federated.config import Config, parse_config
 from federated.loop import initial_state, run_round, subclient_data
 from federated.messages import UPDATE, Message
-from federated.pipeline import private_weights, round_weights
+from federated.pipeline import Participants, private_weights, round_weights
 from federated.setup import Federation, build_federation
 from nets import build_model
 
@@ -97,7 +97,7 @@ def _attacker_view(fed: Federation, cfg: Config, sent: list[Message], target: in
 
 def _masked_view(fed: Federation, cfg: Config, sent: list[Message], target: int) -> torch.Tensor:
     """The target's masked input as the server received it, decoded with the public code."""
-    numel = sent[target].payload.numel()
+    numel = fed.trainer.flat.numel  # the model's size (the message holds the ring encoding)
     if fed.client_dp is not None:
         weights, max_weight = private_weights(cfg, _participants(fed, sent))
     else:
@@ -106,12 +106,10 @@ def _masked_view(fed: Federation, cfg: Config, sent: list[Message], target: int)
     received = fed.pipeline.secure.last.protocol.server.received
     payload = next(p for stage, sender, p in received if stage == "mask" and sender == target)
     masked = np.frombuffer(payload, f"<u{ring.code.bits // 8}").astype(np.uint64)
-    real_size = fed.pipeline.secure.last.total.numel()
-    return ring.code.decode(masked)[:real_size].float()[:numel] / float(weights[target])
+    return ring.code.decode(masked)[:numel].float() / float(weights[target])  # the side values follow
 
 
-def _participants(fed: Federation, sent: list[Message]):
-    from federated.pipeline import Participants
+def _participants(fed: Federation, sent: list[Message]) -> Participants:
     return Participants([m.sender for m in sent], [1] * len(sent), [1] * len(sent), [], [],
                         planned_subclients=fed.cfg.clients * fed.cfg.virtual_clients)
 

@@ -206,12 +206,12 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
         if fed.canaries is not None else ([], None)
     if not members and not canaries and fed.client_dp is None:  # nobody sampled, no noise to release: nothing sent
         return {}, {}
-    senders = members + canaries
-    part = Participants(senders, [r.num_samples for r in results] + [1] * len(canaries),
+    # a canary sends as (its own hospital key, sub-client): keyed like any hospital, never one of them
+    generators = [client_generator(cfg.seed, round_idx, keys[h], k, purpose="local_noise") for h, k in members] + \
+        [client_generator(cfg.seed, round_idx, key, k, purpose="local_noise") for key, k in canaries]
+    part = Participants(members + canaries, [r.num_samples for r in results] + [1] * len(canaries),
                         [r.num_steps for r in results] + [1] * len(canaries),
-                        [[len(s) for s in per_h] for per_h in shards],
-                        [client_generator(cfg.seed, round_idx, keys[h] if h < len(keys) else h, k, purpose="local_noise")
-                         for h, k in senders],
+                        [[len(s) for s in per_h] for per_h in shards], generators,
                         planned_subclients=planned_subclients(cfg, state.v), canaries=len(canaries))
     if canaries:
         deltas = torch.cat([deltas, canary_rows])

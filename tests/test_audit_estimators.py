@@ -130,3 +130,89 @@ def test_estimators_refuse_bad_input():
         one_shot_epsilon(np.zeros(1), dim=10, delta=1e-5)
     with pytest.raises(ValueError, match="delta"):
         gaussian_pair_epsilon(0.0, 1.0, 1.0, 1.0, 0.0)
+
+
+def test_every_hockey_stick_direction_matches_numerical_integration():
+    """Each direction on its own (the pair's delta is their max), at means and spreads
+    away from 0 and 1, both sides of equal variance and the equal-variance half-line."""
+    from scipy import integrate
+
+    from attacks.estimators import _hockey_stick
+    for mp, sp, mq, sq, eps in [(0.3, 0.7, -1.2, 1.3, 0.4), (-1.2, 1.3, 0.3, 0.7, 0.4), (2.5, 2.0, 0.4, 0.5, 1.5),
+                                (0.4, 0.5, 2.5, 2.0, 0.2), (1.7, 0.8, -0.6, 0.8, 0.9), (-0.6, 0.8, 1.7, 0.8, 0.3),
+                                (0.3, 1.0, 0.0, 1.0, 0.1),  # equal variances, a small slope (0 < b < 1)
+                                (0.0, 1.0, 0.0, 1.1, 0.05),  # nearly tangent: 0 < discriminant < 1
+                                (2.0, 0.02, 0.0, 1.0, 2.0), (0.0, 1.0, 2.0, 0.02, 0.5)]:  # a spike against the null
+        p, q = stats.norm(mp, sp), stats.norm(mq, sq)
+        # breakpoints at each mean and its spread, so that quad sees a narrow spike
+        points = sorted({m + k * sd for m, sd in ((mp, sp), (mq, sq)) for k in (-6, -3, -1, 0, 1, 3, 6)})
+        expected = integrate.quad(lambda x: max(0.0, p.pdf(x) - math.exp(eps) * q.pdf(x)), -60, 60, limit=800,
+                                  points=points)[0]
+        assert _hockey_stick(mp, sp, mq, sq, eps) == pytest.approx(expected, abs=1e-6), (mp, sp, mq, sq, eps)
+    assert _hockey_stick(1.0, 1.0, 1.0, 1.0, 0.0) == 0.0  # the same distribution
+    assert _hockey_stick(0.0, 1.0, 0.0, 1.1, 3.0) == 0.0  # a spread too close to matter at that eps
+
+
+@pytest.mark.parametrize("mu, delta", [(0.2, 1e-3), (0.3, 1e-5), (3.0, 1e-3)])
+def test_the_gaussian_pair_epsilon_anywhere_on_the_line(mu, delta):
+    """Below 1 as above it, and at any location and scale."""
+    truth = pld_epsilon(mu, delta)
+    assert gaussian_pair_epsilon(-3.0, 0.5, -3.0 + 0.5 * mu, 0.5, delta) == pytest.approx(truth, rel=2e-3, abs=2e-3)
+    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
+        gaussian_pair_epsilon(0.0, 1.0, mu, 1.0, 1.0)
+
+
+def test_one_run_p_value_edges():
+    assert one_run_p_value(50, 10, 0, 1.0, 1e-3) == 1.0  # no right guess is certain
+    assert one_run_p_value(10_000, 20, 15, 0.5, 0.1) == 1.0  # a large delta caps it at 1
+    assert one_run_p_value(10, 10, 10, 0.0, 0.0) == pytest.approx(0.5 ** 10)
+    with pytest.raises(ValueError, match=r"need 0 <= right guesses \(-1\) <= guesses \(3\) <= canaries \(5\)"):
+        one_run_p_value(5, 3, -1, 1.0, 0.0)
+
+
+def test_the_lower_bound_is_the_largest_epsilon_the_test_rules_out():
+    """Against a scan of the definition: for each guess count the largest epsilon whose
+    p-value is below the shared level; a bound below 1 included."""
+    scores, included = _gaussian_audit(0.8, 600, 5)
+    result = one_run_epsilon(scores, included, delta=1e-5)
+    assert result["tests"] == 6 and result["canaries"] == 600 and result["confidence"] == 0.95
+    assert result["delta"] == 1e-5
+    level = 0.05 / 6
+    order = np.argsort(scores)
+    grid = np.arange(0, 6, 1e-3)
+    best = 0.0
+    for k in (6, 15, 30, 60, 150, 300):  # the fractions of m / 2 = 300
+        right = int(included[order[600 - k:]].sum() + (~included[order[:k]]).sum())
+        ruled = [e for e in grid if one_run_p_value(600, 2 * k, right, e, 1e-5) < level]
+        best = max(best, max(ruled, default=0.0))
+    assert 0 < result["epsilon"] < 1
+    assert result["epsilon"] == pytest.approx(best, abs=2e-3)
+    assert result["guesses"] in {2 * k for k in (6, 15, 30, 60, 150, 300)}
+
+
+def test_a_perfect_separation_uses_every_guess_it_can():
+    included = np.arange(400) % 2 == 0
+    result = one_run_epsilon(included + np.linspace(0, 1e-3, 400), included, delta=0.0)
+    assert result["guesses"] == result["correct"] == 400
+    # few canaries: the guess counts are 1, 2, 5 and 10 per side
+    small = one_run_epsilon(np.arange(20.0), np.arange(20) >= 10, delta=0.0)
+    assert small["tests"] == 4 and small["guesses"] == 20
+
+
+def test_an_estimate_beyond_the_search_is_reported_at_the_cap():
+    from attacks.estimators import EPSILON_CAP
+    assert gaussian_pair_epsilon(0.0, 1.0, 80.0, 1.0, 1e-5) == EPSILON_CAP
+    assert one_shot_epsilon(np.full(10, 0.5), dim=10_000, delta=1e-5)["epsilon"] == EPSILON_CAP
+
+
+def test_the_one_shot_estimate_is_the_fitted_pair_against_the_null():
+    rng = np.random.default_rng(4)
+    d = 10_000
+    for spread in (0.5, 1.0, 1.6):  # narrower than the null, equal, wider
+        cosines = rng.normal(3.0 / math.sqrt(d), spread / math.sqrt(d), size=50)
+        result = one_shot_epsilon(cosines, dim=d, delta=1e-5)
+        assert result["mean"] == pytest.approx(cosines.mean()) and result["std"] == pytest.approx(cosines.std(ddof=1))
+        assert result["null_std"] == pytest.approx(0.01) and result["inserted"] == 50 and result["delta"] == 1e-5
+        assert result["epsilon"] == pytest.approx(
+            gaussian_pair_epsilon(0.0, 0.01, cosines.mean(), cosines.std(ddof=1), 1e-5), rel=1e-9)
+    assert one_shot_epsilon(np.array([0.01, 0.02]), dim=d, delta=1e-5)["inserted"] == 2  # two are enough

@@ -138,3 +138,39 @@ def test_the_audit_table_pools_the_seeds_of_each_setting(tmp_path):
     found = [audit.io.read_json(f / "summary.json")["audit"] for f in folders]
     assert float(rows[0]["lower_bound_max"]) == max(r["lower_bound"]["epsilon"] for r in found)
     assert "| subclient | 30 | 2 |" in (tmp_path / "table.md").read_text()
+
+
+def test_the_canaries_parts_one_by_one(tmp_path):
+    from federated.canaries import canary_bound, planned_subclients
+    base = TINY + ["--save_path", str(tmp_path)]
+    cfg = parse_config(base + ["--audit_canaries", "6"] + CLIENT_DP)
+    assert planned_subclients(cfg, 2) == 3 * 2 + 6 and planned_subclients(cfg, 3) == 3 * 3 + 6
+    hospitals = parse_config(base + ["--audit_canaries", "6", "--audit_unit", "hospital"] + CLIENT_DP)
+    assert planned_subclients(hospitals, 2) == 3 * 2 + 6 * 2
+    local = parse_config(base + ["--audit_canaries", "6", "--dp_level", "update_local", "--local_noise", "1.0",
+                                 "--local_clip", "0.5"])
+    assert canary_bound(local) == 0.5 and canary_bound(cfg) == 10.0
+    both = parse_config(base + ["--audit_canaries", "6", "--dp_level", "update_local", "--local_noise", "1.0",
+                                "--local_clip", "0.5", "--S", "2.0"] + CLIENT_DP)
+    assert canary_bound(both) == 2.0
+    canaries = Canaries.for_run(cfg, [0, 1, 2])
+    members, rows = canaries.round_rows(0, 1.0, 40, 3.0, device=torch.device("cpu"))
+    assert torch.allclose(torch.linalg.vector_norm(rows, dim=1), torch.full((len(members),), OVERSIZE * 3.0))
+    assert [key for key, _ in members] == [3 + j for j in torch.nonzero(canaries.included).flatten().tolist()]
+    copy = Canaries.from_record(canaries.record(torch.zeros(40)))
+    assert (copy.count, copy.unit, copy.per_canary, copy.seed, copy.first_key) == \
+        (canaries.count, canaries.unit, canaries.per_canary, canaries.seed, canaries.first_key)
+    assert torch.equal(copy.included, canaries.included)
+    # a round in which no included canary is drawn sends nothing
+    quiet = next(r for r in range(500) if not canaries.senders(r, 0.2))
+    members, rows = canaries.round_rows(quiet, 0.2, 40, 3.0, device=torch.device("cpu"))
+    assert members == [] and rows.shape == (0, 40)
+
+
+def test_each_canary_draws_its_own_participation(tmp_path):
+    cfg = parse_config(TINY + ["--save_path", str(tmp_path), "--audit_canaries", "40"] + CLIENT_DP)
+    canaries = Canaries.for_run(cfg, [0, 1, 2])
+    inserted = int(canaries.included.sum())
+    counts = [len(canaries.senders(r, 0.5)) for r in range(50)]
+    assert all(0 < c < inserted for c in counts)  # neither all nor none: the draws are per canary
+    assert canaries.senders(3, 1.0) == torch.nonzero(canaries.included).flatten().tolist()

@@ -183,7 +183,7 @@ CASES = [
     Case("negative seed", lambda t: tiny(t, "--seed", "-1"), 2, "--seed must be in [0, 2^63) (got -1)"),
     Case("segmentation model on a classification task", lambda t: tiny(t, "--model", "unet_small"), 2,
          "--model unet_small does not fit --data synthetic-ich, a classification task; use one of: cnn, cnn_narrow, "
-         "densenet121, dpresnet, dpresnet_small, resnet9, resnet9_small"),
+         "densenet121, dpresnet, dpresnet_small, lenet, resnet9, resnet9_small"),
     Case("classifier on a segmentation task", lambda t: TINY_SEG + runs(t) + ["--model", "cnn"], 2,
          "--model cnn does not fit --data synthetic-prostate, a segmentation task; use one of: unet, unet_small"),
     Case("resume and overwrite", lambda t: tiny(t, "--resume", "--overwrite"), 2, "exclude each other"),

@@ -106,6 +106,17 @@ def test_quick_cxr_sweep_reports_fairness_and_its_correlation_with_epsilon(tmp_p
     assert len(private) == 6 and all(float(r["epsilon_spent"]) <= float(r["sample_epsilon"]) for r in private)
 
 
+def test_quick_audit_sweep_audits_every_mechanism_within_its_ledger(tmp_path):
+    _quick("run_audit_exp.sh", tmp_path, SEEDS="0")
+    rows = list(csv.DictReader(open(tmp_path / "results" / "audit.csv")))
+    assert len(rows) == 7 and all(r["bound_within_ledger"] == "True" for r in rows)
+    assert {r["unit"] for r in rows} == {"subclient", "hospital"}
+    assert any("localDP" in r["setting"] for r in rows) and any("strict" in r["setting"] for r in rows)
+    summaries = [io.read_json(p) for p in (tmp_path / "synthetic-ich").rglob("summary.json")]
+    assert len(summaries) == 7 and all("audit" in s for s in summaries)
+    assert list((tmp_path / "results" / "audit_records").rglob("*.json"))
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_lines_differing_in_one_result_flag_finish_in_their_own_folders(tmp_path, jobs):
     """Issue 26: --img_size (and --model, --train_size, ...) were not in the folder's name, so
