@@ -261,10 +261,13 @@ def test_dp_sgd_refuses_batchnorm_without_affine_parameters(tmp_path):
         build_federation(cfg)
 
 
-def test_dp_sgd_with_nadam_steps_as_the_stacked_nadam(tmp_path):
+@pytest.mark.parametrize("optimizer", ["nadam", "sgd"])
+def test_dp_sgd_steps_as_the_stacked_optimizer(optimizer):
     """Noise 0, a clip bound that never binds and Poisson rate 1 make DP-SGD full-batch
-    gradient descent, so NAdam through Opacus (state lent as views, momentum product from
-    the step count) must move the parameters as the stacked nadam_step does."""
+    gradient descent, so the optimizer through Opacus must move the parameters as the
+    stacked step does: NAdam with its state lent as views and its momentum product from
+    the step count; SGD, which keeps no step count, with the row's count advanced by the
+    steps taken."""
     from datasets.base import Shard, Split
     from federated.local import LocalTrainer
     from privacy.sample_dp import SampleDPSettings
@@ -276,8 +279,8 @@ def test_dp_sgd_with_nadam_steps_as_the_stacked_nadam(tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     loss = torch.nn.BCEWithLogitsLoss()
     twin = copy.deepcopy(model)  # each trainer re-homes its model's tensors
-    dp = LocalTrainer(model, loss, batch=12, epochs=3, sample_dp=SampleDPSettings(0.0, 1e6, 0), optimizer="nadam")
-    plain = LocalTrainer(twin, loss, batch=12, epochs=3, optimizer="nadam")
+    dp = LocalTrainer(model, loss, batch=12, epochs=3, sample_dp=SampleDPSettings(0.0, 1e6, 0), optimizer=optimizer)
+    plain = LocalTrainer(twin, loss, batch=12, epochs=3, optimizer=optimizer)
     start = dp.flat.get().clone()
     numel = start.numel()
     states = []
@@ -292,29 +295,3 @@ def test_dp_sgd_with_nadam_steps_as_the_stacked_nadam(tmp_path):
     assert a.num_steps == b.num_steps == 3 and states[0].step.item() == states[1].step.item() == 8
     torch.testing.assert_close(a.delta, b.delta, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(states[0].exp_avg, states[1].exp_avg, rtol=1e-4, atol=1e-7)
-
-
-def test_dp_sgd_with_plain_sgd_steps_as_the_stacked_sgd():
-    """The same for --local_opt sgd: torch's SGD through Opacus keeps no step count, the
-    sub-client's row still advances by the steps taken."""
-    from datasets.base import Shard, Split
-    from federated.local import LocalTrainer
-    from privacy.sample_dp import SampleDPSettings
-
-    gen = torch.Generator().manual_seed(0)
-    split = Split(torch.randn(12, 1, 4, 4, generator=gen), torch.randint(0, 2, (12, 3), generator=gen).float())
-    shard = Shard(split, torch.arange(12))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    loss = torch.nn.BCEWithLogitsLoss()
-    twin = copy.deepcopy(model)
-    dp = LocalTrainer(model, loss, batch=12, epochs=3, sample_dp=SampleDPSettings(0.0, 1e6, 0), optimizer="sgd")
-    plain = LocalTrainer(twin, loss, batch=12, epochs=3, optimizer="sgd")
-    start = dp.flat.get().clone()
-    states = [AdamMoments.zeros(1, start.numel(), dtype=start.dtype, device=start.device) for _ in range(2)]
-    for s in states:
-        s.step[:] = 5
-    a = dp.update(start, shard, states[0], lr=0.05, gen=torch.Generator().manual_seed(1))
-    b = plain.update(start, shard, states[1], lr=0.05, gen=torch.Generator().manual_seed(1), in_order=True)
-    assert a.num_steps == b.num_steps == 3 and states[0].step.item() == states[1].step.item() == 8
-    torch.testing.assert_close(a.delta, b.delta, rtol=1e-4, atol=1e-6)
