@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from attacks.inversion import ClientModel
+from federated.canaries import planned_subclients
 from federated.config import Config, parse_config
 from federated.loop import initial_state, run_round, subclient_data
 from federated.messages import UPDATE, Message
@@ -89,9 +90,10 @@ def _attacker_view(fed: Federation, cfg: Config, sent: list[Message], target: in
         return _masked_view(fed, cfg, sent, target)
     if fed.client_dp is None:
         return sent[target].payload
-    weight = 1.0 / (cfg.sample_rate * cfg.clients * cfg.virtual_clients)
+    weights, _ = private_weights(cfg, _participants(fed, sent))  # the pipeline's own fixed weights
+    weight = float(weights[target])
     released = released_params - start  # FedAvg's server step is the released update itself
-    others = sum(weight * m.payload for i, m in enumerate(sent) if i != target)
+    others = sum(float(w) * m.payload for i, (m, w) in enumerate(zip(sent, weights)) if i != target)
     return (released - others) / weight
 
 
@@ -102,7 +104,8 @@ def _masked_view(fed: Federation, cfg: Config, sent: list[Message], target: int)
         weights, max_weight = private_weights(cfg, _participants(fed, sent))
     else:
         weights, max_weight = round_weights([1] * len(sent), weighted=False), None
-    ring = fed.pipeline.secure_release.ring_round(0, weights, cfg.S, max_weight, None, cfg.clients * cfg.virtual_clients)
+    ring = fed.pipeline.secure_release.ring_round(0, weights, cfg.S, max_weight, None,
+                                                  planned_subclients(cfg, cfg.virtual_clients))
     received = fed.pipeline.secure.last.protocol.server.received
     payload = next(p for stage, sender, p in received if stage == "mask" and sender == target)
     masked = np.frombuffer(payload, f"<u{ring.code.bits // 8}").astype(np.uint64)
@@ -111,7 +114,7 @@ def _masked_view(fed: Federation, cfg: Config, sent: list[Message], target: int)
 
 def _participants(fed: Federation, sent: list[Message]) -> Participants:
     return Participants([m.sender for m in sent], [1] * len(sent), [1] * len(sent), [], [],
-                        planned_subclients=fed.cfg.clients * fed.cfg.virtual_clients)
+                        planned_subclients=planned_subclients(fed.cfg, fed.cfg.virtual_clients))
 
 
 def _client_model(fed: Federation, cfg: Config, start: torch.Tensor) -> ClientModel:

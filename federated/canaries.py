@@ -15,7 +15,7 @@ the start) is read by `python -m attacks.audit RUN_DIR`, which training never im
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,9 @@ AUDIT_RECORD = "audit.pt"
 # Canary updates are sent at this multiple of the largest clip bound: every clip in the
 # pipeline then scales them to exactly its bound.
 OVERSIZE = 1e3
+# Directions are kept between rounds while they fit in this many floats (256 MB); beyond,
+# each round draws them again (the same vectors, from their seeds).
+CACHE_FLOATS = 1 << 26
 
 
 def planned_subclients(cfg: Config, v: int) -> int:
@@ -42,6 +45,7 @@ class Canaries:
     included: torch.Tensor  # [K] bool: the secret bits
     seed: int              # of the directions and the participation draws
     first_key: int         # canary j sends as hospital key first_key + j
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)  # j -> direction, within CACHE_FLOATS
 
     @staticmethod
     def for_run(cfg: Config, hospital_keys: list[int]) -> "Canaries | None":
@@ -53,10 +57,15 @@ class Canaries:
         return Canaries(cfg.audit_canaries, cfg.audit_unit, per, bits, seed, first_key=max(hospital_keys) + 1)
 
     def direction(self, j: int, numel: int) -> torch.Tensor:
-        """Canary j's unit direction, the same every round."""
+        """Canary j's unit direction, the same every round (drawn once while the cache holds it)."""
+        if (j, numel) in self._cache:
+            return self._cache[(j, numel)]
         gen = torch.Generator().manual_seed(stream_seed(self.seed, "direction", j))
         d = torch.randn(numel, generator=gen, dtype=torch.float64)
-        return (d / torch.linalg.vector_norm(d)).to(torch.get_default_dtype())
+        d = (d / torch.linalg.vector_norm(d)).to(torch.get_default_dtype())
+        if (len(self._cache) + 1) * numel <= CACHE_FLOATS:
+            self._cache[(j, numel)] = d
+        return d
 
     def senders(self, round_idx: int, rate: float) -> list[int]:
         """The included canaries that take part in `round_idx`: all at q = 1, otherwise each

@@ -174,3 +174,16 @@ def test_each_canary_draws_its_own_participation(tmp_path):
     counts = [len(canaries.senders(r, 0.5)) for r in range(50)]
     assert all(0 < c < inserted for c in counts)  # neither all nor none: the draws are per canary
     assert canaries.senders(3, 1.0) == torch.nonzero(canaries.included).flatten().tolist()
+
+
+def test_directions_are_the_same_whether_cached_or_drawn_again(tmp_path, monkeypatch):
+    import federated.canaries as canaries_module
+    cfg = parse_config(TINY + ["--save_path", str(tmp_path), "--audit_canaries", "4"] + CLIENT_DP)
+    cached = Canaries.for_run(cfg, [0, 1, 2])
+    first = cached.direction(2, 1000)
+    assert cached.direction(2, 1000) is first  # kept between rounds
+    monkeypatch.setattr(canaries_module, "CACHE_FLOATS", 10)  # too small: drawn each time
+    fresh = Canaries.for_run(cfg, [0, 1, 2])
+    again = fresh.direction(2, 1000)
+    assert torch.equal(again, first) and not fresh._cache
+    assert float(torch.linalg.vector_norm(first)) == pytest.approx(1.0, rel=1e-6)
