@@ -1,0 +1,1 @@
+"""Homomorphic-encryption aggregation (CKKS through TenSEAL) and the cyclic protocol."""
