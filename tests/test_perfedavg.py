@@ -1,0 +1,84 @@
+"""Per-FedAvg's local steps (Fallah, Mokhtari, Ozdaglar, NeurIPS 2020) against updates
+computed by hand on a tiny model: first-order (FO), and Hessian-free (HF), whose Hessian
+term is a finite-difference Hessian-vector product that must match autograd's."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from federated.perfedavg import PerFedAvgSettings, finite_difference_hvp, perfedavg_step
+
+
+def _quadratic(a: torch.Tensor, b: torch.Tensor):
+    """f(w; batch) = 0.5 w' A_batch w - b_batch' w: gradient A w - b, Hessian A."""
+    def grad(w: torch.Tensor, batch: int) -> torch.Tensor:
+        return a[batch] @ w - b[batch]
+    return grad
+
+
+def test_first_order_step_by_hand():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.stack([m @ m.T + torch.eye(3) for m in torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)])
+    b = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, generator=gen, dtype=torch.float64)
+    grad = _quadratic(a, b)
+    alpha, beta = 0.05, 0.1
+    temp = w - alpha * (a[0] @ w - b[0])
+    expected = w - beta * (a[1] @ temp - b[1])
+    got = perfedavg_step(w, grad, (0, 1, 2), PerFedAvgSettings("perfedavg_fo", alpha, beta))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_hessian_free_step_by_hand_and_its_hessian_term_is_non_zero():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.stack([m @ m.T + torch.eye(3) for m in torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)])
+    b = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    w = torch.randn(3, generator=gen, dtype=torch.float64)
+    grad = _quadratic(a, b)
+    alpha, beta = 0.05, 0.1
+    temp = w - alpha * (a[0] @ w - b[0])
+    g = a[1] @ temp - b[1]
+    expected = w - beta * (g - alpha * a[2] @ g)  # (I - alpha H(w; D3)) g
+    settings = PerFedAvgSettings("perfedavg_hf", alpha, beta, hf_delta=1e-3)
+    got = perfedavg_step(w, grad, (0, 1, 2), settings)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)  # exact for a quadratic
+    fo = perfedavg_step(w, grad, (0, 1, 2), PerFedAvgSettings("perfedavg_fo", alpha, beta))
+    assert float(torch.linalg.vector_norm(got - fo)) > 1e-4  # the Hessian term is there
+
+
+def test_the_finite_difference_hvp_matches_autograd_on_a_network():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2)).double()
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 2, (16,))
+    shapes = [p.shape for p in net.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def unflat(v):
+        out, i = [], 0
+        for s in shapes:
+            out.append(v[i:i + s.numel()].view(s))
+            i += s.numel()
+        return out
+
+    def loss(v):
+        names = [n for n, _ in net.named_parameters()]
+        params = dict(zip(names, unflat(v)))
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(net, params, (x,)), y)
+
+    def grad(v, batch=None):
+        v = v.detach().requires_grad_(True)
+        return torch.autograd.grad(loss(v), v)[0]
+
+    direction = torch.randn(flat.numel(), dtype=torch.float64)
+    exact = torch.autograd.functional.hvp(loss, flat, direction)[1]
+    approx = finite_difference_hvp(grad, flat, direction, batch=None, delta=1e-3)
+    assert float(torch.linalg.vector_norm(approx - exact) / torch.linalg.vector_norm(exact)) < 1e-2
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="--alpha"):
+        PerFedAvgSettings("perfedavg_fo", 0.0, 0.1)
+    with pytest.raises(ValueError, match="--hf_delta"):
+        PerFedAvgSettings("perfedavg_hf", 0.01, 0.1, hf_delta=0.0)
+    with pytest.raises(ValueError, match="three batches"):
+        perfedavg_step(torch.zeros(2), lambda w, b: w, (0, 1), PerFedAvgSettings("perfedavg_hf", 0.01, 0.1))
