@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from federated.choices import (CHEST_XRAY_FINDINGS, DATASETS, ENGINES, MEDMNIST, METRIC_NAMES, MODELS, PARTITIONS,
                                SAMPLING_MODES, SYNTHETIC, UNCERTAIN_POLICIES)
 
-LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
+LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")
+CLIENT_ALGOS = ("sgd", "perfedavg_fo", "perfedavg_hf")  # federated/perfedavg.py: PERFEDAVG_ALGOS after sgd  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
@@ -120,6 +121,10 @@ class Config:
     batch: int = 16
     lr: float = 1e-3
     local_opt: str = "adam"
+    client_algo: str = "sgd"    # sgd: the local optimizer's steps; perfedavg_*: Per-FedAvg's
+    alpha: float = 0.01         # Per-FedAvg's personalising step
+    beta: float = 0.005         # Per-FedAvg's meta step
+    hf_delta: float = 1e-3      # Per-FedAvg HF's finite-difference width
     lr_decay: float = -1.0
     sample_rate: float = 1.0
     client_sampling: str = "fixed"
@@ -239,6 +244,7 @@ class Config:
         name += "_strict" if self.strict_dp else ""
         name += self._local_dp_info()
         name += f"_{self.local_opt}" if self.local_opt != "adam" else ""
+        name += f"_{self.client_algo}_a{self.alpha}_b{self.beta}" if self.client_algo != "sgd" else ""
         name += self._label_info()
         name += f"_audit{self.audit_canaries}{self.audit_unit}" if self.audit_canaries else ""
         name += "_debug" if self.debug else ""
@@ -374,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None, help="local learning rate (default: preset)")
     g.add_argument("--local_opt", default="adam", choices=LOCAL_OPTIMIZERS,
                    help="local optimizer: adam (amsgrad, the paper's), nadam (the radiograph study's) or sgd (plain)")
+    g.add_argument("--client_algo", default="sgd", choices=CLIENT_ALGOS,
+                   help="local algorithm: sgd (the --local_opt steps) or Per-FedAvg, first-order or Hessian-free")
+    g.add_argument("--alpha", type=float, default=0.01, help="Per-FedAvg: the personalising step size")
+    g.add_argument("--beta", type=float, default=0.005, help="Per-FedAvg: the meta step size")
+    g.add_argument("--hf_delta", type=float, default=1e-3, help="Per-FedAvg HF: the finite-difference width")
     g.add_argument("--lr_decay", type=float, default=-1.0,
                    help="multiply the local lr by this every round (<= 0: off)")
     g.add_argument("-sr", "--sample_rate", type=float, default=1.0,
@@ -571,6 +582,7 @@ def validate(cfg: Config) -> None:
     _validate_local_dp(cfg)
     _validate_secure_agg(cfg)
     _validate_audit(cfg)
+    _validate_client_algo(cfg)
 
 
 def _validate_privacy(cfg: Config) -> None:
@@ -713,6 +725,18 @@ def _validate_secure_agg(cfg: Config) -> None:
     _check(not cfg.private or cfg.strict_dp,
            f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode reads "
            "every sub-client's update norm, which secure aggregation hides from the server")
+
+
+def _validate_client_algo(cfg: Config) -> None:
+    if cfg.client_algo == "sgd":
+        return
+    for flag in ("alpha", "beta", "hf_delta"):
+        _check(getattr(cfg, flag) > 0, f"--{flag} must be > 0 (got {getattr(cfg, flag)})")
+    _check(cfg.dp_level != "sample", f"--client_algo {cfg.client_algo} with --dp_level sample is not built: DP-SGD "
+                                     "would have to clip Per-FedAvg's per-sample meta-gradients; use client-level or "
+                                     "local update DP")
+    _check(cfg.engine != "batched", f"--client_algo {cfg.client_algo} runs on --engine loop (its steps take two or "
+                                    "three batches each); drop --engine batched")
 
 
 def _validate_audit(cfg: Config) -> None:

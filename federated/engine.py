@@ -217,6 +217,8 @@ def default_engine(device: torch.device, trainer: LocalTrainer, model_name: str)
     where batched can run."""
     if trainer.sample_dp is not None:
         return "loop", "auto: batched does not run --dp_level sample"
+    if trainer.perfedavg is not None:
+        return "loop", "auto: batched does not run Per-FedAvg (--client_algo)"
     if any(b.is_floating_point() for b in trainer.model.buffers()):
         return "loop", "auto: the model has running statistics"
     if device.type == "cuda":

@@ -22,6 +22,7 @@ import torch.nn as nn
 from datasets.base import Shard
 from federated.adam import LOCAL_STEPS, AdamMoments, nadam_momentum_product
 from federated.flat import FlatState
+from federated.perfedavg import PerFedAvgSettings, perfedavg_step
 from privacy.sample_dp import PerSampleLoss, SampleDPSettings
 from utils.seeding import secure_generator
 
@@ -66,7 +67,8 @@ class ShardDataset(torch.utils.data.Dataset):
 
 class LocalTrainer:
     def __init__(self, model: nn.Module, loss_fn: nn.Module, *, batch: int, epochs: int, prepare=None,
-                 sample_dp: SampleDPSettings | None = None, optimizer: str = "adam"):
+                 sample_dp: SampleDPSettings | None = None, optimizer: str = "adam",
+                 perfedavg: PerFedAvgSettings | None = None):
         self.model = model
         self.prepare = prepare  # uint8 -> float (and augmentation) for real datasets
         self.flat = FlatState(model, channels_last=sample_dp is None)
@@ -76,6 +78,7 @@ class LocalTrainer:
         self.sample_dp = sample_dp
         self.optimizer_name = optimizer
         self.local_step = LOCAL_STEPS[optimizer]  # one step of stacked rows (federated/adam.py)
+        self.perfedavg = perfedavg  # --client_algo perfedavg_*: Per-FedAvg's steps instead of the optimizer's
         if sample_dp is not None:
             self._wrap_for_dp_sgd(sample_dp)
 
@@ -115,6 +118,8 @@ class LocalTrainer:
         self.flat.set(global_params)
         if self.sample_dp is not None:
             return self._dp_sgd_update(global_params, data, state, lr, gen)
+        if self.perfedavg is not None:
+            return self._perfedavg_update(global_params, data, state, gen, in_order)
         self.model.train()
         n = len(data)
         batch = min(self.batch, n)
@@ -135,6 +140,42 @@ class LocalTrainer:
                 steps += 1
         delta = self.flat.get() - global_params
         return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1))
+
+    def _batch_gradient(self, w: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
+                        gen: torch.Generator) -> tuple[torch.Tensor, float]:
+        """The loss gradient at flat parameters `w` on one batch (and the loss)."""
+        self.flat.set(w)
+        self.flat.zero_grad()
+        if self.prepare is not None:
+            images = self.prepare(images, train=True, gen=gen)
+        loss = self.loss_fn(self.model(images), targets)
+        loss.backward()
+        return self.flat.grad.clone(), float(loss.detach())
+
+    def _perfedavg_update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments,
+                          gen: torch.Generator, in_order: bool) -> LocalResult:
+        """Per-FedAvg's local steps (federated/perfedavg.py): each step takes the next two
+        (FO) or three (HF) batches of the epoch's order, wrapping around a small shard;
+        an epoch has max(1, batches // that) steps. The optimizer state is not used."""
+        self.model.train()
+        n, batch = len(data), min(self.batch, len(data))
+        per_step = 3 if self.perfedavg.algo == "perfedavg_hf" else 2
+        w, losses, steps = global_params.clone(), [], 0
+        for _ in range(self.epochs):
+            order = epoch_order(n, in_order=in_order, gen=gen, device=data.index.device)
+            chunks = [order[i * batch:(i + 1) * batch] for i in range(max(1, n // batch))]
+            for s in range(max(1, len(chunks) // per_step)):
+                batches = {k: data.batch(chunks[(s * per_step + k) % len(chunks)]) for k in range(per_step)}
+
+                def grad(params: torch.Tensor, k: int) -> torch.Tensor:
+                    g, loss = self._batch_gradient(params, *batches[k], gen)
+                    if k == 0 and params is w:  # the training loss: at the step's start, on its first batch
+                        losses.append(loss)
+                    return g
+                w = perfedavg_step(w, grad, tuple(range(per_step)), self.perfedavg)
+                steps += 1
+        state.step += steps
+        return LocalResult(w - global_params, n, steps, sum(losses) / max(len(losses), 1))
 
     def _dp_sgd_update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, lr: float,
                        gen: torch.Generator) -> LocalResult:

@@ -13,6 +13,7 @@ from federated.canaries import Canaries
 from federated.config import AUTO_MODEL, Config, ConfigError
 from federated.engine import BatchedEngine, LoopEngine, build_engine, default_engine
 from federated.local import LocalTrainer
+from federated.perfedavg import PerFedAvgSettings
 from federated.pipeline import ReleasePipeline
 from federated.privacy_setup import (build_client_dp, build_distributed_noise, build_local_update_dp, build_sample_dp,
                                      build_secure_aggregation, declared_outputs,
@@ -108,8 +109,10 @@ def build_federation(cfg: Config) -> Federation:
     ledger = PrivacyLedger()
     sample_settings = build_sample_dp(cfg, data, model, model_name, ledger, sizes)
     local_update_dp = build_local_update_dp(cfg, data, ledger)
+    perfedavg = None if cfg.client_algo == "sgd" else \
+        PerFedAvgSettings(cfg.client_algo, cfg.alpha, cfg.beta, hf_delta=cfg.hf_delta)
     trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
-                           sample_dp=sample_settings, optimizer=cfg.local_opt)
+                           sample_dp=sample_settings, optimizer=cfg.local_opt, perfedavg=perfedavg)
     engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else \
         default_engine(device, trainer, model_name)
     engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)

@@ -82,3 +82,71 @@ def test_bad_settings_are_refused():
         PerFedAvgSettings("perfedavg_hf", 0.01, 0.1, hf_delta=0.0)
     with pytest.raises(ValueError, match="three batches"):
         perfedavg_step(torch.zeros(2), lambda w, b: w, (0, 1), PerFedAvgSettings("perfedavg_hf", 0.01, 0.1))
+
+
+def _trainer_and_shard(algo: str, n: int, batch: int):
+    from datasets.base import Shard, Split
+    from federated.local import LocalTrainer
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(n, 1, 4, 4, generator=gen), torch.randint(0, 2, (n,), generator=gen))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    settings = PerFedAvgSettings(algo, 0.05, 0.1, hf_delta=1e-3)
+    trainer = LocalTrainer(model, torch.nn.CrossEntropyLoss(), batch=batch, epochs=1, perfedavg=settings)
+    return trainer, Shard(split, torch.arange(n)), settings, model
+
+
+@pytest.mark.parametrize("algo, batches", [("perfedavg_fo", 2), ("perfedavg_hf", 3)])
+def test_the_local_trainer_takes_per_fedavg_steps(algo, batches):
+    """The client update (loop engine) on a shard of 2 steps' batches, in record order:
+    the same parameters as perfedavg_step with an autograd oracle on those batches."""
+    from federated.adam import AdamMoments
+
+    batch = 4
+    trainer, shard, settings, model = _trainer_and_shard(algo, 2 * batches * batch, batch)
+    start = trainer.flat.get().clone()
+    state = AdamMoments.zeros(1, start.numel(), dtype=start.dtype, device=start.device)
+    result = trainer.update(start, shard, state, lr=1.0, gen=torch.Generator().manual_seed(0), in_order=True)
+    assert result.num_steps == 2 and state.step.item() == 2
+
+    names = trainer.flat.names
+    x, y = shard.parent.images, shard.parent.targets
+
+    def oracle(w, k):
+        w = w.detach().requires_grad_(True)
+        rows = slice(k * batch, (k + 1) * batch)
+        params = dict(zip(names, trainer.flat.split(w)))
+        out = torch.func.functional_call(model, params, (x[rows],))
+        return torch.autograd.grad(torch.nn.functional.cross_entropy(out, y[rows]), w)[0]
+
+    w = start.clone()
+    for step in range(2):
+        w = perfedavg_step(w, lambda v, k, s=step: oracle(v, s * batches + k), tuple(range(batches)), settings)
+    torch.testing.assert_close(result.delta, w - start, rtol=1e-4, atol=1e-6)
+
+
+def test_per_fedavg_composes_with_client_level_dp(tmp_path):
+    """The same release, ledger and epsilon as the plain client update: only the delta differs."""
+    from tests.conftest import TINY
+    from tests.test_loop import _run
+
+    private = ["--mode", "dpsgd", "--noise_multiplier", "1.0", "-VN", "2"]
+    plain = _run(TINY + ["--save_path", str(tmp_path)] + private)
+    meta = _run(TINY + ["--save_path", str(tmp_path), "--client_algo", "perfedavg_hf"] + private)
+    assert meta["summary"]["privacy"]["epsilon"] == plain["summary"]["privacy"]["epsilon"]
+    assert meta["dir"] != plain["dir"] and "perfedavg_hf" in meta["dir"].name
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--client_algo", "perfedavg_fo", "--alpha", "0"], "--alpha must be > 0"),
+    (["--client_algo", "perfedavg_hf", "--hf_delta", "-1"], "--hf_delta must be > 0"),
+    (["--client_algo", "perfedavg_fo", "--dp_level", "sample", "--sample_noise", "1.0"], "is not built"),
+    (["--client_algo", "perfedavg_fo", "--engine", "batched"], "--engine loop"),
+])
+def test_bad_per_fedavg_flags_are_refused(flags, fragment, capsys):
+    from federated.config import parse_config
+    from tests.conftest import TINY
+    with pytest.raises(SystemExit):
+        parse_config(TINY + flags)
+    assert fragment in capsys.readouterr().err
