@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     timing = summary["timing"]
     print(f"test {primary} {summary['test'][primary]:.4f} (mean over hospitals, round {summary['best_round']}: "
           f"{summary['model_selection']}) | {format_metrics(summary['test'])}")
+    if "test_personal" in summary:
+        print(f"personalised test {primary} {summary['test_personal'][primary]:.4f} (each hospital's model adapted on "
+              f"its own training split, --personalize_steps) | {format_metrics(summary['test_personal'])}")
     if "sample_privacy" in summary:
         p = summary["sample_privacy"]
         print(f"sample-level DP-SGD: largest epsilon over hospitals (per patient) {_eps(p['epsilon_max'])} "

@@ -125,6 +125,7 @@ class Config:
     alpha: float = 0.01         # Per-FedAvg's personalising step
     beta: float = 0.005         # Per-FedAvg's meta step
     hf_delta: float = 1e-3      # Per-FedAvg HF's finite-difference width
+    personalize_steps: int = 0  # >0: also score each hospital's model adapted by that many steps at --alpha
     lr_decay: float = -1.0
     sample_rate: float = 1.0
     client_sampling: str = "fixed"
@@ -245,6 +246,7 @@ class Config:
         name += self._local_dp_info()
         name += f"_{self.local_opt}" if self.local_opt != "adam" else ""
         name += f"_{self.client_algo}_a{self.alpha}_b{self.beta}" if self.client_algo != "sgd" else ""
+        name += f"_personal{self.personalize_steps}" if self.personalize_steps else ""
         name += self._label_info()
         name += f"_audit{self.audit_canaries}{self.audit_unit}" if self.audit_canaries else ""
         name += "_debug" if self.debug else ""
@@ -385,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--alpha", type=float, default=0.01, help="Per-FedAvg: the personalising step size")
     g.add_argument("--beta", type=float, default=0.005, help="Per-FedAvg: the meta step size")
     g.add_argument("--hf_delta", type=float, default=1e-3, help="Per-FedAvg HF: the finite-difference width")
+    g.add_argument("--personalize_steps", type=int, default=0, metavar="K",
+                   help="also score each hospital's model after K SGD steps at --alpha on its own training split")
     g.add_argument("--lr_decay", type=float, default=-1.0,
                    help="multiply the local lr by this every round (<= 0: off)")
     g.add_argument("-sr", "--sample_rate", type=float, default=1.0,
@@ -728,6 +732,12 @@ def _validate_secure_agg(cfg: Config) -> None:
 
 
 def _validate_client_algo(cfg: Config) -> None:
+    _check(cfg.personalize_steps >= 0, f"--personalize_steps must be >= 0 (got {cfg.personalize_steps})")
+    if cfg.personalize_steps:
+        _check(not cfg.merge, "--personalize_steps scores each hospital's own model on its own splits; drop --merge")
+        _check(cfg.dp_level != "sample", "--personalize_steps with --dp_level sample is not built (the adaptation "
+                                         "would run through Opacus's per-sample hooks)")
+        _check(cfg.alpha > 0, f"--alpha must be > 0 (got {cfg.alpha})")
     if cfg.client_algo == "sgd":
         return
     for flag in ("alpha", "beta", "hf_delta"):

@@ -141,7 +141,7 @@ class LocalTrainer:
         delta = self.flat.get() - global_params
         return LocalResult(delta, n, steps, float(total_loss) / max(steps, 1))
 
-    def _batch_gradient(self, w: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
+    def batch_gradient(self, w: torch.Tensor, images: torch.Tensor, targets: torch.Tensor,
                         gen: torch.Generator) -> tuple[torch.Tensor, float]:
         """The loss gradient at flat parameters `w` on one batch (and the loss)."""
         self.flat.set(w)
@@ -168,7 +168,7 @@ class LocalTrainer:
                 batches = {k: data.batch(chunks[(s * per_step + k) % len(chunks)]) for k in range(per_step)}
 
                 def grad(params: torch.Tensor, k: int) -> torch.Tensor:
-                    g, loss = self._batch_gradient(params, *batches[k], gen)
+                    g, loss = self.batch_gradient(params, *batches[k], gen)
                     if k == 0 and params is w:  # the training loss: at the step's start, on its first batch
                         losses.append(loss)
                     return g

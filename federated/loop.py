@@ -29,6 +29,7 @@ from federated.adam import SubclientMoments
 from federated.canaries import canary_bound, planned_subclients
 from federated.engine import Job
 from federated.local import LocalResult
+from federated.personalize import personalize
 from federated.pipeline import Participants
 from federated.sampling import sample_hospitals
 from federated.setup import Federation, check_subclients
@@ -282,6 +283,14 @@ def save_model(path: Path, fed: Federation, params: torch.Tensor, round_idx: int
                    "model": fed.model.state_dict(), "metrics": metrics}, path)
 
 
+def personalized(fed: Federation, params: torch.Tensor, round_idx: int) -> list[torch.Tensor]:
+    """Each hospital's model adapted on its own training split (federated/personalize.py)."""
+    cfg = fed.cfg
+    return personalize(fed.trainer, params, [h.train for h in fed.data.hospitals], [h.key for h in fed.data.hospitals],
+                       steps=cfg.personalize_steps, alpha=cfg.alpha, batch=cfg.batch, seed=cfg.seed,
+                       round_idx=round_idx)
+
+
 def selection_metric(fed: Federation) -> str:
     return fed.cfg.select_metric or fed.task.primary_metric
 
@@ -332,12 +341,15 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
             shards = subclient_data(fed, state)
         eval_start = time.perf_counter()
         val = evaluate(fed.model, fed.trainer.flat, state.params, val_splits, task)
+        val_personal = evaluate(fed.model, fed.trainer.flat, personalized(fed, state.params, r), val_splits, task) \
+            if cfg.personalize_steps else None
         if primary not in val[MEAN]:
             raise ConfigError(f"--select_metric {primary} is not a metric of this task; choose one of "
                               f"{', '.join(val[MEAN])}")
         # --strict_dp: hospitals send nothing but the noised update, so no training losses.
         rows = [] if cfg.strict_dp else metric_rows(r, "train", train_losses)
         rows += metric_rows(r, "val", val)
+        rows += metric_rows(r, "val_personal", val_personal) if val_personal else []
         rows += privacy_rows(fed, state, r, stats)
         # --strict_dp selects the final model: choosing a round by the hospitals' unnoised
         # validation scores would be a release of its own. The val curves stay as diagnostics.
@@ -346,7 +358,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         best_val = state.best.get("val", {}).get(MEAN, {}).get(primary, math.nan)
         if cfg.strict_dp or math.isnan(best_val) or is_better(primary, val[MEAN][primary], best_val):
             # Keep the parameters; the test set is scored once, at the end, for the best round.
-            state.best = {"round": r, "val": val}
+            state.best = {"round": r, "val": val, **({"val_personal": val_personal} if val_personal else {})}
             state.best_params = state.params.clone()
             state.rounds_since_best = 0
         else:
@@ -375,6 +387,10 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
     test = evaluate(fed.model, fed.trainer.flat, state.best_params, test_splits, task)
     state.best["test"] = test
     recorder.log(metric_rows(state.best["round"], "test", test))
+    if cfg.personalize_steps:  # the selected round's model, adapted as its validation scores were
+        personal = personalized(fed, state.best_params, state.best["round"])
+        state.best["test_personal"] = evaluate(fed.model, fed.trainer.flat, personal, test_splits, task)
+        recorder.log(metric_rows(state.best["round"], "test_personal", state.best["test_personal"]))
     fairness = evaluate_fairness(fed.model, fed.trainer.flat, state.best_params, val_splits, test_splits, task,
                                  fed.data.attribute_groups, fed.data.label_names, resamples=cfg.bootstrap,
                                  seed=cfg.seed)
@@ -414,6 +430,10 @@ def build_summary(fed: Federation, state: RunState, stopped_early: bool, stopped
         "val": best["val"][MEAN], "test": best["test"][MEAN],
         "val_per_hospital": {k: v for k, v in best["val"].items() if k != MEAN},
         "test_per_hospital": {k: v for k, v in best["test"].items() if k != MEAN},
+        **({"val_personal": best["val_personal"][MEAN], "test_personal": best["test_personal"][MEAN],
+            "val_personal_per_hospital": {k: v for k, v in best["val_personal"].items() if k != MEAN},
+            "test_personal_per_hospital": {k: v for k, v in best["test_personal"].items() if k != MEAN}}
+           if "test_personal" in best else {}),
         "subclients_per_hospital": state.subclient_counts, "timing": timing,
         "subclient_sizes": [[len(i) for i in per_h] for per_h in state.subclient_indices],
         **({"fairness": best["fairness"]} if "fairness" in best else {}),

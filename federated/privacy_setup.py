@@ -247,6 +247,10 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     out.append(Output("test scores", nc, "per-hospital test scores of the final model, and fairness metrics "
                       "(thresholds chosen on the pooled validation set, bootstrap intervals)",
                       (("test", "*"), ("test_fairness", "*"), ("test_fairness_low", "*"), ("test_fairness_high", "*"))))
+    if cfg.personalize_steps:
+        out.append(Output("personalised scores", nc, "each hospital's model adapted on its own training split "
+                          "(--personalize_steps), scored on its validation split every round and on test once; the "
+                          "adapted models stay at the hospitals", (("val_personal", "*"), ("test_personal", "*"))))
     out.append(Output("hospital sizes", nc, "records per hospital and sub-client counts (printed and in the summary)"))
     out.append(Output("divergence stop", nc, "the run stops when a sub-client's loss or update is not finite; "
                       "the stop and its message name the hospital and round"))
