@@ -9,18 +9,18 @@ from typing import Callable
 
 import torch
 
-from datasets import (chest_xray, folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_cxr,
-                      synthetic_ich, synthetic_prostate)
+from datasets import (chest_xray, folder, medmnist, prostate, rsna_ich, synthetic_blood, synthetic_chest,
+                      synthetic_cxr, synthetic_ich, synthetic_prostate)
 from datasets.base import FederatedData
 from datasets.synthetic import SyntheticSizes, paper_site_sizes
 
 
-def _synthetic(build):
+def _synthetic(build, *, shifted: bool = False):
     def from_config(cfg, gen: torch.Generator) -> FederatedData:
         per_site = tuple(paper_site_sizes(cfg.data, cfg.clients)) if cfg.scale == "paper" else None
         sizes = SyntheticSizes(hospitals=cfg.clients, train=cfg.train_size, val=cfg.val_size,
                                test=cfg.test_size, img_size=cfg.img_size, size_skew=cfg.size_skew, per_site=per_site)
-        return build(sizes, gen)
+        return build(sizes, gen, site_shift=cfg.site_shift) if shifted else build(sizes, gen)
     return from_config
 
 
@@ -29,13 +29,16 @@ DATASETS: dict[str, Callable[..., FederatedData]] = {
     "synthetic-prostate": _synthetic(synthetic_prostate.build),
     "synthetic-blood": _synthetic(synthetic_blood.build),
     "synthetic-cxr": _synthetic(synthetic_cxr.build),
+    "synthetic-chestct": _synthetic(synthetic_chest.build_chestct, shifted=True),
+    "synthetic-covidseg": _synthetic(synthetic_chest.build_covidseg, shifted=True),
     "RSNA-ICH": rsna_ich.build,
     "prostate": prostate.build,
     "chest-xray": chest_xray.build,
     "folder": folder.build,
     **{name: medmnist.build for name in medmnist.NUM_CLASSES},
 }
-SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr")
+SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr", "synthetic-chestct",
+             "synthetic-covidseg")
 
 
 def build_federated_data(cfg, gen: torch.Generator) -> FederatedData:

@@ -24,15 +24,19 @@ class ScannerProfile:
     bias_angle: float
 
     @staticmethod
-    def sample(gen: torch.Generator, *, noise: tuple[float, float]) -> "ScannerProfile":
+    def sample(gen: torch.Generator, *, noise: tuple[float, float], shift: float = 1.0) -> "ScannerProfile":
+        """`shift` scales each acquisition difference's distance from an ideal scanner
+        (scale 1, offset 0, gamma 1, no blur, no bias field): 0 makes every site's scanner
+        the same, 1 is the default range. The draws are the same whatever `shift` is."""
         draw = lambda lo, hi: float(uniform(1, lo, hi, gen))  # noqa: E731
+        toward = lambda ideal, value: ideal + shift * (value - ideal)  # noqa: E731
         return ScannerProfile(
-            scale=draw(0.8, 1.2),
-            offset=draw(-0.1, 0.1),
-            gamma=draw(0.8, 1.25),
+            scale=toward(1.0, draw(0.8, 1.2)),
+            offset=toward(0.0, draw(-0.1, 0.1)),
+            gamma=toward(1.0, draw(0.8, 1.25)),
             noise_std=draw(*noise),
-            blur_sigma=draw(0.0, 1.0),
-            bias_amplitude=draw(0.0, 0.25),
+            blur_sigma=toward(0.0, draw(0.0, 1.0)),
+            bias_amplitude=toward(0.0, draw(0.0, 0.25)),
             bias_angle=draw(0.0, 6.2832),
         )
 

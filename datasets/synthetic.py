@@ -79,11 +79,12 @@ def build_synthetic(
     draw_slices: DrawSlices,
     noise_range: tuple[float, float],
     site_names: list[str] | None = None,
+    scanner_shift: float = 1.0,
 ) -> FederatedData:
     train_sizes = hospital_train_sizes(sizes, gen)
     hospitals = []
     for h in range(sizes.hospitals):
-        profile = ScannerProfile.sample(gen, noise=noise_range)
+        profile = ScannerProfile.sample(gen, noise=noise_range, shift=scanner_shift)
         site = draw_site(gen)
 
         def split(n: int) -> Split:

@@ -1,7 +1,9 @@
 """The names the flags accept, kept free of torch so that a mistyped flag is rejected before
 torch and MONAI load (seconds). tests/test_flags.py checks them against the registries in
 datasets/ and nets/, which stay the source of truth."""
-SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr")
+SYNTHETIC = ("synthetic-ich", "synthetic-prostate", "synthetic-blood", "synthetic-cxr", "synthetic-chestct",
+             "synthetic-covidseg")
+SHIFTED = ("synthetic-chestct", "synthetic-covidseg")  # --site_shift dials their heterogeneity
 MEDMNIST = ("bloodmnist", "pathmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
             "organamnist", "organcmnist", "organsmnist", "tissuemnist")
 DATASETS = SYNTHETIC + ("RSNA-ICH", "prostate", "chest-xray", "folder") + MEDMNIST

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from federated.choices import (CHEST_XRAY_FINDINGS, DATASETS, ENGINES, MEDMNIST, METRIC_NAMES, MODELS, PARTITIONS,
-                               SAMPLING_MODES, SYNTHETIC, UNCERTAIN_POLICIES)
+                               SAMPLING_MODES, SHIFTED, SYNTHETIC, UNCERTAIN_POLICIES)
 
 LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")
 CLIENT_ALGOS = ("sgd", "perfedavg_fo", "perfedavg_hf")  # federated/perfedavg.py: PERFEDAVG_ALGOS after sgd  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
@@ -47,6 +47,11 @@ PRESETS: dict[str, dict] = {
     # sized so that DP-SGD at epsilon 10 trains (experiments/cxr_fairness): 5 epochs, batch 128
     "synthetic-cxr": dict(clients=1, model="resnet9_small", img_size=32, train_size=6000, val_size=1000,
                           test_size=2000, batch=128, lr=1e-3, rounds=5),
+    # the PPPML-HMI tasks: 5 hospitals (the system's 2-5)
+    "synthetic-chestct": dict(clients=5, model="cnn", img_size=32, train_size=60, val_size=20, test_size=20,
+                              batch=16, lr=1e-3, rounds=20),
+    "synthetic-covidseg": dict(clients=5, model="unet_small", img_size=32, train_size=60, val_size=20,
+                               test_size=20, batch=8, lr=1e-3, rounds=20),
 }
 # Real data: the paper's settings (RSNA-ICH, prostate), MedMNIST-sized ones otherwise.
 _REAL = dict(train_size=0, val_size=0, test_size=0)
@@ -100,6 +105,7 @@ class Config:
     val_size: int = 20
     test_size: int = 20
     size_skew: float = 0.0
+    site_shift: float = 1.0     # synthetic-chestct/-covidseg: scanner and population shift between sites
     data_root: str | None = None
     image_dir: str | None = None
     split_dir: str | None = None
@@ -247,6 +253,7 @@ class Config:
         name += f"_{self.local_opt}" if self.local_opt != "adam" else ""
         name += f"_{self.client_algo}_a{self.alpha}_b{self.beta}" if self.client_algo != "sgd" else ""
         name += f"_personal{self.personalize_steps}" if self.personalize_steps else ""
+        name += f"_shift{self.site_shift}" if self.site_shift != 1.0 else ""
         name += self._label_info()
         name += f"_audit{self.audit_canaries}{self.audit_unit}" if self.audit_canaries else ""
         name += "_debug" if self.debug else ""
@@ -347,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test_size", type=int, default=None, help="test images per hospital (default: preset)")
     g.add_argument("--size_skew", type=float, default=0.0,
                    help="log-normal spread of hospital training-set sizes (0 = equal sizes)")
+    g.add_argument("--site_shift", type=float, default=1.0,
+                   help="synthetic-chestct/-covidseg: how much sites differ (scanner and population); 0 = IID")
     g.add_argument("--data_root", default=None,
                    help="real data: prostate PNG root, folder of MedMNIST .npz files, or --data folder's root")
     g.add_argument("--image_dir", default=None,
@@ -571,6 +580,9 @@ def validate(cfg: Config) -> None:
                f"--val_size and --test_size must be >= 2 (got {cfg.val_size}, {cfg.test_size})")
     _check(cfg.dirichlet_alpha > 0, f"--dirichlet_alpha must be > 0 (got {cfg.dirichlet_alpha})")
     _check(cfg.size_skew >= 0, f"--size_skew must be >= 0 (got {cfg.size_skew})")
+    _check(cfg.site_shift >= 0, f"--site_shift must be >= 0 (got {cfg.site_shift})")
+    _check(cfg.site_shift == 1.0 or cfg.data in SHIFTED,
+           f"--site_shift applies to {', '.join(SHIFTED)}, not --data {cfg.data}; drop it")
     _check(cfg.patience >= 1, f"--patience must be >= 1 (got {cfg.patience})")
     _check(cfg.adam_lr > 0, f"--adam_lr must be > 0 (got {cfg.adam_lr})")
     _check(cfg.rmsprop_lr > 0, f"--rmsprop_lr must be > 0 (got {cfg.rmsprop_lr})")
