@@ -71,3 +71,10 @@ def test_the_mask_is_float64_and_hides_the_initiator_s_update_from_its_successor
 def test_fewer_than_three_hospitals_are_refused(keys):
     with pytest.raises(CyclicAbort, match="needs at least 3 hospitals.*2 would let the initiator"):
         cyclic_sum([np.zeros(10), np.zeros(10)], keys, round_idx=0, rng=np.random.default_rng(0))
+
+
+def test_the_cost_benchmark_measures_and_projects(capsys):
+    from benchmarks import he
+    assert he.main(["--models", "lenet", "--hospitals", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| lenet | 9,074 | 3 |" in out and "| densenet121 (projected) | 6,872,258 | 1678 |" in out
