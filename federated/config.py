@@ -23,7 +23,7 @@ PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
 MODES = PUBLIC_MODES + PRIVATE_MODES
 DP_LEVELS = ("none", "sample", "update_local")
-SECURE_AGGREGATION = ("none", "secagg+")
+SECURE_AGGREGATION = ("none", "secagg+", "ckks", "cyclic")
 AUDIT_UNITS = ("subclient", "hospital")
 NOISE_AT = ("server", "clients")
 SECAGG_STAGES = ("advertise", "share", "mask", "unmask")  # privacy.secagg.protocol.STAGES (a test keeps them equal)
@@ -696,10 +696,23 @@ def parse_drops(text: str) -> dict[str, tuple[int, ...]]:
 
 
 def _validate_secure_agg(cfg: Config) -> None:
-    flags = [f for f in ("secagg_neighbours", "secagg_threshold", "dropout_rate", "secagg_drops")
+    flags = [f for f in ("secagg_neighbours", "secagg_threshold", "dropout_rate", "secagg_drops", "secagg_bits")
              if getattr(cfg, f) != getattr(Config, f)]
-    _check(cfg.secure_agg != "none" or not flags, f"--{flags[0] if flags else ''} needs --secure_agg secagg+")
-    _check(cfg.noise_at == "server" or (cfg.secure_agg != "none" and cfg.private and cfg.strict_dp),
+    _check(cfg.secure_agg == "secagg+" or not flags, f"--{flags[0] if flags else ''} needs --secure_agg secagg+")
+    if cfg.secure_agg in ("ckks", "cyclic"):
+        _check(cfg.noise_at == "server", f"--noise_at clients needs --secure_agg secagg+ (got {cfg.secure_agg})")
+        _check(not cfg.private or cfg.strict_dp,
+               f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode "
+               "reads every sub-client's update norm, which encryption hides from the server")
+        inputs = cfg.clients * cfg.virtual_clients + cfg.audit_subclients
+        _check(cfg.secure_agg != "cyclic" or inputs >= 3,
+               f"--secure_agg cyclic needs at least 3 inputs a round (got -N {cfg.clients} x -VN "
+               f"{cfg.virtual_clients}): with 2 the initiator reads the other's update as the sum minus its own; "
+               "use --secure_agg ckks")
+        _check(cfg.sample_rate == 1 or cfg.secure_agg != "cyclic",
+               "--secure_agg cyclic runs its ring over every input; a sampled round could hold fewer than 3: use -sr 1")
+        return
+    _check(cfg.noise_at == "server" or (cfg.secure_agg == "secagg+" and cfg.private and cfg.strict_dp),
            "--noise_at clients needs --secure_agg secagg+ and client-level DP with --strict_dp (a private --mode): "
            "the shares add up to the noise only inside the secure sum")
     if cfg.noise_at == "clients":

@@ -35,6 +35,7 @@ from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_me
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
 from federated.secure_release import SecureRelease
+from privacy.he.aggregate import CyclicAbort, EncryptedAggregation
 from privacy.secagg.aggregate import SIDES, RingRound, SecureAggregation
 from privacy.secagg.distributed import DistributedNoise
 from privacy.secagg.protocol import SecAggAbort
@@ -175,6 +176,25 @@ class ServerHalf:
         stats = {f"secagg_{name}": value for name, value in self.secure.rounds[-1].items()}
         return secure.total.to(torch.float32).to(device), secure.sides, stats
 
+    @staticmethod
+    def combine_encrypted(encrypted: EncryptedAggregation, messages: list[Message], weights: torch.Tensor, numel: int,
+                          device: torch.device, round_idx: int, *, private: bool) -> tuple[torch.Tensor, dict]:
+        """--secure_agg ckks|cyclic: each input is the weighted update with, under
+        client-level DP, its side values appended; the hospitals decrypt the sum. Returns the
+        weighted sum and the summed side values."""
+        if not messages:
+            return torch.zeros(numel, device=device), {"clipped_norm": torch.zeros(1), "within_bound": torch.zeros(1)}
+        inputs = []
+        for m, w in zip(messages, weights.tolist()):
+            sides = [float(m.shares["clipped_norm"]), float(m.shares["within_bound"])] if private else []
+            inputs.append(np.concatenate([w * m.payload.double().cpu().numpy(), np.array(sides)]))
+        try:
+            total = encrypted.combine(inputs, round_idx).total
+        except CyclicAbort as err:
+            raise AggregationAborted(f"round {round_idx}: {err}") from None
+        sides = {"clipped_norm": total[numel:numel + 1].float(), "within_bound": total[numel + 1:].float()}
+        return total[:numel].to(torch.float32).to(device), sides
+
     def finalize(self, total: torch.Tensor, sides: dict[str, torch.Tensor], norms: torch.Tensor, bound: float | None,
                  plan: RoundPlan | None) -> tuple[torch.Tensor, dict]:
         """The released update and the round's statistics. `sides`: the messages' side
@@ -196,8 +216,9 @@ def _stack(values: list) -> torch.Tensor:
 class ReleasePipeline:
     def __init__(self, cfg: Config, server: FedAvgServer, client_dp: ClientLevelDP | None,
                  local_dp: LocalUpdateDP | None, secure: SecureAggregation | None = None,
-                 noise: DistributedNoise | None = None, numel: int = 0):
+                 noise: DistributedNoise | None = None, numel: int = 0, encrypted: EncryptedAggregation | None = None):
         self.cfg, self.server, self.client_dp, self.local_dp, self.secure = cfg, server, client_dp, local_dp, secure
+        self.encrypted = encrypted  # --secure_agg ckks|cyclic
         self.noise = noise  # --noise_at clients: the shares' sizes
         self.secure_release = SecureRelease(cfg, client_dp, secure, noise, numel) if secure else None
         self.client = ClientHalf(server, client_dp, local_dp, secure)
@@ -245,7 +266,7 @@ class ReleasePipeline:
         # client side: each sub-client prepares its own row
         prepared = [self.client.prepare(row, self._client_round(rnd, k, part)) for k, row in enumerate(deltas)]
         strict = self.client_dp is not None and self.client_dp.strict
-        norms = [] if strict or self.secure else \
+        norms = [] if strict or self.secure or self.encrypted else \
             [self._sent(self.client.norm_message(p, part.members[k], self._client_round(rnd, k, part)))
              for k, p in enumerate(prepared)]
         # server side: the clip bound it announces, from what it has received
@@ -264,6 +285,12 @@ class ReleasePipeline:
                 secagg_stats.update(self.secure_release.quantisation_error(total, prepared, weights, bound, messages))
             sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
             norms_seen = sides["clipped_norm"]
+        elif self.encrypted is not None:
+            total, sides = self.server_half.combine_encrypted(self.encrypted, messages, weights, params.numel(),
+                                                              params.device, round_idx,
+                                                              private=self.client_dp is not None)
+            sides = sides if self.client_dp is not None else {}
+            norms_seen, secagg_stats = _stack(norms), {}
         else:
             total = self.server_half.combine(messages, weights, params.numel(), params.device)
             sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \

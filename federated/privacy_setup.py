@@ -15,6 +15,7 @@ from privacy.ledger import PrivacyLedger
 from privacy.local_update_dp import LocalUpdateDP, local_noise_multiplier
 from privacy.report import Output
 from privacy.sample_dp import SampleDPSettings, open_sample_accounts, sample_noise_multiplier
+from privacy.he.aggregate import ENCRYPTED, EncryptedAggregation
 from privacy.secagg.aggregate import SecAggSettings, SecureAggregation
 from privacy.secagg.distributed import DistributedNoise
 
@@ -127,11 +128,16 @@ def build_local_update_dp(cfg: Config, data: FederatedData, ledger: PrivacyLedge
 
 def build_secure_aggregation(cfg: Config) -> SecureAggregation | None:
     """--secure_agg secagg+: the encode and combine of SecAgg+ (privacy/secagg/)."""
-    if cfg.secure_agg == "none":
+    if cfg.secure_agg != "secagg+":
         return None
     settings = SecAggSettings(cfg.secagg_neighbours, cfg.secagg_threshold, cfg.secagg_bits, cfg.dropout_rate,
                               parse_drops(cfg.secagg_drops))
     return SecureAggregation(settings, seed=cfg.seed)
+
+
+def build_encrypted_aggregation(cfg: Config) -> EncryptedAggregation | None:
+    """--secure_agg ckks|cyclic: CKKS through TenSEAL, the hospitals holding the key (privacy/he/)."""
+    return EncryptedAggregation(cfg.secure_agg) if cfg.secure_agg in ENCRYPTED else None
 
 
 def build_distributed_noise(cfg: Config, client_dp: ClientLevelDP | None) -> DistributedNoise | None:
@@ -145,6 +151,13 @@ def threat_model(cfg: Config) -> str:
     """Whom the run's guarantees trust, in words, for the report."""
     if cfg.secure_agg == "none":
         who = "the server sees every sub-client's message"
+    elif cfg.secure_agg == "ckks":
+        who = ("the server sees CKKS ciphertexts and holds no secret key; the hospitals decrypt the sum (a hospital "
+               "holding the key could decrypt a message it relayed, which it never sees here)")
+    elif cfg.secure_agg == "cyclic":
+        who = ("the server relays CKKS ciphertexts around a ring of the inputs; the next input could decrypt the "
+               "running sum plus the initiator's float64 mask (statistical hiding), and two colluding neighbours of "
+               "an input learn its update")
     else:
         who = ("the server sees masked ring vectors and the unmasked sum of the surviving inputs only (SecAgg+: "
                "honest-but-curious, fewer than --secagg_threshold colluding share holders)")
@@ -152,6 +165,10 @@ def threat_model(cfg: Config) -> str:
         return (f"{who}; it adds no noise: each sub-client adds a Skellam share before masking (distributed DP). "
                 "The server sees which inputs take part, so each unit is protected as replaced (its participation is "
                 "public), by the shares of the other inputs that reached the sum")
+    if cfg.private and cfg.secure_agg in ENCRYPTED:
+        return (f"{who}; the client-level noise is added to the decrypted sum before it is released, as the server "
+                "would add its encrypted noise to the encrypted sum (the same Gaussian; central DP, with the server "
+                "trusted to add it)")
     if cfg.private:
         return f"{who}; it is trusted to add the client-level noise to the sum (central DP)"
     if cfg.dp_level == "update_local":
@@ -222,13 +239,17 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
         out.append(Output("round statistics", nc, "v, update norms and the aggregate norm",
                           (("privacy", "v"), ("privacy", "norm_sum"), ("privacy", "aggregate_norm"),
                            ("privacy", "split_factor"))))
-    if cfg.secure_agg != "none":
+    if cfg.secure_agg in ENCRYPTED:
+        out.append(Output("encrypted aggregation", pp, f"--secure_agg {cfg.secure_agg}: each sub-client's clipped, "
+                          "weighted update and its side values are encrypted with CKKS (TenSEAL; N 8192, scale 2^40, "
+                          "about 3e-8 absolute error); the server adds ciphertexts; the hospitals decrypt the sum"))
+    if cfg.secure_agg == "secagg+":
         out.append(Output("secure aggregation", pp, "SecAgg+: each sub-client's clipped, weighted update and its side "
                           "values are quantised into Z_2^" + str(cfg.secagg_bits) + " and masked; the server unmasks "
                           "only the sum; its inputs, bytes and protocol time per round are public",
                           (("privacy", "secagg_inputs"), ("privacy", "secagg_included"),
                            ("privacy", "secagg_bytes_*"), ("privacy", "secagg_*_s"), ("privacy", "noise_survived"))))
-    if cfg.secure_agg != "none" and cfg.noise_at == "server":  # with the noise in the sum it would be the noise
+    if cfg.secure_agg == "secagg+" and cfg.noise_at == "server":  # with the noise in the sum it would be the noise
         out.append(Output("quantisation error", nc, "a simulation diagnostic a deployment cannot compute: the decoded "
                           "sum's distance from the exact weighted sum, relative to its norm",
                           (("privacy", "secagg_quantisation_error"),)))

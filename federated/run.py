@@ -150,6 +150,8 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
         summary["local_privacy"] = fed.local_update_dp.report()
     if fed.pipeline.secure is not None:
         summary["secure_aggregation"] = {**fed.pipeline.secure.summary(), "noise_at": cfg.noise_at}
+    if fed.pipeline.encrypted is not None:
+        summary["encrypted_aggregation"] = fed.pipeline.encrypted.summary()
     summary["wall_s"] = summary["timing"]["wall_s"]  # all processes of the run, resumes included
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

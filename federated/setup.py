@@ -15,7 +15,8 @@ from federated.engine import BatchedEngine, LoopEngine, build_engine, default_en
 from federated.local import LocalTrainer
 from federated.perfedavg import PerFedAvgSettings
 from federated.pipeline import ReleasePipeline
-from federated.privacy_setup import (build_client_dp, build_distributed_noise, build_local_update_dp, build_sample_dp,
+from federated.privacy_setup import (build_client_dp, build_distributed_noise, build_encrypted_aggregation,
+                                     build_local_update_dp, build_sample_dp,
                                      build_secure_aggregation, declared_outputs,
                                      planned_shapes)
 from federated.server import build_server
@@ -125,7 +126,8 @@ def build_federation(cfg: Config) -> Federation:
                               f"--noise_multiplier {cfg.noise_multiplier}; raise --epsilon or the noise")
     server = build_server(cfg.mode, adam_lr=cfg.adam_lr, rmsprop_lr=cfg.rmsprop_lr, dp2_interval=cfg.dp2_interval)
     pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp, build_secure_aggregation(cfg),
-                               build_distributed_noise(cfg, client_dp), trainer.flat.vector.numel())
+                               build_distributed_noise(cfg, client_dp), trainer.flat.vector.numel(),
+                               build_encrypted_aggregation(cfg))
     return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
                       ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap,
                       Canaries.for_run(cfg, [h.key for h in data.hospitals]))
