@@ -17,7 +17,7 @@ from federated.choices import (CHEST_XRAY_FINDINGS, DATASETS, ENGINES, MEDMNIST,
                                SAMPLING_MODES, SHIFTED, SYNTHETIC, UNCERTAIN_POLICIES)
 
 LOCAL_OPTIMIZERS = ("adam", "nadam", "sgd")
-CLIENT_ALGOS = ("sgd", "perfedavg_fo", "perfedavg_hf")  # federated/perfedavg.py: PERFEDAVG_ALGOS after sgd  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
+CLIENT_ALGOS = ("sgd", "perfedavg_fo", "perfedavg_hf", "pppml")  # federated/perfedavg.py: PERFEDAVG_ALGOS after sgd  # federated.adam.LOCAL_OPTIMIZERS (tests keep them equal)
 # Non-private server optimizers and their client-level DP versions (the paper's names).
 PUBLIC_MODES = ("fedavg", "fedadam", "fednova", "fed2rmsprop")
 PRIVATE_MODES = ("dpsgd", "dpadam", "dpnova", "dp2rmsprop")
@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--local_opt", default="adam", choices=LOCAL_OPTIMIZERS,
                    help="local optimizer: adam (amsgrad, the paper's), nadam (the radiograph study's) or sgd (plain)")
     g.add_argument("--client_algo", default="sgd", choices=CLIENT_ALGOS,
-                   help="local algorithm: sgd (the --local_opt steps) or Per-FedAvg, first-order or Hessian-free")
+                   help="local algorithm: sgd (the --local_opt steps); Per-FedAvg, first-order or Hessian-free; or "
+                        "pppml, the published PPPML-HMI code's alternating steps (not Per-FedAvg)")
     g.add_argument("--alpha", type=float, default=0.01, help="Per-FedAvg: the personalising step size")
     g.add_argument("--beta", type=float, default=0.005, help="Per-FedAvg: the meta step size")
     g.add_argument("--hf_delta", type=float, default=1e-3, help="Per-FedAvg HF: the finite-difference width")

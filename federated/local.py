@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from datasets.base import Shard
+from federated.adam import EPS as ADAM_EPS
 from federated.adam import LOCAL_STEPS, AdamMoments, nadam_momentum_product
 from federated.flat import FlatState
 from federated.perfedavg import PerFedAvgSettings, perfedavg_step
@@ -118,6 +119,8 @@ class LocalTrainer:
         self.flat.set(global_params)
         if self.sample_dp is not None:
             return self._dp_sgd_update(global_params, data, state, lr, gen)
+        if self.perfedavg is not None and self.perfedavg.algo == "pppml":
+            return self._pppml_update(global_params, data, state, lr, gen, in_order)
         if self.perfedavg is not None:
             return self._perfedavg_update(global_params, data, state, gen, in_order)
         self.model.train()
@@ -176,6 +179,37 @@ class LocalTrainer:
                 steps += 1
         state.step += steps
         return LocalResult(w - global_params, n, steps, sum(losses) / max(len(losses), 1))
+
+    def _pppml_update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, lr: float,
+                      gen: torch.Generator, in_order: bool) -> LocalResult:
+        """The published PPPML-HMI code's "Per-FedAvg", reproduced (--client_algo pppml): it
+        snapshots the parameters at every batch, so its "restore before the meta step"
+        restores the point it is at, and what runs is alternating steps. Even batches: a
+        step of the client's optimizer (--local_opt at --lr, its state kept); odd batches:
+        a fresh Adam's first step at --beta from the gradient there, beta g / (|g| + eps)
+        per coordinate. Not Per-FedAvg: no gradient is taken at a personalised point."""
+        self.model.train()
+        n, batch = len(data), min(self.batch, len(data))
+        params, grads = self.flat.vector[None], self.flat.grad[None]
+        self.flat.set(global_params)
+        total_loss, steps = 0.0, 0
+        for _ in range(self.epochs):
+            order = epoch_order(n, in_order=in_order, gen=gen, device=data.index.device)
+            for i in range(steps_per_epoch(n, self.batch, keep_last=in_order)):
+                self.flat.zero_grad()
+                images, targets = data.batch(order[i * batch:(i + 1) * batch])
+                if self.prepare is not None:
+                    images = self.prepare(images, train=True, gen=gen)
+                loss = self.loss_fn(self.model(images), targets)
+                loss.backward()
+                if i % 2 == 0:
+                    self.local_step(params, grads, state, lr)
+                else:
+                    with torch.no_grad():
+                        params.sub_(self.perfedavg.beta * grads / (grads.abs() + ADAM_EPS))
+                total_loss += loss.detach()
+                steps += 1
+        return LocalResult(self.flat.get() - global_params, n, steps, float(total_loss) / max(steps, 1))
 
     def _dp_sgd_update(self, global_params: torch.Tensor, data: Shard, state: AdamMoments, lr: float,
                        gen: torch.Generator) -> LocalResult:

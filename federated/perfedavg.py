@@ -19,7 +19,7 @@ from typing import Callable, Hashable
 
 import torch
 
-PERFEDAVG_ALGOS = ("perfedavg_fo", "perfedavg_hf")
+PERFEDAVG_ALGOS = ("perfedavg_fo", "perfedavg_hf", "pppml")  # pppml: the published code's steps (federated/local.py)
 
 GradFn = Callable[[torch.Tensor, Hashable], torch.Tensor]  # (flat params, batch) -> flat gradient
 

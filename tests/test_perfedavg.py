@@ -3,6 +3,8 @@ computed by hand on a tiny model: first-order (FO), and Hessian-free (HF), whose
 term is a finite-difference Hessian-vector product that must match autograd's."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -150,3 +152,41 @@ def test_bad_per_fedavg_flags_are_refused(flags, fragment, capsys):
     with pytest.raises(SystemExit):
         parse_config(TINY + flags)
     assert fragment in capsys.readouterr().err
+
+
+def test_pppml_reproduces_the_published_alternating_steps():
+    """The published code, replayed with torch's optimizers on a copy of the model: each
+    batch snapshots the parameters; even batches step the client's Adam (amsgrad, the
+    repository's); odd batches take the gradient, "restore" the snapshot (the same point)
+    and step a fresh Adam at beta. The client update must end where it ends."""
+    from federated.adam import AdamMoments
+
+    batch = 4
+    trainer, shard, _, model = _trainer_and_shard("perfedavg_fo", 4 * batch, batch)
+    trainer.perfedavg = PerFedAvgSettings("pppml", 0.05, 0.02)
+    reference = copy.deepcopy(model)
+    start = trainer.flat.get().clone()
+    state = AdamMoments.zeros(1, start.numel(), dtype=start.dtype, device=start.device)
+    result = trainer.update(start, shard, state, lr=0.01, gen=torch.Generator().manual_seed(0), in_order=True)
+    assert result.num_steps == 4
+
+    x, y = shard.parent.images, shard.parent.targets
+    client_opt = torch.optim.Adam(reference.parameters(), lr=0.01, amsgrad=True)
+    for i in range(4):
+        snapshot = [p.detach().clone() for p in reference.parameters()]
+        loss = torch.nn.functional.cross_entropy(reference(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch])
+        if i % 2 == 0:
+            client_opt.zero_grad()
+            loss.backward()
+            client_opt.step()
+        else:
+            fresh = torch.optim.Adam(reference.parameters(), lr=0.02)
+            fresh.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                for p, s in zip(reference.parameters(), snapshot):
+                    p.copy_(s)
+            fresh.step()
+    moved = torch.cat([p.detach().reshape(-1) for p in reference.parameters()])
+    original = torch.cat([p.detach().reshape(-1) for p in copy.deepcopy(_trainer_and_shard("perfedavg_fo", 4, 4)[3]).parameters()])
+    torch.testing.assert_close(result.delta, moved - original, rtol=1e-4, atol=1e-6)
