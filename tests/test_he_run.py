@@ -12,17 +12,9 @@ from federated.messages import UPDATE
 from federated.setup import build_federation
 from tests.conftest import TINY
 from tests.test_loop import _run
+from tests.test_secagg_run import _final_params
 
 PRIVATE = ["--mode", "dpsgd", "--strict_dp", "--noise_multiplier", "1.0", "-VN", "2"]
-
-
-def _final_params(args):
-    fed = build_federation(parse_config(args))
-    state = loop.initial_state(fed)
-    shards = loop.subclient_data(fed, state)
-    for r in range(3):
-        loop.run_round(fed, state, shards, r)
-    return state.params, fed
 
 
 @pytest.mark.parametrize("kind", ["ckks", "cyclic"])

@@ -18,12 +18,17 @@ def _quadratic(a: torch.Tensor, b: torch.Tensor):
     return grad
 
 
-def test_first_order_step_by_hand():
-    gen = torch.Generator().manual_seed(0)
+def _problem(seed: int):
+    """Three batches' quadratics (A positive definite), a starting point and their gradients."""
+    gen = torch.Generator().manual_seed(seed)
     a = torch.stack([m @ m.T + torch.eye(3) for m in torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)])
     b = torch.randn(3, 3, generator=gen, dtype=torch.float64)
     w = torch.randn(3, generator=gen, dtype=torch.float64)
-    grad = _quadratic(a, b)
+    return a, b, w, _quadratic(a, b)
+
+
+def test_first_order_step_by_hand():
+    a, b, w, grad = _problem(0)
     alpha, beta = 0.05, 0.1
     temp = w - alpha * (a[0] @ w - b[0])
     expected = w - beta * (a[1] @ temp - b[1])
@@ -32,11 +37,7 @@ def test_first_order_step_by_hand():
 
 
 def test_hessian_free_step_by_hand_and_its_hessian_term_is_non_zero():
-    gen = torch.Generator().manual_seed(1)
-    a = torch.stack([m @ m.T + torch.eye(3) for m in torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)])
-    b = torch.randn(3, 3, generator=gen, dtype=torch.float64)
-    w = torch.randn(3, generator=gen, dtype=torch.float64)
-    grad = _quadratic(a, b)
+    a, b, w, grad = _problem(1)
     alpha, beta = 0.05, 0.1
     temp = w - alpha * (a[0] @ w - b[0])
     g = a[1] @ temp - b[1]
