@@ -184,7 +184,7 @@ class Config:
     secagg_bits: int = 32
     dropout_rate: float = 0.0
     secagg_drops: str = ""      # "stage:i,j;stage:k": inputs that drop at a stage, every round
-    noise_at: str = "server"    # clients: each sub-client adds a Skellam share (distributed DP)
+    noise_at: str = "server"    # clients: each sub-client adds a noise share (Skellam or Gaussian; distributed DP)
     # empirical privacy audit (federated/canaries.py; read by python -m attacks.audit)
     audit_canaries: int = 0
     audit_unit: str = "subclient"
@@ -487,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout_rate", type=float, default=0.0, metavar="P", help="drop chance per input and round")
     g.add_argument("--secagg_drops", default="", metavar="SPEC", help="fixed drop-outs, e.g. 'mask:0,3;unmask:5'")
     g.add_argument("--noise_at", default="server", choices=NOISE_AT,
-                   help="clients: each input adds a Skellam share; the server adds none")
+                   help="clients: each input adds a share (Skellam in the secagg+ ring, Gaussian before ckks/cyclic "
+                        "encryption); the server adds none")
 
     g = p.add_argument_group("empirical privacy audit (read the result with: python -m attacks.audit RUN_DIR)")
     g.add_argument("--audit_canaries", type=int, default=0, metavar="K",
@@ -701,7 +702,10 @@ def _validate_secure_agg(cfg: Config) -> None:
              if getattr(cfg, f) != getattr(Config, f)]
     _check(cfg.secure_agg == "secagg+" or not flags, f"--{flags[0] if flags else ''} needs --secure_agg secagg+")
     if cfg.secure_agg in ("ckks", "cyclic"):
-        _check(cfg.noise_at == "server", f"--noise_at clients needs --secure_agg secagg+ (got {cfg.secure_agg})")
+        _validate_noise_at_clients(cfg)
+        _check(cfg.noise_at == "server" or cfg.sample_rate == 1,
+               f"--noise_at clients with --secure_agg {cfg.secure_agg} needs -sr 1: the shares are sized for every "
+               "input in every sum, and a sampled round would release less noise than planned")
         _check(not cfg.private or cfg.strict_dp,
                f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode "
                "reads every sub-client's update norm, which encryption hides from the server")
@@ -713,20 +717,12 @@ def _validate_secure_agg(cfg: Config) -> None:
         _check(cfg.sample_rate == 1 or cfg.secure_agg != "cyclic",
                "--secure_agg cyclic runs its ring over every input; a sampled round could hold fewer than 3: use -sr 1")
         return
-    _check(cfg.noise_at == "server" or (cfg.secure_agg == "secagg+" and cfg.private and cfg.strict_dp),
-           "--noise_at clients needs --secure_agg secagg+ and client-level DP with --strict_dp (a private --mode): "
-           "the shares add up to the noise only inside the secure sum")
+    _validate_noise_at_clients(cfg)
     if cfg.noise_at == "clients":
-        _check(cfg.noise_multiplier is not None,
-               "--noise_at clients takes --noise_multiplier z (the equivalent central noise); calibrating z for "
-               "--epsilon is not built for it yet. Run it with z and read its epsilon, or use --noise_at server")
         _check(cfg.accountant == "rdp", f"--noise_at clients is accounted by RDP (the Skellam bound); PLD and PRV have "
                                         f"no analysis of it: use --accountant rdp (got {cfg.accountant})")
-        for flag, why in (("adaclip", "the adaptive clip's count would need its own share of noise; use a fixed --S"),
-                          ("balance_split", "its re-allocation across hospitals is not analysed for the shares"),
-                          ("weighted_avg", "the shares are sized for equal weights"),
-                          ("secure_rng", "the shares come from the seeded generators for now")):
-            _check(not getattr(cfg, flag), f"--noise_at clients with --{flag} is not served: {why}")
+        _check(not cfg.secure_rng, "--noise_at clients with --secure_rng is not served: the Skellam shares come from "
+                                   "the seeded generators for now")
     if cfg.secure_agg == "none":
         return
     # the sub-clients that send in a round of every hospital, and the audit's canaries
@@ -755,6 +751,22 @@ def _validate_secure_agg(cfg: Config) -> None:
     _check(not cfg.private or cfg.strict_dp,
            f"--secure_agg {cfg.secure_agg} with --mode {cfg.mode} needs --strict_dp: the paper's faithful mode reads "
            "every sub-client's update norm, which secure aggregation hides from the server")
+
+
+def _validate_noise_at_clients(cfg: Config) -> None:
+    """What the noise shares of --noise_at clients need, under SecAgg+ or encryption."""
+    _check(cfg.noise_at == "server" or (cfg.secure_agg != "none" and cfg.private and cfg.strict_dp),
+           "--noise_at clients needs --secure_agg (secagg+, ckks or cyclic) and client-level DP with --strict_dp (a "
+           "private --mode): the shares add up to the noise only inside the secure sum")
+    if cfg.noise_at != "clients":
+        return
+    _check(cfg.noise_multiplier is not None,
+           "--noise_at clients takes --noise_multiplier z (the equivalent central noise); calibrating z for "
+           "--epsilon is not built for it yet. Run it with z and read its epsilon, or use --noise_at server")
+    for flag, why in (("adaclip", "the adaptive clip's count would need its own share of noise; use a fixed --S"),
+                      ("balance_split", "its re-allocation across hospitals is not analysed for the shares"),
+                      ("weighted_avg", "the shares are sized for equal weights")):
+        _check(not getattr(cfg, flag), f"--noise_at clients with --{flag} is not served: {why}")
 
 
 def _validate_client_algo(cfg: Config) -> None:

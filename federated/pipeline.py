@@ -6,12 +6,15 @@ facts, and returns the messages it sends:
     precondition (server optimizer: FedNova, DP2-RMSProp) -> local noise (--dp_level
     update_local: its own clip and noise) -> [its norm, outside --strict_dp and secure
     aggregation] -> clip (client-level DP; under --secure_agg also the ring's bound --S)
-    -> encode (plain, or under --secure_agg weighted, with its side values, into the ring).
+    -> encode (plain; under --secure_agg secagg+ weighted, with its side values, into the
+    ring; under ckks|cyclic weighted, with its side values, as the float64 input that is
+    encrypted, its Gaussian share added first with --noise_at clients).
 `ServerHalf` sees only messages:
     clip bound (from values already released, or the paper's median of the norm messages)
     -> combine (the one weighted sum of the update messages; under --secure_agg SecAgg+
-    over the ring inputs, privacy/secagg/) -> finalize (central noise, fixed
-    denominators, privacy/client_dp.py) -> server step.
+    over the ring inputs, privacy/secagg/, or the sum of ciphertexts the hospitals decrypt,
+    privacy/he/) -> finalize (central noise, fixed denominators, privacy/client_dp.py; with
+    --noise_at clients the shares are the noise) -> server step.
 
 Every message passes the read-only hooks in `ReleasePipeline.hooks` on its way out
 (federated/messages.py): what they see is what leaves the clients. The simulation calls
@@ -34,8 +37,10 @@ from federated.server import FedAvgServer, ServerRound
 from privacy.client_dp import ClientLevelDP, DeclaredRound, RoundPlan, client_message
 from privacy.local_update_dp import LocalUpdateDP
 from privacy.mechanism import update_norms, weighted_sum
+from federated.encrypted_release import SharesRelease, ShareRound
 from federated.secure_release import SecureRelease
 from privacy.he.aggregate import CyclicAbort, EncryptedAggregation
+from privacy.he.shares import GaussianShares, gaussian_share
 from privacy.secagg.aggregate import SIDES, RingRound, SecureAggregation
 from privacy.secagg.distributed import DistributedNoise
 from privacy.secagg.protocol import SecAggAbort
@@ -91,8 +96,9 @@ class ClientHalf:
     sub-client can read nothing of another's update."""
 
     def __init__(self, server: FedAvgServer, client_dp: ClientLevelDP | None, local_dp: LocalUpdateDP | None,
-                 secure: SecureAggregation | None = None):
+                 secure: SecureAggregation | None = None, *, encrypted: bool = False, secure_rng: bool = False):
         self.server, self.client_dp, self.local_dp, self.secure = server, client_dp, local_dp, secure
+        self.encrypted, self.secure_rng = encrypted, secure_rng
 
     def prepare(self, row: torch.Tensor, rnd: ClientRound) -> torch.Tensor:
         """precondition -> local update DP: the update as it will be clipped and sent."""
@@ -107,12 +113,15 @@ class ClientHalf:
         return Message(NORM, sender, rnd.index, update_norms(prepared[None])[0])
 
     def send(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound, bound: float | None,
-             ring: RingRound | None = None) -> Message:
+             ring: RingRound | None = None, shares: ShareRound | None = None) -> Message:
         """clip (client-level DP, to the bound the server announced) -> encode; with the
-        round's `ring`, the secure aggregation input."""
+        round's `ring`, the secure aggregation input; under encryption, the input to encrypt
+        (with the round's `shares`, its Gaussian share added)."""
         _one_row(prepared)
         if ring is not None:
             return self._secure_input(prepared, sender, rnd, bound, ring)
+        if self.encrypted:
+            return self._encrypted_input(prepared, sender, rnd, bound, shares)
         if self.client_dp is None:
             return Message(UPDATE, sender, rnd.index, self.encode(prepared))
         share = client_message(prepared, bound)
@@ -136,6 +145,27 @@ class ClientHalf:
             (float(share.clipped_norm) * ring.side_scale, 0.0)
         encoded = self.secure.encode(ring, share.update * weight, sides, rnd.noise_gen)
         return Message(UPDATE, sender, rnd.index, torch.from_numpy(encoded.view(np.int64)))
+
+
+    def _encrypted_input(self, prepared: torch.Tensor, sender: tuple[int, int], rnd: ClientRound,
+                         bound: float | None, shares: ShareRound | None) -> Message:
+        """weight (-> clip to `bound`, append the side values: clipped norm and within-bound
+        bit, or with `shares` the norm times w a and 0 -> clip again in float64 to the norm
+        the charge assumes -> add the share). The message is the float64 vector that is
+        encrypted; the server receives its ciphertexts only (privacy/he/aggregate.py)."""
+        weight = float(rnd.server.weights[0])
+        if self.client_dp is None:
+            return Message(UPDATE, sender, rnd.index, weight * prepared.detach().double().cpu())
+        share = client_message(prepared, bound)
+        sides = [float(share.clipped_norm), float(share.within_bound)] if shares is None else \
+            [float(share.clipped_norm) * shares.side_scale, 0.0]
+        vector = torch.cat([weight * share.update.detach().double().cpu(), torch.tensor(sides, dtype=torch.float64)])
+        if shares is not None:
+            norm = float(torch.linalg.vector_norm(vector))
+            if norm > shares.input_norm:  # a float32 clip can end a little above C
+                vector = vector * (shares.input_norm / norm)
+            vector = vector + gaussian_share(vector.numel(), shares.std, rnd.noise_gen, secure=self.secure_rng)
+        return Message(UPDATE, sender, rnd.index, vector)
 
 
 def _one_row(row: torch.Tensor) -> None:
@@ -177,19 +207,15 @@ class ServerHalf:
         return secure.total.to(torch.float32).to(device), secure.sides, stats
 
     @staticmethod
-    def combine_encrypted(encrypted: EncryptedAggregation, messages: list[Message], weights: torch.Tensor, numel: int,
-                          device: torch.device, round_idx: int, *, private: bool) -> tuple[torch.Tensor, dict]:
-        """--secure_agg ckks|cyclic: each input is the weighted update with, under
-        client-level DP, its side values appended; the hospitals decrypt the sum. Returns the
-        weighted sum and the summed side values."""
+    def combine_encrypted(encrypted: EncryptedAggregation, messages: list[Message], numel: int,
+                          device: torch.device, round_idx: int) -> tuple[torch.Tensor, dict]:
+        """--secure_agg ckks|cyclic: each input (the weighted update with, under client-level
+        DP, its side values appended) is encrypted, the server adds the ciphertexts and the
+        hospitals decrypt the sum. Returns the weighted sum and the summed side values."""
         if not messages:
             return torch.zeros(numel, device=device), {"clipped_norm": torch.zeros(1), "within_bound": torch.zeros(1)}
-        inputs = []
-        for m, w in zip(messages, weights.tolist()):
-            sides = [float(m.shares["clipped_norm"]), float(m.shares["within_bound"])] if private else []
-            inputs.append(np.concatenate([w * m.payload.double().cpu().numpy(), np.array(sides)]))
         try:
-            total = encrypted.combine(inputs, round_idx).total
+            total = encrypted.combine([m.payload.numpy() for m in messages], round_idx).total
         except CyclicAbort as err:
             raise AggregationAborted(f"round {round_idx}: {err}") from None
         sides = {"clipped_norm": total[numel:numel + 1].float(), "within_bound": total[numel + 1:].float()}
@@ -221,7 +247,10 @@ class ReleasePipeline:
         self.encrypted = encrypted  # --secure_agg ckks|cyclic
         self.noise = noise  # --noise_at clients: the shares' sizes
         self.secure_release = SecureRelease(cfg, client_dp, secure, noise, numel) if secure else None
-        self.client = ClientHalf(server, client_dp, local_dp, secure)
+        self.shares_release = SharesRelease(cfg, client_dp, GaussianShares(noise)) \
+            if encrypted is not None and noise is not None else None
+        self.client = ClientHalf(server, client_dp, local_dp, secure, encrypted=encrypted is not None,
+                                 secure_rng=cfg.secure_rng)
         self.server_half = ServerHalf(server, client_dp, secure)
         self.hooks: list[MessageHook] = []  # each sees every message sent (read-only)
 
@@ -231,6 +260,8 @@ class ReleasePipeline:
         DP. With the noise at the clients, the worst case the protocol lets through."""
         if self.client_dp is None:
             return None
+        if self.shares_release is not None:
+            return self.shares_release.declare(counts)
         return self.client_dp.declare(counts) if self.noise is None else self.secure_release.worst_case(counts)
 
     def within_budget(self, declared: DeclaredRound | None) -> bool:
@@ -276,8 +307,10 @@ class ReleasePipeline:
             if self.client_dp is not None else None
         ring = self.secure_release.ring_round(round_idx, weights, bound, max_weight, plan and plan.expected_participants,
                                               part.planned_subclients) if self.secure else None
-        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring))
-                    for k, p in enumerate(prepared)]
+        shares = self.shares_release.share_round(bound, max_weight, plan.expected_participants) \
+            if self.shares_release is not None else None
+        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring,
+                                                shares)) for k, p in enumerate(prepared)]
         if self.secure:
             total, summed, secagg_stats = self.server_half.combine_secure(messages, ring.code, round_idx,
                                                                           params.numel(), params.device)
@@ -286,9 +319,8 @@ class ReleasePipeline:
             sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
             norms_seen = sides["clipped_norm"]
         elif self.encrypted is not None:
-            total, sides = self.server_half.combine_encrypted(self.encrypted, messages, weights, params.numel(),
-                                                              params.device, round_idx,
-                                                              private=self.client_dp is not None)
+            total, sides = self.server_half.combine_encrypted(self.encrypted, messages, params.numel(),
+                                                              params.device, round_idx)
             sides = sides if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
         else:
@@ -296,7 +328,10 @@ class ReleasePipeline:
             sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \
                 if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
-        if self.noise is not None:
+        if self.shares_release is not None:
+            update, stats = self.shares_release.release(total, sides, shares, bound, plan, len(messages),
+                                                        [len(sizes) for sizes in part.all_sizes])
+        elif self.noise is not None:
             update, stats = self.secure_release.distributed_release(total, sides, ring, bound, plan, part)
         else:
             update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)

@@ -161,6 +161,12 @@ def threat_model(cfg: Config) -> str:
     else:
         who = ("the server sees masked ring vectors and the unmasked sum of the surviving inputs only (SecAgg+: "
                "honest-but-curious, fewer than --secagg_threshold colluding share holders)")
+    if cfg.private and cfg.noise_at == "clients" and cfg.secure_agg in ENCRYPTED:
+        return (f"{who}; nobody adds noise after: each sub-client adds a Gaussian share before it is encrypted, the "
+                "shares of the expected inputs adding up to the central release's noise, so no party decrypts a sum "
+                "without noise. The hospitals that decrypt know their own shares and the server sees which inputs "
+                "take part, so each unit is protected as replaced (its participation is public) by the other "
+                "inputs' shares")
     if cfg.private and cfg.noise_at == "clients":
         return (f"{who}; it adds no noise: each sub-client adds a Skellam share before masking (distributed DP). "
                 "The server sees which inputs take part, so each unit is protected as replaced (its participation is "
@@ -184,8 +190,12 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     nc, pp, cov = "not covered", "post-processing", "covered"
     out = []
     if private:
-        noise = ("each sub-client adds a Skellam share in the ring (--noise_at clients); the shares that reach the sum "
-                 "are charged") if cfg.noise_at == "clients" else "the server adds Gaussian noise to the sum"
+        noise = "the server adds Gaussian noise to the sum"
+        if cfg.noise_at == "clients":
+            noise = ("each sub-client adds a Gaussian share before encrypting it (--noise_at clients); each unit is "
+                     "charged with the other inputs' shares") if cfg.secure_agg in ENCRYPTED else \
+                ("each sub-client adds a Skellam share in the ring (--noise_at clients); the shares that reach the "
+                 "sum are charged")
         out.append(Output("model updates", cov, "each sub-client's whole update (every floating tensor, "
                           f"normalisation buffers included) is clipped and {noise}"))
         out.append(Output("epsilon per round", pp, "read from the ledger", (("privacy", "epsilon_*"),)))
@@ -242,7 +252,8 @@ def declared_outputs(cfg: Config, *, cap: int | None = None) -> list[Output]:
     if cfg.secure_agg in ENCRYPTED:
         out.append(Output("encrypted aggregation", pp, f"--secure_agg {cfg.secure_agg}: each sub-client's clipped, "
                           "weighted update and its side values are encrypted with CKKS (TenSEAL; N 8192, scale 2^40, "
-                          "about 3e-8 absolute error); the server adds ciphertexts; the hospitals decrypt the sum"))
+                          "about 3e-8 absolute error); the server adds ciphertexts; the hospitals decrypt the sum",
+                          (("privacy", "noise_survived"),)))
     if cfg.secure_agg == "secagg+":
         out.append(Output("secure aggregation", pp, "SecAgg+: each sub-client's clipped, weighted update and its side "
                           "values are quantised into Z_2^" + str(cfg.secagg_bits) + " and masked; the server unmasks "

@@ -151,7 +151,7 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     if fed.pipeline.secure is not None:
         summary["secure_aggregation"] = {**fed.pipeline.secure.summary(), "noise_at": cfg.noise_at}
     if fed.pipeline.encrypted is not None:
-        summary["encrypted_aggregation"] = fed.pipeline.encrypted.summary()
+        summary["encrypted_aggregation"] = {**fed.pipeline.encrypted.summary(), "noise_at": cfg.noise_at}
     summary["wall_s"] = summary["timing"]["wall_s"]  # all processes of the run, resumes included
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)

@@ -123,7 +123,7 @@ def test_bounded_mode_plans_for_the_threshold_s_shares_only(tiny_args):
 
 @pytest.mark.parametrize("flags, message", [
     (["--mode", "dpsgd", "--strict_dp", "--noise_multiplier", "1", "--noise_at", "clients"],
-     "--noise_at clients needs --secure_agg secagg+"),
+     "--noise_at clients needs --secure_agg (secagg+, ckks or cyclic)"),
     (DISTRIBUTED[:3] + ["--epsilon", "5"] + DISTRIBUTED[5:], "--noise_at clients takes --noise_multiplier z"),
     (DISTRIBUTED + ["--accountant", "pld"], "--noise_at clients is accounted by RDP"),
     (DISTRIBUTED + ["--adaclip"], "--noise_at clients with --adaclip is not served"),
