@@ -107,16 +107,41 @@ def _cell(value: str) -> str:
     return "-" if parsed is None else str(parsed)
 
 
+def optional_columns(summaries: list[dict], primary: str) -> list[tuple[str, tuple | None]]:
+    """Columns shown only when some run has them: the personalised score (--personalize_steps),
+    and the encrypted aggregation's bytes and seconds per round with the run's seconds per round."""
+    def some(path):
+        return any(_get(s, path) is not None for s in summaries)
+    columns = []
+    if some(("test_personal", primary)):
+        columns.append((f"personalised test {primary}", ("test_personal", primary)))
+    if some(("encrypted_aggregation", "mean_bytes_sent")):
+        columns += [("encrypted MB sent per input", ("encrypted_aggregation", "mean_bytes_sent")),
+                    ("encryption s/round", ("encrypted_aggregation", "mean_seconds")),
+                    ("run s/round", None)]
+    return columns
+
+
+def _optional_value(summary: dict, path: tuple | None) -> float | None:
+    if path is None:
+        rounds = summary.get("rounds_run")
+        return summary["wall_s"] / rounds if rounds and "wall_s" in summary else None
+    value = _get(summary, path)
+    return value / 1e6 if value is not None and path[-1] == "mean_bytes_sent" else value
+
+
 def results_table(varying: list[str], groups: dict) -> str:
     first = next(iter(groups.values()))[0][1]
     metrics = sorted(first["test"], key=lambda m: m != first["primary_metric"])
     eps_cols = [(name, path) for name, path in EPSILONS
                 if any(_get(s, path) is not None for runs in groups.values() for _, s in runs)]
-    header = [*varying, "seeds", *[f"test {m}" for m in metrics], *[n for n, _ in eps_cols]]
+    extra = optional_columns([s for runs in groups.values() for _, s in runs], first["primary_metric"])
+    header = [*varying, "seeds", *[f"test {m}" for m in metrics], *[n for n, _ in extra], *[n for n, _ in eps_cols]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, runs in groups.items():
         cells = [_cell(v) for v in key] + [str(len(runs))]
         cells += [_pm([s["test"].get(m) for _, s in runs]) for m in metrics]
+        cells += [_pm([_optional_value(s, path) for _, s in runs]) for _, path in extra]
         cells += [_pm([_get(s, path) for _, s in runs]) for _, path in eps_cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -156,6 +181,9 @@ def sweep_report(paths: list[str], out: str | None) -> str:
             row |= {k: config[k] for k in sorted(DP_FLAGS) if k in config}
             row |= {"seed": config["seed"], "epsilon_spent": spent_epsilon(summary)}
             row |= {f"test_{k}": v for k, v in summary["test"].items()}
+            row |= {f"test_personal_{k}": v for k, v in summary.get("test_personal", {}).items()}
+            row |= {f"encrypted_{k}": v for k, v in summary.get("encrypted_aggregation", {}).items()}
+            row |= {"wall_s": summary.get("wall_s")}
             for k, m in fairness_report.metrics(summary).items():
                 row |= {f"fairness_{k}": m["value"], f"fairness_{k}_low": m["low"], f"fairness_{k}_high": m["high"]}
             rows.append(row)
