@@ -174,3 +174,21 @@ def test_interrupting_a_sweep_prints_one_line_and_its_runs_resume(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, input=lines, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(list(tmp_path.rglob("summary.json"))) == 3
+
+
+def test_quick_pppml_sweep_reports_global_personalised_and_encryption_costs(tmp_path):
+    _quick("run_pppml_exp.sh", tmp_path, SEEDS="0")
+    for data, metric in (("synthetic-chestct", "auc"), ("synthetic-covidseg", "dice")):
+        summaries = [io.read_json(p) for p in (tmp_path / data).rglob("summary.json")]
+        assert len(summaries) == 16  # 4 client algorithms x 3 aggregations + 2 x 2 site shifts
+        assert all(metric in s["test_personal"] for s in summaries)
+        rows = list(csv.DictReader(open(tmp_path / f"{data}.csv")))
+        by = {(r["client_algo"], r["secure_agg"], r["site_shift"]): r for r in rows}
+        assert len(by) == 16
+        for algo in ("sgd", "perfedavg_fo", "perfedavg_hf", "pppml"):
+            plain = float(by[(algo, "none", "2.0")][f"test_{metric}"])
+            for kind in ("ckks", "cyclic"):  # the encrypted sum trains the plain model, to CKKS's precision
+                assert float(by[(algo, kind, "2.0")][f"test_{metric}"]) == pytest.approx(plain, abs=0.02)
+                assert float(by[(algo, kind, "2.0")]["encrypted_mean_bytes_sent"]) > 0
+        table = (tmp_path / f"{data}.md").read_text()
+        assert f"personalised test {metric}" in table and "encrypted MB sent per input" in table
