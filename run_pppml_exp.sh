@@ -13,7 +13,7 @@
 # (--beta 0.1 on chestct, 0.3 on covidseg); `pppml`'s odd steps are a fresh Adam's first
 # step at --beta, about beta times the gradient's sign, so it keeps the small 0.005.
 #
-#   JOBS=2 bash run_pppml_exp.sh      # the sweep, the tables and the run records
+#   JOBS=2 bash run_pppml_exp.sh      # the sweep, the tables (SAVE/<task>.md, SAVE/gap.md), the records
 #   QUICK=1 bash run_pppml_exp.sh     # the whole grid at tiny sizes (a smoke test)
 #
 # Environment [default]: GPU [0]; JOBS [1]; SAVE [experiments/pppml]; ROUNDS [20 chestct,
@@ -59,4 +59,6 @@ for data in synthetic-chestct synthetic-covidseg; do
   done
   sweep_and_report "$data" "$data" tools.sweep_report || status=$?
 done
+# the headline: personalised against conventional FL, paired by seed, per site shift
+"$PY" -m tools.personal_gap "$SAVE/records" --out "$SAVE/gap"
 exit $status

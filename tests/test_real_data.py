@@ -501,3 +501,25 @@ def test_prostate_splits_sharing_slices_are_warned_of(tmp_path, prostate_root, c
     prostate.read_site(prostate_root, spec_path)
     assert f"warning: {spec_path}: 'training' and 'testing' share {len(spec['training'])} slice(s)" in \
         capsys.readouterr().err
+
+
+def test_the_pppml_tasks_run_on_their_public_layouts(tmp_path):
+    """The chest-CT classification task in COVID-CT's layout (CT_COVID/ and CT_NonCOVID/ per
+    site) and lung-infection masks exported as PNG slices (images/ and masks/ per site), run
+    as PPPML-HMI runs them: Per-FedAvg, personalised scores, CKKS-encrypted sums, 3 sites."""
+    ct = tmp_path / "covid_ct"
+    seg = tmp_path / "covid_seg"
+    for site in ("hospitalA", "hospitalB", "hospitalC"):
+        for c in ("CT_COVID", "CT_NonCOVID"):
+            for i in range(4):
+                _png(ct / site / c / f"{c}_{i}.png")
+        for i in range(6):
+            _png(seg / site / "images" / f"slice_{i}.png")
+            _png(seg / site / "masks" / f"slice_{i}.png", mode="L", value=255 * (i % 2))
+    pppml = ["--client_algo", "perfedavg_fo", "--personalize_steps", "1", "--secure_agg", "ckks", "-N", "3"]
+    out = _run(["--data", "folder", "--data_root", str(ct), "--save_path", str(tmp_path / "r")] + pppml + QUICK)
+    assert set(out["summary"]["test_personal"]) == {"acc", "auc", "sen", "spe", "f1"}
+    assert out["summary"]["encrypted_aggregation"]["rounds"] == 2
+    out = _run(["--data", "folder", "--data_root", str(seg), "--model", "unet_small", "--save_path",
+                str(tmp_path / "s")] + pppml + QUICK)
+    assert set(out["summary"]["test_personal"]) == {"dice", "iou", "hd95", "dice_hard"}

@@ -106,3 +106,16 @@ def test_the_committed_blood_table_is_rebuilt_from_the_committed_records(tmp_pat
     root = Path(__file__).resolve().parents[1] / "experiments" / "blood" / "results"
     assert sweep_report([str(root / "records" / "synthetic-blood")], out=str(tmp_path / "blood")) == \
         (root / "blood.md").read_text()
+
+
+def test_the_committed_pppml_tables_are_rebuilt_from_the_committed_records(tmp_path):
+    """experiments/pppml/results/: both tasks' tables and the headline gap table come from
+    the records alone."""
+    from pathlib import Path
+    from tools.personal_gap import personal_gap
+    from tools.sweep_report import sweep_report
+    root = Path(__file__).resolve().parents[1] / "experiments" / "pppml" / "results"
+    for data in ("synthetic-chestct", "synthetic-covidseg"):
+        assert sweep_report([str(root / "records" / data)], out=str(tmp_path / data)) == \
+            (root / f"{data}.md").read_text()
+    assert personal_gap([str(root / "records")], out=str(tmp_path / "gap")) == (root / "gap.md").read_text()

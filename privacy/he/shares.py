@@ -58,7 +58,7 @@ class GaussianShares:
         """Each unit's charge for a sum of `inputs` shares; `unit_inputs`: how many inputs each unit owns."""
         out = {}
         for unit, n in unit_inputs.items():
-            others = inputs - n
-            std = self.share_std(clip, weight, expected) * math.sqrt(max(others, 0))
+            others = inputs - n  # >= 0: a unit's inputs are in the sum
+            std = self.share_std(clip, weight, expected) * math.sqrt(others)
             out[unit] = dp_accounting.GaussianDpEvent(std / (2 * n * self.input_norm(clip, weight)))
         return out
