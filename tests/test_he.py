@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from privacy.he.ckks import CKKS_PRECISION, CkksParams, HospitalKeys, add_encrypted, encrypt
-from privacy.he.cyclic import CyclicAbort, cyclic_sum, initiator
+from privacy.he.cyclic import MASK_BOUND, CyclicAbort, cyclic_sum, initiator
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,10 @@ def test_the_mask_is_float64_and_hides_the_initiator_s_update_from_its_successor
     # update plus the mask, uncorrelated with the update
     seen = keys.decrypt(result.hops[0][1], 5000)
     assert abs(np.corrcoef(seen, updates[0])[0, 1]) < 0.05
+    # the mask: uniform on [-M, M] per coordinate (mean 0, std M / sqrt(3))
+    mask = seen - updates[0]
+    assert abs(mask.mean()) < 0.05 * MASK_BOUND and mask.std() == pytest.approx(MASK_BOUND / np.sqrt(3), rel=0.05)
+    assert -MASK_BOUND <= mask.min() < -0.99 * MASK_BOUND and 0.99 * MASK_BOUND < mask.max() <= MASK_BOUND
     # and the server only relayed ciphertexts
     assert all(updates[i].astype(np.float32).tobytes()[:64] not in b"".join(blob)
                for i in range(3) for _, blob in result.hops)
