@@ -107,6 +107,20 @@ def test_bounded_mode_declares_what_the_round_charges(tiny_args):
     assert fed.ledger.accounts["client/hospital"].events[-1] == declared.events["hospital"]
 
 
+def test_canaries_count_in_the_expected_inputs_and_the_shares_that_arrive(tiny_args):
+    """With an audit's 4 canaries the shares are sized for 10 expected inputs; the charge
+    declared beforehand counts the 6 hospital inputs, and the round states the share of
+    the noise that arrived (the canaries whose secret bit is in)."""
+    fed = build_federation(parse_config(tiny_args + SHARED + ["--secure_agg", "ckks", "--audit_canaries", "4"]))
+    declared = fed.pipeline.declare([2, 2, 2])
+    side = math.sqrt(1 + (Z / SIGMA_S) ** 2)
+    assert declared.events["subclient"].noise_multiplier == pytest.approx(Z * math.sqrt(5 / 10) / (2 * side), rel=1e-12)
+    state = loop.initial_state(fed)
+    _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    inputs = fed.pipeline.encrypted.rounds[-1]["inputs"]
+    assert 6 < inputs < 10 and stats["noise_survived"] == pytest.approx(inputs / 10, rel=1e-12)
+
+
 @pytest.mark.parametrize("removed", [0, 2])
 def test_a_hospital_removed_moves_the_decrypted_sum_by_its_own_inputs_only(tiny_args, removed, monkeypatch):
     """The real neighbouring pair, with the shares switched off: the decrypted sums differ
@@ -136,6 +150,10 @@ def test_every_input_is_within_the_norm_its_charge_assumes(tiny_args, monkeypatc
     bound = GaussianShares(DistributedNoise(Z, SIGMA_S)).input_norm(0.01, float(torch.tensor(1 / 6)))
     norms = [float(torch.linalg.vector_norm(x)) for x in sent.values()]
     assert all(n <= bound * (1 + 1e-12) for n in norms) and min(norms) > bound * (1 - 1e-4)  # all clipped
+    numel, w = fed.trainer.flat.vector.numel(), 1 / 6
+    for x in sent.values():  # the weighted clipped update, and its norm times w z / sigma_s
+        assert float(torch.linalg.vector_norm(x[:numel])) == pytest.approx(w * 0.01, rel=1e-4)
+        assert float(x[numel]) == pytest.approx(w * Z / SIGMA_S * 0.01, rel=1e-4) and float(x[numel + 1]) == 0
 
 
 def test_the_released_norm_sum_is_the_inputs_clipped_norms(tiny_args, monkeypatch):
