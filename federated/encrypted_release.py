@@ -35,22 +35,20 @@ class SharesRelease:
         return ShareRound(self.shares.share_std(bound, max_weight, expected),
                           max_weight * self.shares.noise.side_scale, self.shares.input_norm(bound, max_weight))
 
-    def _events(self, inputs: int, counts: list[int], bound: float, weight: float, expected: float) -> dict:
-        return self.shares.events(clip=bound, weight=weight, expected=expected, inputs=inputs,
-                                  unit_inputs=self.client_dp.unit_inputs(counts))
+    def _events(self, inputs: int, counts: list[int], expected: float) -> dict:
+        return self.shares.events(expected=expected, inputs=inputs, unit_inputs=self.client_dp.unit_inputs(counts))
 
     def declare(self, counts: list[int]) -> DeclaredRound:
         """The round's charge (`counts`: each hospital's sub-clients), as planned: every input in the sum."""
         expected = self.cfg.sample_rate * (self.cfg.clients * max(counts) + self.cfg.audit_subclients)
-        events = self._events(sum(counts), counts, self.client_dp.clip_policy.bound, 1.0 / expected, expected)
-        return DeclaredRound((), {}, events)
+        return DeclaredRound((), {}, self._events(sum(counts), counts, expected))
 
     def release(self, total: torch.Tensor, sides: dict, rnd: ShareRound, bound: float, plan: RoundPlan,
                 inputs: int, counts: list[int]) -> tuple[torch.Tensor, dict]:
         """The decrypted sum of `inputs` inputs holds their shares: charge each unit with the
         others' and release the sum."""
         expected = plan.expected_participants
-        events = self._events(inputs, counts, bound, plan.max_weight, expected) if inputs else {}
+        events = self._events(inputs, counts, expected) if inputs else {}
         self.client_dp.charge(DeclaredRound((), {}, events))
         std = self.shares.noise.central_std(bound, plan.max_weight) * math.sqrt(inputs / expected)
         norm_sum = float(sides["clipped_norm"].sum()) / rnd.side_scale

@@ -48,14 +48,13 @@ def test_each_share_is_the_central_noise_divided_among_the_expected_inputs():
 def test_a_unit_is_charged_as_replaced_by_the_shares_of_the_others():
     noise = DistributedNoise(Z, SIGMA_S)
     shares = GaussianShares(noise)
-    events = shares.events(clip=1.0, weight=1 / 6, expected=6, inputs=6,
-                           unit_inputs={"subclient": 1, "hospital": 2, "paper split": 3})
+    events = shares.events(expected=6, inputs=6, unit_inputs={"subclient": 1, "hospital": 2, "paper split": 3})
     side = math.sqrt(1 + (Z / SIGMA_S) ** 2)
     # std of the others' noise over the distance of a replaced unit's n inputs
     assert events["subclient"].noise_multiplier == pytest.approx(Z * math.sqrt(5 / 6) / (2 * 1 * side), rel=1e-12)
     assert events["hospital"].noise_multiplier == pytest.approx(Z * math.sqrt(4 / 6) / (2 * 2 * side), rel=1e-12)
     assert events["paper split"].noise_multiplier == pytest.approx(Z * math.sqrt(3 / 6) / (2 * 3 * side), rel=1e-12)
-    alone = shares.events(clip=1.0, weight=1.0, expected=1, inputs=1, unit_inputs={"subclient": 1})
+    alone = shares.events(expected=1, inputs=1, unit_inputs={"subclient": 1})
     assert alone["subclient"] == dp_accounting.GaussianDpEvent(0.0)  # its own share protects nobody from it
 
 
@@ -119,6 +118,7 @@ def test_canaries_count_in_the_expected_inputs_and_the_shares_that_arrive(tiny_a
     _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
     inputs = fed.pipeline.encrypted.rounds[-1]["inputs"]
     assert 6 < inputs < 10 and stats["noise_survived"] == pytest.approx(inputs / 10, rel=1e-12)
+    assert stats["noise_std"] == pytest.approx(Z * fed.cfg.S / 10 * math.sqrt(inputs / 10), rel=1e-6)
 
 
 @pytest.mark.parametrize("removed", [0, 2])

@@ -53,12 +53,13 @@ class GaussianShares:
         """One input's share."""
         return gaussian_share(numel, self.share_std(clip, weight, expected), gen, secure=secure)
 
-    def events(self, *, clip: float, weight: float, expected: float, inputs: int,
-               unit_inputs: dict[str, int]) -> dict[str, dp_accounting.DpEvent]:
-        """Each unit's charge for a sum of `inputs` shares; `unit_inputs`: how many inputs each unit owns."""
+    def events(self, *, expected: float, inputs: int, unit_inputs: dict[str, int]) -> dict[str, dp_accounting.DpEvent]:
+        """Each unit's charge for a sum of `inputs` shares; `unit_inputs`: how many inputs
+        each unit owns. The others' noise std, z C w sqrt(others / E), over the distance
+        2 n w C sqrt(1 + a^2): C and w cancel."""
         out = {}
         for unit, n in unit_inputs.items():
             others = inputs - n  # >= 0: a unit's inputs are in the sum
-            std = self.share_std(clip, weight, expected) * math.sqrt(others)
-            out[unit] = dp_accounting.GaussianDpEvent(std / (2 * n * self.input_norm(clip, weight)))
+            multiplier = self.noise.z * math.sqrt(others / expected) / (2 * n * math.sqrt(1 + self.noise.side_scale ** 2))
+            out[unit] = dp_accounting.GaussianDpEvent(multiplier)
         return out
