@@ -60,6 +60,6 @@ class GaussianShares:
         out = {}
         for unit, n in unit_inputs.items():
             others = inputs - n  # >= 0: a unit's inputs are in the sum
-            multiplier = self.noise.z * math.sqrt(others / expected) / (2 * n * math.sqrt(1 + self.noise.side_scale ** 2))
-            out[unit] = dp_accounting.GaussianDpEvent(multiplier)
+            distance = 2 * n * math.sqrt(1 + self.noise.side_scale ** 2)
+            out[unit] = dp_accounting.GaussianDpEvent(self.noise.z * math.sqrt(others / expected) / distance)
         return out
