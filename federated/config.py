@@ -703,6 +703,8 @@ def _validate_secure_agg(cfg: Config) -> None:
     _check(cfg.secure_agg == "secagg+" or not flags, f"--{flags[0] if flags else ''} needs --secure_agg secagg+")
     if cfg.secure_agg in ("ckks", "cyclic"):
         _validate_noise_at_clients(cfg)
+        _check(not cfg.adaclip, f"--secure_agg {cfg.secure_agg} with --adaclip is not served: the hospitals would "
+                                "decrypt the clip count before its noise is added; use a fixed --S")
         _check(cfg.noise_at == "server" or cfg.sample_rate == 1,
                f"--noise_at clients with --secure_agg {cfg.secure_agg} needs -sr 1: the shares are sized for every "
                "input in every sum, and a sampled round would release less noise than planned")

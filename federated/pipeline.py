@@ -208,29 +208,41 @@ class ServerHalf:
 
     @staticmethod
     def combine_encrypted(encrypted: EncryptedAggregation, messages: list[Message], numel: int,
-                          device: torch.device, round_idx: int) -> tuple[torch.Tensor, dict]:
+                          device: torch.device, round_idx: int,
+                          server_noise: np.ndarray | None = None) -> tuple[torch.Tensor, dict]:
         """--secure_agg ckks|cyclic: each input (the weighted update with, under client-level
-        DP, its side values appended) is encrypted, the server adds the ciphertexts and the
-        hospitals decrypt the sum. Returns the weighted sum and the summed side values."""
-        if not messages:
-            return torch.zeros(numel, device=device), {"clipped_norm": torch.zeros(1), "within_bound": torch.zeros(1)}
+        DP, its side values appended) is encrypted, the server adds the ciphertexts (and its
+        encrypted `server_noise`, laid out as an input) and the hospitals decrypt the sum.
+        Returns the weighted sum and the summed side values."""
+        if not messages:  # nothing to hide: the release is the noise alone
+            total = torch.zeros(numel + SIDES, dtype=torch.float64) if server_noise is None else \
+                torch.from_numpy(server_noise)
+            return total[:numel].to(torch.float32).to(device), {"clipped_norm": total[numel:numel + 1].float(),
+                                                                "within_bound": total[numel + 1:].float()}
         try:
-            total = encrypted.combine([m.payload.numpy() for m in messages], round_idx).total
+            total = encrypted.combine([m.payload.numpy() for m in messages], round_idx, server_noise).total
         except CyclicAbort as err:
             raise AggregationAborted(f"round {round_idx}: {err}") from None
         sides = {"clipped_norm": total[numel:numel + 1].float(), "within_bound": total[numel + 1:].float()}
         return total[:numel].to(torch.float32).to(device), sides
 
+    def encrypted_noise(self, numel: int, bound: float, plan: RoundPlan) -> np.ndarray:
+        """The central noise the server adds to the encrypted sum, laid out as an input:
+        the update's draw, the norm sum's, and 0 for the within-bound count (no --adaclip)."""
+        update, norm_sum = self.client_dp.draw_noise(numel, bound, plan)
+        return np.concatenate([update.double().cpu().numpy(), [norm_sum, 0.0]])
+
     def finalize(self, total: torch.Tensor, sides: dict[str, torch.Tensor], norms: torch.Tensor, bound: float | None,
-                 plan: RoundPlan | None) -> tuple[torch.Tensor, dict]:
+                 plan: RoundPlan | None, *, noise_in_sum: bool = False) -> tuple[torch.Tensor, dict]:
         """The released update and the round's statistics. `sides`: the messages' side
         values ("clipped_norm", "within_bound"), one per message or already summed; `norms`:
-        the norm messages (outside --strict_dp)."""
+        the norm messages (outside --strict_dp); `noise_in_sum`: the server's noise is
+        already in the decrypted sum and its norm side."""
         if self.client_dp is None:
             return total, {"norm_sum": float(norms.sum()), "aggregate_norm": float(torch.linalg.vector_norm(total))}
         result = self.client_dp.server_release(
             total, bound=bound, plan=plan, clipped_norms=sides["clipped_norm"], within_bound=sides["within_bound"],
-            norms=None if self.client_dp.strict else norms)
+            norms=None if self.client_dp.strict else norms, noise_in_sum=noise_in_sum)
         return result.update, result.stats
 
 
@@ -319,8 +331,11 @@ class ReleasePipeline:
             sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
             norms_seen = sides["clipped_norm"]
         elif self.encrypted is not None:
+            # central noise: the server adds it to the encrypted sum, so no hospital decrypts a sum without it
+            server_noise = self.server_half.encrypted_noise(params.numel(), bound, plan) \
+                if self.client_dp is not None and shares is None else None
             total, sides = self.server_half.combine_encrypted(self.encrypted, messages, params.numel(),
-                                                              params.device, round_idx)
+                                                              params.device, round_idx, server_noise)
             sides = sides if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
         else:
@@ -334,7 +349,8 @@ class ReleasePipeline:
         elif self.noise is not None:
             update, stats = self.secure_release.distributed_release(total, sides, ring, bound, plan, part)
         else:
-            update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan)
+            update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan,
+                                                      noise_in_sum=self.encrypted is not None)
         stats.update(secagg_stats)
         stepped = self.server.step(params, update, rnd)
         if step:

@@ -172,9 +172,9 @@ def threat_model(cfg: Config) -> str:
                 "The server sees which inputs take part, so each unit is protected as replaced (its participation is "
                 "public), by the shares of the other inputs that reached the sum")
     if cfg.private and cfg.secure_agg in ENCRYPTED:
-        return (f"{who}; the client-level noise is added to the decrypted sum before it is released, as the server "
-                "would add its encrypted noise to the encrypted sum (the same Gaussian; central DP, with the server "
-                "trusted to add it)")
+        return (f"{who}; the server encrypts its Gaussian draw under the hospitals' public key and adds it to the "
+                "encrypted sum, so the hospitals decrypt only the noised sum (central DP: the server is trusted to "
+                "add the noise and not to share its draw with a hospital that decrypts)")
     if cfg.private:
         return f"{who}; it is trusted to add the client-level noise to the sum (central DP)"
     if cfg.dp_level == "update_local":

@@ -173,14 +173,28 @@ class ClientLevelDP:
         std = self.noise_std(bound, plan.max_weight)
         return total + gaussian_noise(total.numel(), std, plan.noise_gen, secure=self.secure, device=total.device)
 
+    def draw_noise(self, numel: int, bound: float, plan: RoundPlan,
+                   device: torch.device | None = None) -> tuple[torch.Tensor, float]:
+        """The round's central noise, in the order the release draws it: the update's, then
+        (--strict_dp) the norm sum's."""
+        update = gaussian_noise(numel, self.noise_std(bound, plan.max_weight), plan.noise_gen, secure=self.secure,
+                                device=device)
+        norm_sum = float(gaussian_noise(1, self.norm_sum_noise * bound, plan.noise_gen, secure=self.secure)) \
+            if self.strict else 0.0
+        return update, norm_sum
+
     def server_release(self, total: torch.Tensor, *, bound: float, plan: RoundPlan, clipped_norms: torch.Tensor,
-                       within_bound: torch.Tensor, norms: torch.Tensor | None) -> ReleaseResult:
+                       within_bound: torch.Tensor, norms: torch.Tensor | None,
+                       noise_in_sum: bool = False) -> ReleaseResult:
         """The server's half of one round, from the combined messages: the noised update and
         the round's statistics. `clipped_norms` and `within_bound` are the messages' shares
         (one per message, summed here); `norms`, the unprotected update norms the paper's
-        code reads outside --strict_dp (None under it). The ledger is charged separately by
-        `charge`."""
-        update = self.finalize(total, bound, plan)
+        code reads outside --strict_dp (None under it). `noise_in_sum`: `total` and the
+        clipped norms already hold `draw_noise`'s draws (encrypted aggregation: the server
+        added them to the encrypted sum). The ledger is charged separately by `charge`."""
+        update_noise, norm_noise = (None, 0.0) if noise_in_sum else \
+            self.draw_noise(total.numel(), bound, plan, total.device)
+        update = total if noise_in_sum else total + update_noise
         std = self.noise_std(bound, plan.max_weight)
         stats = {"clip_bound": bound, "noise_std": std,
                  # public: what the noise norm is expected to be (the realised one is never used)
@@ -188,8 +202,7 @@ class ClientLevelDP:
                  "aggregate_norm": float(torch.linalg.vector_norm(update))}
         if self.strict:
             # sum of clipped norms (each in [0, C]) + N(0, (sigma_s C)^2)
-            noise = gaussian_noise(1, self.norm_sum_noise * bound, plan.noise_gen, secure=self.secure)
-            stats["norm_sum"] = float(clipped_norms.sum()) + float(noise)
+            stats["norm_sum"] = float(clipped_norms.sum()) + norm_noise
         else:  # the paper's rule reads unprotected norms: declared as not covered
             stats["norm_sum"] = float(norms.sum())
             stats["clipped_fraction"] = float((norms > bound).float().mean()) if len(norms) else 0.0

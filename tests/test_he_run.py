@@ -48,11 +48,47 @@ def test_the_server_handles_ciphertexts_only(tiny_args):
         assert m.payload.double().numpy().tobytes()[:64] not in received
 
 
+@pytest.mark.parametrize("kind", ["ckks", "cyclic"])
+def test_the_hospitals_decrypt_only_a_sum_that_holds_the_central_noise(tiny_args, kind, monkeypatch):
+    """--noise_at server: the server encrypts its Gaussian draw under the hospitals' public
+    key and adds it to the encrypted sum, so what a hospital decrypts already holds the
+    noise (std z C w per coordinate), and the released update is that decrypted sum."""
+    from privacy.he import ckks
+    decrypted = []
+    original = ckks.HospitalKeys.decrypt
+    monkeypatch.setattr(ckks.HospitalKeys, "decrypt",
+                        lambda self, ct, n: decrypted.append(original(self, ct, n)) or decrypted[-1])
+    fed = build_federation(parse_config(tiny_args + PRIVATE + ["--secure_agg", kind]))
+    sent = []
+    fed.pipeline.hooks.append(lambda m: sent.append(m.payload.clone()) if m.kind == UPDATE else None)
+    state = loop.initial_state(fed)
+    loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    numel = fed.trainer.flat.vector.numel()
+    seen = torch.from_numpy(decrypted[-1])[:numel]
+    exact = torch.stack(sent).sum(0)[:numel]
+    # the cyclic initiator removes its mask after decrypting: what it decrypted is mask + noisy sum
+    if kind == "cyclic":
+        seen = fed.pipeline.encrypted.last.total[:numel]
+    noise = seen - exact
+    assert float(noise.std()) == pytest.approx(1.0 * fed.cfg.S / 6, rel=0.05)
+
+
+def test_an_encrypted_round_with_no_input_still_releases_the_noise(tiny_args):
+    from federated.pipeline import ServerHalf
+    from privacy.he.aggregate import EncryptedAggregation
+    noise = np.random.default_rng(0).normal(size=12)
+    total, sides = ServerHalf.combine_encrypted(EncryptedAggregation("ckks"), [], 10, torch.device("cpu"), 0,
+                                                server_noise=noise)
+    assert torch.equal(total, torch.from_numpy(noise[:10]).float())
+    assert float(sides["clipped_norm"]) == pytest.approx(noise[10])
+
+
 @pytest.mark.parametrize("flags, message", [
     (["-N", "2", "--secure_agg", "cyclic"], "--secure_agg cyclic needs at least 3 inputs"),
     (["--secure_agg", "cyclic", "-sr", "0.5"], "use -sr 1"),
     (["--secure_agg", "ckks", "--secagg_neighbours", "2"], "--secagg_neighbours needs --secure_agg secagg+"),
     (["--secure_agg", "ckks", "--mode", "dpsgd", "--noise_multiplier", "1.0"], "needs --strict_dp"),
+    (PRIVATE + ["--secure_agg", "ckks", "--adaclip"], "--secure_agg ckks with --adaclip is not served"),
 ])
 def test_bad_encrypted_aggregation_flags_get_one_clear_line(flags, message, capsys):
     with pytest.raises(SystemExit):

@@ -37,20 +37,23 @@ class EncryptedAggregation:
         self.last: EncryptedSum | None = None
         self.rounds: list[dict] = []
 
-    def combine(self, inputs: list[np.ndarray], round_idx: int) -> EncryptedSum:
-        """The decrypted sum of `inputs` (float64 vectors); raises CyclicAbort for a ring
-        of fewer than 3 inputs."""
+    def combine(self, inputs: list[np.ndarray], round_idx: int, server_noise: np.ndarray | None = None) -> EncryptedSum:
+        """The decrypted sum of `inputs` (float64 vectors) and, when given, `server_noise`,
+        which the server encrypts under the public key and adds before anyone decrypts;
+        raises CyclicAbort for a ring of fewer than 3 inputs."""
         start = time.perf_counter()
         public = self.keys.public_context()
         if self.kind == "ckks":
             encrypted = [encrypt(public, x) for x in inputs]
-            total_ct = add_encrypted(public, encrypted)
+            noise = [encrypt(public, server_noise)] if server_noise is not None else []
+            total_ct = add_encrypted(public, encrypted + noise)
             total = self.keys.decrypt(total_ct, len(inputs[0]))
             received = [c for vector in encrypted for c in vector]
             sent = float(np.mean([sum(map(len, v)) for v in encrypted]))
         else:
             # the initiator's mask must be unpredictable to the others (who know --seed): from the OS
-            ring = cyclic_sum(inputs, self.keys, round_idx=round_idx, rng=np.random.default_rng(secrets.randbits(128)))
+            ring = cyclic_sum(inputs, self.keys, round_idx=round_idx, rng=np.random.default_rng(secrets.randbits(128)),
+                              relay_noise=server_noise)
             total = ring.total
             received = [c for _, hop in ring.hops for c in hop]
             sent = float(np.mean([sum(map(len, hop)) for _, hop in ring.hops]))

@@ -41,8 +41,10 @@ class CyclicResult:
 
 
 def cyclic_sum(updates: list[np.ndarray], keys: HospitalKeys, *, round_idx: int, rng: np.random.Generator,
-               mask_bound: float = MASK_BOUND) -> CyclicResult:
-    """The sum of the hospitals' (already weighted) updates through the ring."""
+               mask_bound: float = MASK_BOUND, relay_noise: np.ndarray | None = None) -> CyclicResult:
+    """The sum of the hospitals' (already weighted) updates through the ring. `relay_noise`:
+    what the server, relaying the last ciphertext back to the initiator, encrypts under the
+    public key and adds (the central noise), so the initiator decrypts no sum without it."""
     n = len(updates)
     if n < 3:
         raise CyclicAbort(f"cyclic aggregation needs at least 3 hospitals (got {n}): with 2 would let the initiator "
@@ -57,5 +59,7 @@ def cyclic_sum(updates: list[np.ndarray], keys: HospitalKeys, *, round_idx: int,
         sender = (start + k) % n
         running = add_encrypted(public, [running, encrypt(public, updates[sender])])
         hops.append((sender, running))
+    if relay_noise is not None:
+        running = add_encrypted(public, [running, encrypt(public, relay_noise)])
     total = keys.decrypt(running, d) - mask
     return CyclicResult(total, start, hops, mask.dtype.type)
