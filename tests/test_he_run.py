@@ -27,6 +27,20 @@ def test_the_encrypted_sum_gives_the_plain_model(tiny_args, kind, flags):
     assert summary["rounds"] == 3 and summary["kind"] == kind and summary["mean_bytes_sent"] > 0
 
 
+@pytest.mark.parametrize("kind", ["ckks", "cyclic"])
+def test_each_kind_runs_its_own_protocol_and_times_it(kind, monkeypatch):
+    from privacy.he import aggregate
+    rings = []
+    original = aggregate.cyclic_sum
+    monkeypatch.setattr(aggregate, "cyclic_sum", lambda *a, **k: rings.append(1) or original(*a, **k))
+    encrypted = aggregate.EncryptedAggregation(kind)
+    inputs = [np.full(10, float(k)) for k in range(3)]
+    total = encrypted.combine(inputs, 0).total
+    assert np.allclose(total.numpy(), 3.0, atol=1e-6) and len(rings) == (kind == "cyclic")
+    summary = encrypted.summary()
+    assert summary["rounds"] == 1 and summary["mean_inputs"] == 3 and 0 < summary["mean_seconds"] < 60
+
+
 def test_an_encrypted_private_run_spends_the_plain_run_s_epsilon(tiny_args):
     plain = _run(tiny_args + PRIVATE, "--exp", "plain")["summary"]
     ckks = _run(tiny_args + PRIVATE + ["--secure_agg", "ckks"], "--exp", "ckks")["summary"]
