@@ -2,6 +2,8 @@
 a server that handles ciphertexts only, and bad flags refused."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -34,11 +36,14 @@ def test_each_kind_runs_its_own_protocol_and_times_it(kind, monkeypatch):
     original = aggregate.cyclic_sum
     monkeypatch.setattr(aggregate, "cyclic_sum", lambda *a, **k: rings.append(1) or original(*a, **k))
     encrypted = aggregate.EncryptedAggregation(kind)
+    assert encrypted.summary() == {"rounds": 0, "kind": kind}
     inputs = [np.full(10, float(k)) for k in range(3)]
+    start = time.perf_counter()
     total = encrypted.combine(inputs, 0).total
+    elapsed = time.perf_counter() - start
     assert np.allclose(total.numpy(), 3.0, atol=1e-6) and len(rings) == (kind == "cyclic")
     summary = encrypted.summary()
-    assert summary["rounds"] == 1 and summary["mean_inputs"] == 3 and 0 < summary["mean_seconds"] < 60
+    assert summary["rounds"] == 1 and summary["mean_inputs"] == 3 and 0 < summary["mean_seconds"] <= elapsed
 
 
 def test_an_encrypted_private_run_spends_the_plain_run_s_epsilon(tiny_args):
