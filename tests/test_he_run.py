@@ -92,6 +92,20 @@ def test_the_hospitals_decrypt_only_a_sum_that_holds_the_central_noise(tiny_args
     assert float(noise.std()) == pytest.approx(1.0 * fed.cfg.S / 6, rel=0.05)
 
 
+def test_the_released_norm_sum_is_the_decrypted_one(tiny_args, monkeypatch):
+    """With the server's noise switched off, the norm statistic is the decrypted sum of
+    the inputs' clipped norms: nothing is added to it after decryption."""
+    import privacy.client_dp as client_dp
+    monkeypatch.setattr(client_dp, "gaussian_noise", lambda n, std, gen, *, secure, device=None: torch.zeros(n))
+    fed = build_federation(parse_config(tiny_args + PRIVATE + ["--secure_agg", "ckks"]))
+    sent = []
+    fed.pipeline.hooks.append(lambda m: sent.append(m.payload.clone()) if m.kind == UPDATE else None)
+    state = loop.initial_state(fed)
+    _, stats = loop.run_round(fed, state, loop.subclient_data(fed, state), 0)
+    numel = fed.trainer.flat.vector.numel()
+    assert stats["norm_sum"] == pytest.approx(float(sum(float(x[numel]) for x in sent)), abs=1e-6)
+
+
 def test_an_encrypted_round_with_no_input_still_releases_the_noise(tiny_args):
     from federated.pipeline import ServerHalf
     from privacy.he.aggregate import EncryptedAggregation
