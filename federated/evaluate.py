@@ -77,7 +77,7 @@ def evaluate(model: nn.Module, flat: FlatState, params: torch.Tensor | list[torc
     results = {name: task.score(out, tgt, es.batch)
                for name, out, tgt in zip(es.names, outputs, es.targets.split(es.sizes))}
     metrics = next(iter(results.values())).keys()
-    results[MEAN] = {m: _nanmean([r[m] for r in results.values()]) for m in metrics}
+    results[MEAN] = {m: nanmean([r[m] for r in results.values()]) for m in metrics}
     return results
 
 
@@ -102,6 +102,6 @@ def evaluate_fairness(model: nn.Module, flat: FlatState, params: torch.Tensor, v
                                names, resamples=resamples, seed=seed)
 
 
-def _nanmean(values: list[float]) -> float:
+def nanmean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan

@@ -231,22 +231,26 @@ def run_round(fed: Federation, state: RunState, shards: list[list[Shard]], round
 
 def adapt_subclients(fed: Federation, state: RunState, stats: dict, round_idx: int) -> dict:
     """The adaptive intermediary rule: choose v for the next round and re-split if it changed.
+    A re-split averages each hospital's sub-client Adam states and hands the average to its
+    new sub-clients, as the paper's code does."""
+    new_v, rule_stats = choose_subclients(fed.cfg, state.v, stats, round_idx, fed.subclient_cap)
+    if new_v != state.v:
+        resplit(fed, state, new_v, round_idx=round_idx)
+    return rule_stats
 
-    The rule reads the expected noise norm (public), never the realised noise. A re-split
-    averages each hospital's sub-client Adam states and hands the average to its new
-    sub-clients, as the paper's code does."""
-    cfg = fed.cfg
+
+def choose_subclients(cfg: Config, v: int, stats: dict, round_idx: int, cap: int) -> tuple[int, dict]:
+    """The rule alone: the next round's v, and the statistics it logs. It reads the expected
+    noise norm (public), never the realised noise, and only released (or, outside
+    --strict_dp, declared) round statistics, so a deployment's server runs it as it is."""
     if not cfg.adaptive_subclients or (cfg.init_vn and round_idx > 0) or not stats:
-        return {}
+        return v, {}
     if not cfg.strict_dp and stats["norm_sum"] == 0:
-        return {}  # the paper's rule reads the updates' norms: a round that sampled nobody has none
+        return v, {}  # the paper's rule reads the updates' norms: a round that sampled nobody has none
     factor = split_factor(noise_norm=stats["expected_noise_norm"], aggregate_norm=stats["aggregate_norm"],
                           norm_sum=max(stats["norm_sum"], 1e-12), num_hospitals=cfg.clients)
     variant = "stable" if cfg.ada_stable else "prog" if cfg.ada_prog else "default"
-    new_v = next_subclients(state.v, factor, variant=variant, v_max=fed.subclient_cap)
-    if new_v != state.v:
-        resplit(fed, state, new_v, round_idx=round_idx)
-    return {"split_factor": factor}
+    return next_subclients(v, factor, variant=variant, v_max=cap), {"split_factor": factor}
 
 
 def privacy_rows(fed: Federation, state: RunState, round_idx: int, stats: dict) -> list[dict]:
@@ -289,6 +293,14 @@ def personalized(fed: Federation, params: torch.Tensor, round_idx: int) -> list[
     return personalize(fed.trainer, params, [h.train for h in fed.data.hospitals], [h.key for h in fed.data.hospitals],
                        steps=cfg.personalize_steps, alpha=cfg.alpha, batch=cfg.batch, seed=cfg.seed,
                        round_idx=round_idx)
+
+
+def improves(cfg: Config, primary: str, best: dict, val_mean: dict) -> bool:
+    """Whether this round's validation scores replace the kept round: always under
+    --strict_dp (choosing a round by the hospitals' unnoised validation scores would be a
+    release of its own), and while no round has had a finite score."""
+    best_val = best.get("val", {}).get(MEAN, {}).get(primary, math.nan)
+    return cfg.strict_dp or math.isnan(best_val) or is_better(primary, val_mean[primary], best_val)
 
 
 def selection_metric(fed: Federation) -> str:
@@ -355,8 +367,7 @@ def train(fed: Federation, recorder: RunRecorder, state: RunState, *, started: f
         # validation scores would be a release of its own. The val curves stay as diagnostics.
         # Without a finite validation score so far (e.g. single-class validation splits), the
         # latest round is kept.
-        best_val = state.best.get("val", {}).get(MEAN, {}).get(primary, math.nan)
-        if cfg.strict_dp or math.isnan(best_val) or is_better(primary, val[MEAN][primary], best_val):
+        if improves(cfg, primary, state.best, val[MEAN]):
             # Keep the parameters; the test set is scored once, at the end, for the best round.
             state.best = {"round": r, "val": val, **({"val_personal": val_personal} if val_personal else {})}
             state.best_params = state.params.clone()

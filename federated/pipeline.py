@@ -26,6 +26,7 @@ Under client-level DP a round with no participant (K = 0) still releases its noi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,6 +90,15 @@ class ClientRound:
     # its own generator, keyed by its hospital's key: local update DP's noise, or secure
     # aggregation's rounding and noise share (the two never run together)
     noise_gen: torch.Generator | None
+
+
+class Announcement(NamedTuple):
+    """What the server announces after the norm messages and before the update messages."""
+    bound: float | None        # this round's clip bound C (None without DP or a ring)
+    plan: RoundPlan | None     # the release's public facts (client-level DP)
+    norms: list[Message]       # the norm messages it was computed from (outside --strict_dp)
+    ring: RingRound | None     # --secure_agg secagg+: the ring's parameters
+    shares: ShareRound | None  # --noise_at clients with encryption: the shares' sizes
 
 
 class ClientHalf:
@@ -285,49 +295,81 @@ class ReleasePipeline:
         if declared is not None and self.noise is None:
             self.client_dp.charge(declared)
 
-    def _sent(self, message: Message) -> Message:
+    def observed(self, message: Message) -> Message:
+        """`message`, after every hook has seen it (what leaves a client)."""
         for hook in self.hooks:
             hook(message)
         return message
 
     def round(self, params: torch.Tensor, deltas: torch.Tensor, part: Participants, round_idx: int,
               noise_gen: torch.Generator, *, step: bool = True) -> tuple[torch.Tensor, dict]:
-        """Messages -> released aggregate -> server step. With `step` False (the probe round)
-        the server optimizer still takes the aggregate into its state (FedAdam's moments,
-        DP2-RMSProp's accumulator) but the parameters are kept, as the paper's code restores
-        only the model. Returns the new parameters and the round's statistics."""
+        """Messages -> released aggregate -> server step, in one process: the round's three
+        phases (`open_round`, `announce`, `close_round`) with every sub-client's half run
+        here. A deployment (deploy/) runs the same phases with the client half at the
+        hospitals. With `step` False (the probe round) the server optimizer still takes the
+        aggregate into its state (FedAdam's moments, DP2-RMSProp's accumulator) but the
+        parameters are kept, as the paper's code restores only the model. Returns the new
+        parameters and the round's statistics."""
+        rnd, max_weight = self.open_round(part, round_idx)
+        prepared = [self.client.prepare(row, self.client_round(rnd, k, part)) for k, row in enumerate(deltas)]
+        norms = [self.observed(self.client.norm_message(p, part.members[k], self.client_round(rnd, k, part)))
+                 for k, p in enumerate(prepared)] if self.sends_norms else []
+        plan = self.announce(rnd, part, max_weight, norms, noise_gen)
+        messages = [self.observed(self.client.send(p, part.members[k], self.client_round(rnd, k, part), plan.bound,
+                                                plan.ring, plan.shares)) for k, p in enumerate(prepared)]
+        return self.close_round(params, rnd, part, plan, messages, prepared, step=step)
+
+    @property
+    def sends_norms(self) -> bool:
+        """Whether each sub-client sends its norm before its update (outside --strict_dp,
+        secure aggregation and encryption: the paper's median clip and statistics)."""
+        strict = self.client_dp is not None and self.client_dp.strict
+        return not (strict or self.secure or self.encrypted)
+
+    def open_round(self, part: Participants, round_idx: int) -> tuple[ServerRound, float | None]:
+        """The round's weights and local steps (and, under client-level DP, the largest
+        weight, which sets the noise std); charges local update DP to the senders."""
         max_weight = None
         if self.client_dp is not None:
             weights, max_weight = private_weights(self.cfg, part)
         else:
             weights = round_weights(part.num_samples, weighted=self.cfg.weighted_avg)
         steps = torch.tensor(part.local_steps, dtype=torch.float32)
-        rnd = ServerRound(round_idx, weights, steps)
         senders = part.members[:len(part.members) - part.canaries]
         if self.local_dp is not None and senders:
             self.local_dp.charge_round([h for h, _ in senders])
-        # client side: each sub-client prepares its own row
-        prepared = [self.client.prepare(row, self._client_round(rnd, k, part)) for k, row in enumerate(deltas)]
-        strict = self.client_dp is not None and self.client_dp.strict
-        norms = [] if strict or self.secure or self.encrypted else \
-            [self._sent(self.client.norm_message(p, part.members[k], self._client_round(rnd, k, part)))
-             for k, p in enumerate(prepared)]
-        # server side: the clip bound it announces, from what it has received
+        return ServerRound(round_idx, weights, steps), max_weight
+
+    def announce(self, rnd: ServerRound, part: Participants, max_weight: float | None, norms: list[Message],
+                 noise_gen: torch.Generator) -> "Announcement":
+        """What the server tells the sub-clients before they send: the clip bound (from the
+        norm messages or earlier releases), the release plan, and the ring's or the
+        shares' parameters under secure aggregation."""
         bound = self.server_half.clip_bound(norms) if self.client_dp is not None else \
             self.cfg.S if self.secure else None  # the ring needs a bound on every update
         plan = RoundPlan(max_weight, noise_gen, self.cfg.sample_rate * part.planned_subclients) \
             if self.client_dp is not None else None
-        ring = self.secure_release.ring_round(round_idx, weights, bound, max_weight, plan and plan.expected_participants,
+        ring = self.secure_release.ring_round(rnd.index, rnd.weights, bound, max_weight,
+                                              plan and plan.expected_participants,
                                               part.planned_subclients) if self.secure else None
         shares = self.shares_release.share_round(bound, max_weight, plan.expected_participants) \
             if self.shares_release is not None else None
-        messages = [self._sent(self.client.send(p, part.members[k], self._client_round(rnd, k, part), bound, ring,
-                                                shares)) for k, p in enumerate(prepared)]
+        return Announcement(bound, plan, norms, ring, shares)
+
+    def close_round(self, params: torch.Tensor, rnd: ServerRound, part: Participants, announced: "Announcement",
+                    messages: list[Message], prepared: list[torch.Tensor] | None = None, *,
+                    step: bool = True) -> tuple[torch.Tensor, dict]:
+        """combine the update messages -> finalize (noise, fixed denominators) -> server
+        step. `prepared`: the rows before clipping, for SecAgg+'s quantisation diagnostic
+        (in-process only)."""
+        bound, plan, norms, ring, shares = announced
+        round_idx = rnd.index
         if self.secure:
             total, summed, secagg_stats = self.server_half.combine_secure(messages, ring.code, round_idx,
                                                                           params.numel(), params.device)
-            if self.noise is None:  # with the noise in the sum, its distance from the exact sum is the noise
-                secagg_stats.update(self.secure_release.quantisation_error(total, prepared, weights, bound, messages))
+            if self.noise is None and prepared is not None:  # with the noise in the sum, its distance is the noise
+                secagg_stats.update(self.secure_release.quantisation_error(total, prepared, rnd.weights, bound,
+                                                                           messages))
             sides = {"clipped_norm": summed[:1].float(), "within_bound": summed[1:].float()}
             norms_seen = sides["clipped_norm"]
         elif self.encrypted is not None:
@@ -339,25 +381,35 @@ class ReleasePipeline:
             sides = sides if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
         else:
-            total = self.server_half.combine(messages, weights, params.numel(), params.device)
+            total = self.server_half.combine(messages, rnd.weights, params.numel(), params.device)
             sides = {name: _stack([m.shares[name] for m in messages]) for name in ("clipped_norm", "within_bound")} \
                 if self.client_dp is not None else {}
             norms_seen, secagg_stats = _stack(norms), {}
+        return self.release(params, rnd, part, announced, total, sides, norms_seen, secagg_stats, len(messages),
+                            step=step)
+
+    def release(self, params: torch.Tensor, rnd: ServerRound, part: Participants, announced: "Announcement",
+                total: torch.Tensor, sides: dict, norms_seen: torch.Tensor, extra_stats: dict, received: int, *,
+                step: bool = True) -> tuple[torch.Tensor, dict]:
+        """finalize the combined sum (its noise and fixed denominators) -> server step. A
+        deployment whose own protocol did the combining (Flower's SecAgg+) enters here."""
+        bound, plan, _, ring, shares = announced
         if self.shares_release is not None:
-            update, stats = self.shares_release.release(total, sides, shares, bound, plan, len(messages),
+            update, stats = self.shares_release.release(total, sides, shares, bound, plan, received,
                                                         [len(sizes) for sizes in part.all_sizes])
         elif self.noise is not None:
             update, stats = self.secure_release.distributed_release(total, sides, ring, bound, plan, part)
         else:
             update, stats = self.server_half.finalize(total, sides, norms_seen, bound, plan,
                                                       noise_in_sum=self.encrypted is not None)
-        stats.update(secagg_stats)
+        stats.update(extra_stats)
         stepped = self.server.step(params, update, rnd)
         if step:
             params = stepped
         return params, self.server.rule_stats(stats, rnd)
 
     @staticmethod
-    def _client_round(rnd: ServerRound, k: int, part: Participants) -> ClientRound:
+    def client_round(rnd: ServerRound, k: int, part: Participants) -> ClientRound:
+        """Row k's one-row view of the round: its weight, its local steps, its generator."""
         gen = part.generators[k] if part.generators else None
         return ClientRound(rnd.index, ServerRound(rnd.index, rnd.weights[k:k + 1], rnd.local_steps[k:k + 1]), gen)

@@ -131,12 +131,7 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     summary["privacy_report"] = build_report(mode=mode, accounts=fed.ledger.report(), outputs=fed.outputs,
                                             threat_model=threat_model(cfg))
     if fed.client_dp is not None:
-        accounts = summary["privacy_report"]["accounts"]
-        summary["privacy"] = {"noise_multiplier": fed.client_dp.z, "accountant": cfg.accountant,
-                              "target_unit": cfg.target_unit, "delta": cfg.delta,
-                              "sample_rate": fed.client_dp.sampling.rate, "sampling": fed.client_dp.sampling.kind,
-                              "rounds_charged": fed.ledger.releases("client/subclient"),
-                              "epsilon": {u: accounts[f"client/{u}"]["epsilon"] for u in UNITS}}
+        summary["privacy"] = client_privacy(cfg, fed.client_dp, fed.ledger, summary["privacy_report"])
     if fed.trainer.sample_dp is not None:
         accounts = {n.split("/", 1)[1]: a for n, a in summary["privacy_report"]["accounts"].items()
                     if a["level"] == "sample"}
@@ -156,6 +151,15 @@ def _run_training(cfg: Config, folder: Path, checkpoint: dict | None, started: f
     summary["run_dir"] = str(folder)
     recorder.write_summary(summary)
     return summary
+
+
+def client_privacy(cfg: Config, client_dp, ledger, report: dict) -> dict:
+    """The summary's client-level privacy block: the epsilon spent per unit, and how."""
+    accounts = report["accounts"]
+    return {"noise_multiplier": client_dp.z, "accountant": cfg.accountant, "target_unit": cfg.target_unit,
+            "delta": cfg.delta, "sample_rate": client_dp.sampling.rate, "sampling": client_dp.sampling.kind,
+            "rounds_charged": ledger.releases("client/subclient"),
+            "epsilon": {u: accounts[f"client/{u}"]["epsilon"] for u in UNITS}}
 
 
 def _charge_journaled(journal: ReleaseJournal | None, length: int, fed) -> None:

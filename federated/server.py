@@ -40,6 +40,14 @@ class FedAvgServer:
     def rule_stats(self, stats: dict, rnd: ServerRound) -> dict:
         return stats
 
+    def precondition_state(self) -> dict[str, torch.Tensor]:
+        """What `precondition` reads of the server's state: a deployment sends it to the
+        hospitals with the global parameters (it is computed from released aggregates)."""
+        return {}
+
+    def load_precondition_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
     def state_dict(self) -> dict:
         return {}
 
@@ -129,6 +137,12 @@ class DP2RMSPropServer(FedAvgServer):
             self.A = mean_sq if self.A is None else self.gamma * self.A + (1 - self.gamma) * mean_sq
             self.G, self.count = None, 0
         return params + update
+
+    def precondition_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.A is None else {"A": self.A}
+
+    def load_precondition_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.A = state.get("A")
 
     def rule_stats(self, stats: dict, rnd: ServerRound) -> dict:
         # The paper's code feeds the rule the sum of the clipped, preconditioned norms in

@@ -88,6 +88,35 @@ def subclient_cap(cfg: Config, data: FederatedData) -> int:
     return cfg.max_vn or max_subclients([len(h.train) for h in data.hospitals], cfg.batch)
 
 
+def build_global_model(cfg: Config, task: str, in_channels: int, num_outputs: int,
+                       device: torch.device) -> tuple[nn.Module, str]:
+    """The model every party starts from: the same initialisation (seeded by --seed) at the
+    server and at every hospital, so a deployment needs no first broadcast to agree on it."""
+    torch.manual_seed(stream_seed(cfg.seed, "model"))  # model initialisation
+    model_name = cfg.model
+    if model_name == AUTO_MODEL:
+        model_name = "unet_small" if task == SEGMENTATION else "cnn"
+    segmenting = task == SEGMENTATION
+    if (model_name in SEGMENTATION_MODELS) != segmenting:
+        fits = sorted(SEGMENTATION_MODELS) if segmenting else sorted(set(MODELS) - SEGMENTATION_MODELS)
+        raise ConfigError(f"--model {model_name} does not fit --data {cfg.data}, a {task} task; use one of: "
+                          f"{', '.join(fits)}")
+    return build_model(model_name, in_channels, num_outputs).to(device), model_name
+
+
+def build_trainer(cfg: Config, data: FederatedData, model: nn.Module, model_name: str, device: torch.device,
+                  sample_settings=None) -> tuple[LocalTrainer, LoopEngine | BatchedEngine, str]:
+    """The local trainer and the engine that runs it (with the line that says which and why)."""
+    task = make_task(data.task, seg_loss=cfg.seg_loss)
+    perfedavg = None if cfg.client_algo == "sgd" else \
+        PerFedAvgSettings(cfg.client_algo, cfg.alpha, cfg.beta, hf_delta=cfg.hf_delta)
+    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
+                           sample_dp=sample_settings, optimizer=cfg.local_opt, perfedavg=perfedavg)
+    engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else \
+        default_engine(device, trainer, model_name)
+    return trainer, build_engine(engine_name, trainer, chunk=cfg.engine_chunk), f"engine: {engine_name} ({why})"
+
+
 def build_federation(cfg: Config) -> Federation:
     device = select_device(cfg.gpu)
     data = build_federated_data(cfg, make_generator(cfg.seed, "data"))
@@ -96,27 +125,12 @@ def build_federation(cfg: Config) -> Federation:
     secret = split_secret(cfg.seed, secure=cfg.secure_rng)
     keys = [record_keys(h.train, secret) for h in data.hospitals]
     sizes = [[len(idx) for idx in per_h] for per_h in split_hospitals(keys, counts)]
-    torch.manual_seed(stream_seed(cfg.seed, "model"))  # model initialisation
-    model_name = cfg.model
-    if model_name == AUTO_MODEL:
-        model_name = "unet_small" if data.task == SEGMENTATION else "cnn"
-    segmenting = data.task == SEGMENTATION
-    if (model_name in SEGMENTATION_MODELS) != segmenting:
-        fits = sorted(SEGMENTATION_MODELS) if segmenting else sorted(set(MODELS) - SEGMENTATION_MODELS)
-        raise ConfigError(f"--model {model_name} does not fit --data {cfg.data}, a {data.task} task; use one of: "
-                          f"{', '.join(fits)}")
-    model = build_model(model_name, data.in_channels, data.num_outputs).to(device)
+    model, model_name = build_global_model(cfg, data.task, data.in_channels, data.num_outputs, device)
     task = make_task(data.task, seg_loss=cfg.seg_loss)
     ledger = PrivacyLedger()
     sample_settings = build_sample_dp(cfg, data, model, model_name, ledger, sizes)
     local_update_dp = build_local_update_dp(cfg, data, ledger)
-    perfedavg = None if cfg.client_algo == "sgd" else \
-        PerFedAvgSettings(cfg.client_algo, cfg.alpha, cfg.beta, hf_delta=cfg.hf_delta)
-    trainer = LocalTrainer(model, task.loss_fn, batch=cfg.batch, epochs=cfg.local_epochs, prepare=data.prepare,
-                           sample_dp=sample_settings, optimizer=cfg.local_opt, perfedavg=perfedavg)
-    engine_name, why = (cfg.engine, "--engine") if cfg.engine != "auto" else \
-        default_engine(device, trainer, model_name)
-    engine = build_engine(engine_name, trainer, chunk=cfg.engine_chunk)
+    trainer, engine, engine_note = build_trainer(cfg, data, model, model_name, device, sample_settings)
     client_dp = None
     if cfg.private:
         client_dp = build_client_dp(cfg, ledger, planned_shapes(cfg, [len(h.train) for h in data.hospitals], counts,
@@ -128,7 +142,6 @@ def build_federation(cfg: Config) -> Federation:
     pipeline = ReleasePipeline(cfg, server, client_dp, local_update_dp, build_secure_aggregation(cfg),
                                build_distributed_noise(cfg, client_dp), trainer.flat.vector.numel(),
                                build_encrypted_aggregation(cfg))
-    return Federation(cfg, data.to(device), task, model, trainer, engine, f"engine: {engine_name} ({why})", pipeline,
+    return Federation(cfg, data.to(device), task, model, trainer, engine, engine_note, pipeline,
                       ledger, declared_outputs(cfg, cap=cap), device, secret, keys, cap,
                       Canaries.for_run(cfg, [h.key for h in data.hospitals]))
-
