@@ -68,7 +68,7 @@ def step(msg: Message, context: Context) -> Message:
         state = load_state(context.state)
         if "train" in values:
             round_idx = int(values["train"])
-            state = site.start(state, int(values["count"]), round_idx)
+            state = site.start(state, list(zip(values["split_rounds"], values["split_counts"])))
             precondition = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("precondition.")}
             facts, state = site.train(state, tensors["params"], round_idx, float(values["lr"]), precondition)
             reply.update(facts)

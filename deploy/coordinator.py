@@ -4,11 +4,12 @@ It holds no data. From the hospitals' public facts (their sizes and the data's s
 plans the federation as fed_train.py does, then runs each round through the same
 `ReleasePipeline` phases, the same ledger and the same intermediary rule:
 
-    sample hospitals -> train "local" at each (their sub-clients' updates stay there)
-    -> open_round (weights) -> announce (clip bound, from the norm messages outside
-    --strict_dp) -> train "send" at each (clipped update messages; or one SecAgg+ sum of
-    them, deploy/secagg.py) -> close_round / release (noise, server step) -> rule -> each
-    hospital scores the new model on its val split.
+    sample hospitals -> "step" at each sampled hospital: train its sub-clients, prepare,
+    and (when the bound is known in advance) clip and send -> open_round (weights) ->
+    announce (the clip bound; the paper's median reads the norms, then a second "step"
+    asks for the clipped updates) -> close_round (combine, noise, server step), or
+    Flower's SecAgg+ sum then `release` (deploy/secagg.py) -> the intermediary rule.
+    The hospitals score each round's model with the next round's message.
 
 Every random draw the server makes (sampling, central noise) comes from the same streams
 as in fed_train.py, and every hospital trains with the same keyed generators, so the same
@@ -68,6 +69,8 @@ class Coordinator:
         self.grid, self.cfg, self.options, self.flags, self.engine = grid, cfg, options, flags, engine
         self.round_seconds: list[float] = []
         self.secagg_inputs: list[int] = []  # hospitals whose input each SecAgg+ sum holds
+        self.sites: list[Site] = []
+        self.splits: list[tuple[int, list[int]]] = []  # (first round, sub-clients per hospital) of each split
 
     # -- messaging -------------------------------------------------------------------
 
@@ -93,7 +96,7 @@ class Coordinator:
         return out
 
     def _name_of(self, node: int) -> str:
-        for site in getattr(self, "sites", []):
+        for site in self.sites:
             if site.node == node:
                 return site.facts["name"]
         return "a hospital"
@@ -109,10 +112,10 @@ class Coordinator:
             waited += 0.5
         replies = self.exchange(nodes, "query.describe", [pack() for _ in nodes], "connecting")
         sites = sorted((Site(node, unpack(r.content)[0]) for node, r in zip(nodes, replies)),
-                       key=lambda s: s.facts["key"])
-        if len(sites) != expected:
-            raise ConfigError(f"{len(sites)} nodes connected for -N {expected} hospitals; start exactly one per "
-                              "hospital")
+                       key=lambda s: s.facts["index"])
+        if [s.facts["index"] for s in sites] != list(range(expected)):
+            raise ConfigError(f"the nodes hold partitions {[s.facts['index'] for s in sites]} for -N {expected} "
+                              f"hospitals; start exactly one node per partition-id 0..{expected - 1}")
         return sites
 
     # -- the run ---------------------------------------------------------------------
@@ -185,6 +188,7 @@ class Coordinator:
         rounds_run, pending = 0, None
         for site, k in zip(self.sites, counts):
             site.sizes = [site.facts["train"] // k] * k  # until it reports its split (read only by --weighted_avg)
+        self.splits = [(0, counts)]
         self.bar = tqdm(range(cfg.rounds), desc=f"{cfg.data} {cfg.mode} (flower)", unit="round", dynamic_ncols=True,
                         disable=None if cfg.progress else True)
         try:
@@ -200,8 +204,9 @@ class Coordinator:
                     self._finish(pending, scored)
                 new_v, rule_stats = choose_subclients(cfg, v, stats, r, cap)
                 stats.update(rule_stats)
-                if new_v != v:
+                if new_v != v:  # the hospitals re-split for the rounds after this one
                     v, counts = new_v, allocate_subclients(sizes, new_v, balance=cfg.balance_split)
+                    self.splits.append((r + 1, counts))
                 train_rows = [] if cfg.strict_dp else metric_rows(r, "train", losses)
                 pending = (r, train_rows, self._privacy_rows(r, v, stats), params.clone(), v)
                 rounds_run = r + 1
@@ -260,7 +265,8 @@ class Coordinator:
         for h in range(len(self.sites)) if score else []:
             work[h] = ({"score": "val"}, {"params": params})
         for h in train:
-            values = {"train": r, "lr": local_lr(cfg, r), "count": counts[h]}
+            values = {"train": r, "lr": local_lr(cfg, r), "split_rounds": [first for first, _ in self.splits],
+                      "split_counts": [per_h[h] for _, per_h in self.splits]}
             if one_shot:
                 values.update({"send": r, **({"bound": float(early_bound)} if early_bound is not None else {})})
             work[h] = ({**work.get(h, ({}, {}))[0], **values}, {"params": params, **precondition})

@@ -75,7 +75,8 @@ class HospitalSite:
     def describe(self) -> dict:
         """The public facts the server plans the federation from (what fed_train.py's
         planning reads of each hospital: its name, key and sizes, and the data's shape)."""
-        return {"name": self.hospital.name, "key": self.hospital.key, "train": len(self.hospital.train),
+        return {"index": self.index, "name": self.hospital.name, "key": self.hospital.key,
+                "train": len(self.hospital.train),
                 "val": len(self.hospital.val), "test": len(self.hospital.test), "task": self.task_kind,
                 "in_channels": self.data.in_channels, "num_outputs": self.data.num_outputs}
 
@@ -97,17 +98,22 @@ class HospitalSite:
             return SubclientMoments.fresh([state.count], numel, dtype=dtype, device=self.device)
         return SubclientMoments.from_state_dict(state.moments, self.device)
 
-    def start(self, state: SiteState, count: int, round_idx: int) -> SiteState:
-        """Adopt the server's sub-client count for this round (re-splitting when it changed,
-        the Adam states averaged into the new sub-clients as the simulation does)."""
+    def start(self, state: SiteState, splits: list[tuple[int, int]]) -> SiteState:
+        """Adopt the server's sub-client splits so far: (first round, its sub-client count)
+        for the run's first split and each re-split. The simulation re-splits every hospital
+        after the rule's round, averaging its sub-clients' Adam states into the new ones; a
+        hospital that was not sampled then replays the re-splits it missed, in order, so it
+        ends in the same state."""
         if state.secret is None:
             state.secret = split_secret(self.cfg.seed, secure=self.cfg.secure_rng)
-            state.count = count
-        elif count != state.count:
+            state.split_round, state.count = splits[0]
+        for split_round, count in splits:
+            if split_round <= state.split_round:
+                continue
             if state.moments:
                 state.moments = SubclientMoments.from_state_dict(state.moments, self.device).resplit([count]) \
                     .state_dict()
-            state.count, state.split_round = count, round_idx
+            state.count, state.split_round = count, split_round
             state.in_order = self.cfg.subclient_split == "paper"  # the paper's re-split loaders do not shuffle
         return state
 
