@@ -17,6 +17,7 @@ flags give the same global parameters (tests/test_flower.py).
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -161,7 +162,18 @@ class Coordinator:
             except BaseException:
                 clear_uncheckpointed(folder)  # no checkpoint on Flower: a stopped run leaves nothing behind
                 lock.remove_created_folders()
+                self._say_spent()
                 raise
+
+    def _say_spent(self) -> None:
+        """A stopped run writes no summary, but the rounds it charged may have been released
+        to the server: say what they cost, so that a rerun can be counted with them."""
+        charged = self.ledger.releases("client/subclient") if self.pipeline.client_dp is not None else 0
+        if charged:
+            eps = {u: self.ledger.epsilon(f"client/{u}", self.cfg.accountant) for u in ("hospital", "subclient")}
+            print(f"flower server: {charged} round(s) were charged before the stop (the last may not have been "
+                  f"released): epsilon {eps['hospital']:.3f} per hospital, {eps['subclient']:.3f} per sub-client "
+                  f"({self.cfg.accountant}, delta {self.cfg.delta:g})", file=sys.stderr, flush=True)
 
     def _threat_model(self) -> str:
         who = threat_model(self.cfg)

@@ -18,8 +18,8 @@ facts, and returns the messages it sends:
 
 Every message passes the read-only hooks in `ReleasePipeline.hooks` on its way out
 (federated/messages.py): what they see is what leaves the clients. The simulation calls
-the client half once per sub-client; a Flower ClientApp would call it for its hospital's
-rows. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
+the client half once per sub-client; the Flower deployment (deploy/) calls it at each
+hospital for its own rows, between the server's phases. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
 weights, which noise std and which releases to charge are decided here and in privacy/.
 Under client-level DP a round with no participant (K = 0) still releases its noise.
 """
@@ -314,10 +314,11 @@ class ReleasePipeline:
         prepared = [self.client.prepare(row, self.client_round(rnd, k, part)) for k, row in enumerate(deltas)]
         norms = [self.observed(self.client.norm_message(p, part.members[k], self.client_round(rnd, k, part)))
                  for k, p in enumerate(prepared)] if self.sends_norms else []
-        plan = self.announce(rnd, part, max_weight, norms, noise_gen)
-        messages = [self.observed(self.client.send(p, part.members[k], self.client_round(rnd, k, part), plan.bound,
-                                                plan.ring, plan.shares)) for k, p in enumerate(prepared)]
-        return self.close_round(params, rnd, part, plan, messages, prepared, step=step)
+        announced = self.announce(rnd, part, max_weight, norms, noise_gen)
+        messages = [self.observed(self.client.send(p, part.members[k], self.client_round(rnd, k, part),
+                                                   announced.bound, announced.ring, announced.shares))
+                    for k, p in enumerate(prepared)]
+        return self.close_round(params, rnd, part, announced, messages, prepared, step=step)
 
     @property
     def sends_norms(self) -> bool:

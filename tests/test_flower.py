@@ -121,7 +121,7 @@ def test_flower_secagg_sum_is_the_simulation_sum_within_its_quantisation(tmp_pat
     assert _summary(flower)["flower"]["secagg_inputs"] == [3, 3]
 
 
-def test_flower_secagg_completes_with_a_dropped_hospital_and_fails_loudly_below_threshold(tmp_path):
+def test_flower_secagg_completes_with_a_dropped_hospital_and_fails_loudly_below_threshold(tmp_path, capfd):
     from deploy.simulate import simulate
     flags = [*SMALL, "--rounds", "1", "--mode", "dpsgd", "--noise_multiplier", "0.5", "--strict_dp",
              "--flower_secagg", "--save_path", str(tmp_path)]
@@ -133,6 +133,11 @@ def test_flower_secagg_completes_with_a_dropped_hospital_and_fails_loudly_below_
     with pytest.raises(RuntimeError, match="SecAgg\\+ halted"):
         simulate([*flags, "--drop_hospitals", "1,2", "--exp", "below"], workers=2)  # threshold 2 of 3
     assert not (tmp_path / "synthetic-ich" / "seed0" / "below").exists()  # nothing half-written
+    # but the round was charged before it stopped, and what that cost is said
+    err = capfd.readouterr().err
+    eps = summary["privacy"]["epsilon"]
+    assert (f"1 round(s) were charged before the stop (the last may not have been released): epsilon "
+            f"{eps['hospital']['rdp']:.3f} per hospital, {eps['subclient']['rdp']:.3f} per sub-client") in err
 
 
 @pytest.mark.parametrize("argv, message", [
