@@ -223,6 +223,10 @@ def test_localhost_deployment_runs_the_federation_across_processes(tmp_path):
     assert all(torch.equal(_model(_folder(simulated))[k], deployed[k]) for k in deployed)
     pids = (tmp_path / "logs" / "pids").read_text().split()
     assert len(pids) == 4 and not any(_alive(p) for p in pids) and not _flower_processes()
+    # every API listened on the loopback interface only
+    listening = [line for log in (tmp_path / "logs").glob("*.log") for line in log.read_text().splitlines()
+                 if " API on " in line or "running on" in line.lower()]
+    assert listening and all("127.0.0.1:" in line and "0.0.0.0" not in line for line in listening), listening
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="run_local.sh uses setsid and /dev/tcp (Linux)")
