@@ -188,8 +188,11 @@ def _initial_model(folder: Path) -> dict[str, torch.Tensor]:
 # -- the deployment on this machine ------------------------------------------------------
 
 def _flower_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "flower-super" in line or "flwr-" in line]
+    """Flower processes still running. A zombie (state Z) has exited: it waits only for its
+    parent to read its status, which, once the SuperLink is stopped, is the machine's init."""
+    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if ("flower-super" in line or "flwr-" in line) and line.split()[1][0] != "Z"]
 
 
 def _run_local(tmp_path: Path, nodes: int, flags: list[str], logs: Path) -> subprocess.Popen:
@@ -254,12 +257,10 @@ def test_a_supernode_killed_mid_run_stops_it_with_one_line(tmp_path):
     assert not any(_alive(p) for p in pids) and not _flower_processes()
 
 
-def _alive(pid: str) -> bool:
-    try:
-        os.killpg(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _alive(pgid: str) -> bool:
+    """Whether a process of the group `pgid` still runs (zombies have exited)."""
+    out = subprocess.run(["ps", "-eo", "pgid,stat"], capture_output=True, text=True).stdout
+    return any(fields[0] == pgid and fields[1][0] != "Z" for fields in map(str.split, out.splitlines()[1:]))
 
 
 @pytest.mark.parametrize("flags, sent", [
