@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = _timed([*command, "--save_path", str(save)], env)
             summary = _summary(save)
             timing = summary["timing"]
-            per_round = timing["mean_round_s"] if "mean_round_s" in timing else timing["total_s"] / summary["rounds_run"]
+            flower = "mean_round_s" in timing
+            per_round = timing["mean_round_s"] if flower else timing["total_s"] / summary["rounds_run"]
             eps = summary["privacy"]["epsilon"]["subclient"]["rdp"]
             rows.append((label, per_round, wall, summary["test"][summary["primary_metric"]], eps))
             print(f"{label}: {per_round:.2f} s per round, {wall:.1f} s wall", file=sys.stderr, flush=True)

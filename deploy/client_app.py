@@ -31,6 +31,8 @@ app = ClientApp()
 
 class DroppedOut(RuntimeError):
     """--drop_hospitals: this hospital leaves the round after sharing its keys."""
+
+
 # per process (a simulation's worker serves several nodes): rebuilt from the flags, never the run's state
 _SITES: dict[tuple, HospitalSite] = {}
 
@@ -63,7 +65,8 @@ def step(msg: Message, context: Context) -> Message:
     values, tensors = unpack(msg.content)
     reply, arrays = {}, {}
     if "score" in values:
-        reply.update({f"score.{k}": float(v) for k, v in site.evaluate(tensors["params"], str(values["score"])).items()})
+        scores = site.evaluate(tensors["params"], str(values["score"]))
+        reply.update({f"score.{k}": float(v) for k, v in scores.items()})
     if "train" in values or "send" in values:
         state = load_state(context.state)
         if "train" in values:

@@ -19,8 +19,9 @@ facts, and returns the messages it sends:
 Every message passes the read-only hooks in `ReleasePipeline.hooks` on its way out
 (federated/messages.py): what they see is what leaves the clients. The simulation calls
 the client half once per sub-client; the Flower deployment (deploy/) calls it at each
-hospital for its own rows, between the server's phases. The round loop calls `ReleasePipeline.round` and holds no privacy policy: which
-weights, which noise std and which releases to charge are decided here and in privacy/.
+hospital for its own rows, between the server's phases. The round loop calls
+`ReleasePipeline.round` and holds no privacy policy: which weights, which noise std and
+which releases to charge are decided here and in privacy/.
 Under client-level DP a round with no participant (K = 0) still releases its noise.
 """
 from __future__ import annotations
